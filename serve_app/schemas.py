@@ -1,0 +1,382 @@
+"""Typed request bodies at the edge: what a client may send to `/v1/responses` and `/v1/chat/completions`.
+
+Validation answers "is this a well-formed request?"; whether we can honour a well-formed request is
+the translator's question. So item and tool types that exist in the OpenAI API but have no Azure
+Chat Completions equivalent validate as `Unsupported*` here and are refused, by name, in translation.
+Anything the OpenAI API does not define at all is rejected here (`extra="forbid"`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+from .errors import InvalidRequest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Loose(BaseModel):
+    """A known OpenAI type we cannot honour: its shape does not matter, only that it was sent."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+# --- content parts -------------------------------------------------------------------------------
+
+
+class InputText(_Strict):
+    type: Literal["input_text"]
+    text: str
+    prompt_cache_breakpoint: dict[str, Any] | None = None  # refused when set
+
+
+class InputImage(_Strict):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: Literal["low", "high", "auto", "original"] = "auto"
+    prompt_cache_breakpoint: dict[str, Any] | None = None  # refused when set
+
+
+class OutputText(_Strict):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[Any] | None = None
+
+
+class RefusalPart(_Strict):
+    type: Literal["refusal"]
+    refusal: str
+
+
+class UnsupportedPart(_Loose):
+    pass
+
+
+_UNSUPPORTED_PARTS = {"input_file", "input_audio", "summary_text", "reasoning_text"}
+
+
+def _part_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "part:unsupported" if kind in _UNSUPPORTED_PARTS else f"part:{kind}"
+
+
+ContentPart = Annotated[
+    Union[
+        Annotated[InputText, Tag("part:input_text")],
+        Annotated[InputImage, Tag("part:input_image")],
+        Annotated[OutputText, Tag("part:output_text")],
+        Annotated[RefusalPart, Tag("part:refusal")],
+        Annotated[UnsupportedPart, Tag("part:unsupported")],
+    ],
+    Discriminator(_part_tag),
+]
+
+
+# --- input items ---------------------------------------------------------------------------------
+
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class Caller(_Strict):
+    type: Literal["direct", "program"]
+    caller_id: str | None = None
+
+
+class MessageItem(_Strict):
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: str | list[ContentPart]
+    id: str | None = None
+    status: ItemStatus | None = None
+    phase: Literal["commentary", "final_answer"] | None = None  # refused when set
+
+
+class FunctionCallItem(_Strict):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+    id: str | None = None
+    status: ItemStatus | None = None
+    # Programmatic tool calling; refused unless it says the model called directly.
+    caller: Caller | None = None
+    namespace: str | None = None
+    async_: bool | None = Field(default=None, alias="async")
+
+
+class FunctionCallOutputItem(_Strict):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+    id: str | None = None
+    status: ItemStatus | None = None
+    name: str | None = None  # informational: call_id already names the call
+    caller: Caller | None = None
+    namespace: str | None = None
+
+
+class SummaryText(_Strict):
+    type: Literal["summary_text"]
+    text: str
+
+
+class ReasoningItem(_Strict):
+    type: Literal["reasoning"]
+    id: str | None = None
+    summary: list[SummaryText] = Field(default_factory=list)
+    content: list[Any] | None = None
+    encrypted_content: str | None = None
+    status: str | None = None
+
+
+class UnsupportedItem(_Loose):
+    pass
+
+
+_UNSUPPORTED_ITEMS = {
+    "item_reference",
+    "additional_tools",
+    "configuration_update",
+    "compaction_trigger",
+    "program",
+    "program_output",
+    "tool_search_call",
+    "tool_search_output",
+    "file_search_call",
+    "web_search_call",
+    "computer_call",
+    "computer_call_output",
+    "code_interpreter_call",
+    "image_generation_call",
+    "local_shell_call",
+    "local_shell_call_output",
+    "shell_call",
+    "shell_call_output",
+    "apply_patch_call",
+    "apply_patch_call_output",
+    "mcp_list_tools",
+    "mcp_approval_request",
+    "mcp_approval_response",
+    "mcp_call",
+    "custom_tool_call",
+    "custom_tool_call_output",
+    "compaction",
+}
+
+
+def _item_tag(value: Any) -> str:
+    # An "easy" input message ({"role", "content"}) carries no type.
+    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", None)
+    return "item:unsupported" if kind in _UNSUPPORTED_ITEMS else f"item:{kind}"
+
+
+InputItem = Annotated[
+    Union[
+        Annotated[MessageItem, Tag("item:message")],
+        Annotated[FunctionCallItem, Tag("item:function_call")],
+        Annotated[FunctionCallOutputItem, Tag("item:function_call_output")],
+        Annotated[ReasoningItem, Tag("item:reasoning")],
+        Annotated[UnsupportedItem, Tag("item:unsupported")],
+    ],
+    Discriminator(_item_tag),
+]
+
+
+# --- tools and settings --------------------------------------------------------------------------
+
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+    # Programmatic tool calling and deferred loading; refused when they ask for more than a plain call.
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    defer_loading: bool | None = None
+    output_schema: dict[str, Any] | None = None
+
+
+class UnsupportedTool(_Loose):
+    pass
+
+
+def _tool_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "tool:function" if kind == "function" else "tool:unsupported"
+
+
+Tool = Annotated[
+    Union[Annotated[FunctionTool, Tag("tool:function")], Annotated[UnsupportedTool, Tag("tool:unsupported")]],
+    Discriminator(_tool_tag),
+]
+
+
+class ToolChoiceFunction(_Strict):
+    type: Literal["function"]
+    name: str = Field(min_length=1)
+
+
+class UnsupportedToolChoice(_Loose):
+    pass
+
+
+def _tool_choice_tag(value: Any) -> str:
+    if isinstance(value, str):
+        return "choice:mode"
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "choice:function" if kind == "function" else "choice:unsupported"
+
+
+ToolChoice = Annotated[
+    Union[
+        Annotated[Literal["none", "auto", "required"], Tag("choice:mode")],
+        Annotated[ToolChoiceFunction, Tag("choice:function")],
+        Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
+    ],
+    Discriminator(_tool_choice_tag),
+]
+
+
+class FormatText(_Strict):
+    type: Literal["text"]
+
+
+class FormatJsonObject(_Strict):
+    type: Literal["json_object"]
+
+
+class FormatJsonSchema(_Strict):
+    type: Literal["json_schema"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _format_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"format:{kind}"
+
+
+TextFormat = Annotated[
+    Union[
+        Annotated[FormatText, Tag("format:text")],
+        Annotated[FormatJsonObject, Tag("format:json_object")],
+        Annotated[FormatJsonSchema, Tag("format:json_schema")],
+    ],
+    Discriminator(_format_tag),
+]
+
+
+class TextConfig(_Strict):
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningConfig(_Strict):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class StreamOptions(_Strict):
+    include_obfuscation: bool | None = None
+
+
+class ResponsesRequest(_Strict):
+    """`POST /v1/responses` body (OpenAI Responses API, create)."""
+
+    model: str | None = None  # ignored: the configured deployment always answers
+    input: str | list[InputItem]
+    instructions: str | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    include: list[str] | None = None
+    service_tier: str | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    # Defined by the API but never honoured here; the translator refuses them when set.
+    previous_response_id: str | None = None
+    background: bool | None = None
+    conversation: Any = None
+    prompt: Any = None
+    max_tool_calls: int | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    access_programs: dict[str, Any] | None = None
+    background_options: dict[str, Any] | None = None
+    context_management: list[Any] | None = None
+    image: dict[str, Any] | None = None
+    moderation: dict[str, Any] | None = None
+
+
+class ChatRequest(BaseModel):
+    """`POST /v1/chat/completions` body: only what this server acts on is typed; the rest is Azure's to judge."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    model: str | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    n: int | None = Field(default=None, ge=1)
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """Validate a decoded JSON body, turning its problem into a 400 that names the field."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        # With unions (`str | list[...]`) pydantic reports every branch; the deepest error is the one
+        # about what the client actually sent.
+        first = max(exc.errors(include_url=False, include_input=False), key=lambda e: len(e["loc"]))
+        param = _param_path(first["loc"])
+        if first["type"] == "extra_forbidden":
+            message = f"Unknown parameter: '{param}'."
+        elif first["type"] == "union_tag_invalid":
+            kind = str(first.get("ctx", {}).get("tag", "")).partition(":")[2]
+            param = f"{param}.type"
+            message = f"Invalid value for '{param}': unknown type {kind!r}."
+        else:
+            message = f"Invalid '{param}': {first['msg']}."
+        raise InvalidRequest(message, param=param, code="invalid_value" if param else None) from None
+
+
+def _param_path(loc: tuple[Any, ...]) -> str:
+    # pydantic puts union branches ("item:message", "str", "list[...]") in the location; OpenAI's
+    # params read like input[2].content[0].text.
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "str" or ":" in part or "[" in part:
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path

@@ -1,0 +1,176 @@
+"""Azure Chat Completion -> Responses API `Response` object. Pure: no I/O, no Ray.
+
+The streaming translator builds its Responses from the same pieces (`response_envelope`,
+`finish_status`, `message_item`, `function_call_item`, `usage`), so that a stream accumulates
+to exactly the object this module returns for the same upstream answer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ..errors import UpstreamError
+from ..schemas import FunctionTool, ResponsesRequest, ToolChoiceFunction
+
+# Chat `finish_reason` -> (Response status, incomplete_details.reason).
+_FINISH = {
+    "length": ("incomplete", "max_output_tokens"),
+    "content_filter": ("incomplete", "content_filter"),
+}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def finish_status(finish_reason: str | None) -> tuple[str, dict[str, str] | None]:
+    status, reason = _FINISH.get(finish_reason or "", ("completed", None))
+    return status, ({"reason": reason} if reason else None)
+
+
+def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, created_at: int) -> dict[str, Any]:
+    """A Response with no output yet: the request's settings echoed, status `in_progress`."""
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "background": False,
+        "completed_at": None,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": req.instructions,
+        "max_output_tokens": req.max_output_tokens,
+        "max_tool_calls": None,
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
+        "previous_response_id": None,
+        "prompt_cache_key": req.prompt_cache_key,
+        "reasoning": {"effort": req.reasoning.effort if req.reasoning else None, "summary": None},
+        "safety_identifier": req.safety_identifier,
+        "service_tier": req.service_tier,
+        "store": bool(req.store),  # nothing is stored, whatever was asked
+        "temperature": req.temperature,
+        "text": _text_echo(req),
+        "tool_choice": _tool_choice_echo(req),
+        "tools": [tool.model_dump(by_alias=True, exclude_unset=True) for tool in req.tools or () if isinstance(tool, FunctionTool)],
+        "top_logprobs": req.top_logprobs,
+        "top_p": req.top_p,
+        "truncation": req.truncation or "disabled",
+        "usage": None,
+        "user": req.user,
+        "metadata": dict(req.metadata or {}),
+    }
+
+
+def _text_echo(req: ResponsesRequest) -> dict[str, Any]:
+    text = req.text
+    fmt = text.format.model_dump(by_alias=True, exclude_none=True) if text and text.format else {"type": "text"}
+    return {"format": fmt, "verbosity": text.verbosity if text else None}
+
+
+def _tool_choice_echo(req: ResponsesRequest) -> Any:
+    choice = req.tool_choice
+    if isinstance(choice, ToolChoiceFunction):
+        return choice.model_dump()
+    return choice or "auto"
+
+
+def to_response(
+    completion: dict[str, Any], req: ResponsesRequest, *, model: str, response_id: str, created_at: int, completed_at: int
+) -> dict[str, Any]:
+    choices = completion.get("choices") or []
+    if not choices:
+        raise UpstreamError("Azure returned a completion without choices.", status=502, code="upstream_invalid_response")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    status, incomplete = finish_status(choice.get("finish_reason"))
+    output: list[dict[str, Any]] = []
+    if message.get("content") or message.get("refusal"):
+        output.append(message_item(new_id("msg"), message.get("content"), message.get("refusal"), _logprobs(choice)))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        output.append(function_call_item(new_id("fc"), call.get("id", ""), function.get("name", ""), function.get("arguments", "")))
+    mark_incomplete(output, status)
+    response = response_envelope(req, model=model, response_id=response_id, created_at=created_at)
+    finish(response, status, incomplete, output, usage(completion.get("usage")), completed_at)
+    return response
+
+
+def finish(
+    response: dict[str, Any],
+    status: str,
+    incomplete: dict[str, str] | None,
+    output: list[dict[str, Any]],
+    response_usage: dict[str, Any] | None,
+    completed_at: int,
+) -> None:
+    """Give an envelope its final state (shared with the stream's terminal event)."""
+    response.update(
+        status=status,
+        incomplete_details=incomplete,
+        output=output,
+        usage=response_usage,
+        completed_at=completed_at if status == "completed" else None,
+    )
+
+
+def message_item(item_id: str, text: str | None, refusal: str | None, logprobs: list[dict[str, Any]]) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if text:
+        content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs})
+    if refusal:
+        content.append({"type": "refusal", "refusal": refusal})
+    return {"id": item_id, "type": "message", "role": "assistant", "status": "completed", "content": content}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"}
+
+
+def mark_incomplete(output: list[dict[str, Any]], status: str) -> None:
+    # Chat says only that generation stopped early: the item being written when it stopped (the
+    # last one) is the incomplete one.
+    if status == "incomplete" and output:
+        output[-1]["status"] = "incomplete"
+
+
+def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    return logprob_entries((choice.get("logprobs") or {}).get("content"))
+
+
+def logprob_entries(content: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [
+        {
+            "token": entry.get("token", ""),
+            "logprob": entry.get("logprob", 0.0),
+            "bytes": entry.get("bytes") or [],
+            "top_logprobs": [
+                {"token": top.get("token", ""), "logprob": top.get("logprob", 0.0), "bytes": top.get("bytes") or []}
+                for top in entry.get("top_logprobs") or ()
+            ],
+        }
+        for entry in content or ()
+    ]
+
+
+def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not chat_usage:
+        return None
+    input_tokens = chat_usage.get("prompt_tokens") or 0
+    output_tokens = chat_usage.get("completion_tokens") or 0
+    prompt_details = chat_usage.get("prompt_tokens_details") or {}
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {
+            "cached_tokens": prompt_details.get("cached_tokens") or 0,
+            "cache_write_tokens": prompt_details.get("cache_write_tokens") or 0,
+        },
+        "output_tokens": output_tokens,
+        "output_tokens_details": {
+            "reasoning_tokens": (chat_usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+        },
+        "total_tokens": chat_usage.get("total_tokens") or input_tokens + output_tokens,
+    }
