@@ -1,0 +1,143 @@
+"""The Azure OpenAI Chat Completions client: knows HTTP and Azure, nothing of Responses.
+
+One instance per replica. It never limits concurrency itself (the caller's limiter does, so
+that no request ever waits inside the HTTP pool), and it turns every upstream failure into a
+typed `OpenAIError` carrying Azure's status and code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator, Mapping
+from urllib.parse import quote
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+from pydantic import SecretStr
+
+from .config import Timeouts
+from .errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+# Headers of an Azure error answer that a client needs to back off correctly.
+_FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _aiohttp_transport() -> AiohttpTransport:
+    # httpx's own pool costs CPU quadratic in waiting requests; aiohttp holds thousands of
+    # connections cheaply. limit=0: the replica's limiter is the only gate (a second, fixed one
+    # here would either cap a share grown by a live resize or queue requests inside the pool).
+    def session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300))
+
+    return AiohttpTransport(client=session)
+
+
+class AzureClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        deployment: str,
+        query: Mapping[str, str],
+        api_key: SecretStr,
+        timeouts: Timeouts,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self._url = f"{base_url.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+        self._timeouts = timeouts
+        self._http = httpx.AsyncClient(
+            params=dict(query),
+            headers={"api-key": api_key.get_secret_value(), "content-type": "application/json"},
+            timeout=httpx.Timeout(
+                connect=timeouts.connect_s, read=timeouts.read_s, write=timeouts.read_s, pool=timeouts.connect_s
+            ),
+            transport=transport or _aiohttp_transport(),
+        )
+
+    def __repr__(self) -> str:
+        return f"AzureClient(url={self._url!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One non-streaming Chat Completions call."""
+        try:
+            response = await self._http.post(self._url, content=dumps(body))
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self._timeouts) from None
+        if response.status_code >= 400:
+            raise upstream_error(response.status_code, response.content, response.headers)
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise UpstreamUnavailable("Azure answered with a body that is not JSON.", code="upstream_invalid_response") from None
+
+    async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Stream Chat Completions chunks. The HTTP stream lives inside this generator, so closing
+        the generator (normally, by error, or because our client went away) closes it upstream."""
+        payload = dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+        try:
+            async with self._http.stream("POST", self._url, content=payload) as response:
+                if response.status_code >= 400:
+                    raise upstream_error(response.status_code, await response.aread(), response.headers)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators, comments, `event:` lines
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise upstream_error(500, data.encode(), {})
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self._timeouts) from None
+        except ValueError:
+            raise UpstreamUnavailable("Azure sent a stream frame that is not JSON.", code="upstream_invalid_response") from None
+        raise UpstreamUnavailable("Azure's stream ended before [DONE].", code="upstream_stream_truncated")
+
+
+def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    """Azure's error answer, in the OpenAI envelope, with Azure's status, code and backoff headers kept."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    # Azure wraps errors in {"error": {...}}, except Entra auth failures: {"statusCode", "message"}.
+    error = data.get("error", data) if isinstance(data, dict) else {}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    message = error.get("message") or (body.decode(errors="replace")[:500] if body else "") or f"Azure answered HTTP {status}."
+    code = error.get("code")
+    param = error.get("param")
+    kind = error.get("type")
+    return UpstreamError(
+        str(message),
+        status=status,
+        code=None if code is None else str(code),
+        param=param if isinstance(param, str) else None,
+        type=kind if isinstance(kind, str) and kind else None,
+        headers={k: headers[k] for k in _FORWARDED_ERROR_HEADERS if k in headers},
+    )
+
+
+def transport_error(exc: httpx.TransportError, timeouts: Timeouts) -> OpenAIError:
+    # httpx-aiohttp maps most aiohttp connection failures to ConnectTimeout; the aiohttp cause
+    # says what really happened.
+    cause = exc.__cause__
+    timed_out = isinstance(cause, (TimeoutError, asyncio.TimeoutError)) if cause is not None else isinstance(exc, httpx.TimeoutException)
+    reason = type(cause or exc).__name__
+    if timed_out:
+        return UpstreamTimeout(
+            f"Azure did not answer in time (connect timeout {timeouts.connect_s:g} s, read timeout {timeouts.read_s:g} s; {reason}).",
+            code="upstream_timeout",
+        )
+    return UpstreamUnavailable(f"Could not complete the call to Azure ({reason}).", code="upstream_unavailable")
