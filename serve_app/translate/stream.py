@@ -3,8 +3,8 @@
 States: *started* (`start()` emitted `response.created` and `response.in_progress`) -> *streaming*
 (`feed()` opens output items on their first delta and emits deltas) -> *items closed* (a
 `finish_reason` arrived: every open item gets its `.done` events, in output order) ->
-*finished* (`finish()` emits `response.completed` or `response.incomplete`, or `fail()` emits
-`response.failed`). Items are closed together when generation stops, because only then is it
+*finished* (`finish()` emits `response.completed` or `response.incomplete`; `fail()` closes
+what is still open as incomplete and emits `response.failed`). Items are closed together when generation stops, because only then is it
 known whether the last one was cut off; that keeps the terminal Response equal to what
 `to_response` builds from the same answer.
 
@@ -111,15 +111,12 @@ class ResponseEventStream:
         return events + [self._event(kind, response=response)]
 
     def fail(self, error: OpenAIError) -> list[dict[str, Any]]:
-        """Upstream failed after the stream began: end it with `response.failed`."""
-        output = self._closed if self._closed is not None else [item.item() for item in self._items]
-        if self._closed is None:
-            for item in output:
-                item["status"] = "incomplete"
+        """Upstream failed after the stream began: close what is open as incomplete, then `response.failed`."""
+        events = self._close_items(failed=True)
         response = {
             **self._response,
             "status": "failed",
-            "output": output,
+            "output": self._closed,
             "usage": usage(self._usage),
             # Response.error.code is a closed set; Azure's own code and type are kept in message and type.
             "error": {
@@ -129,7 +126,7 @@ class ResponseEventStream:
                 "type": error.type,
             },
         }
-        return [self._event("response.failed", response=response)]
+        return events + [self._event("response.failed", response=response)]
 
     # --- opening items and their deltas ---------------------------------------------------------
 
@@ -189,12 +186,15 @@ class ResponseEventStream:
 
     # --- closing -------------------------------------------------------------------------------
 
-    def _close_items(self) -> list[dict[str, Any]]:
+    def _close_items(self, failed: bool = False) -> list[dict[str, Any]]:
         if self._closed is not None:
             return []
         status, _ = finish_status(self._finish_reason)
         output = [item.item() for item in self._items]
         mark_incomplete(output, status)
+        if failed:
+            for item in output:
+                item["status"] = "incomplete"
         self._closed = output
         events: list[dict[str, Any]] = []
         for state, item in zip(self._items, output):

@@ -1,0 +1,24 @@
+# `make run` and `make test` each do their own set-up: a virtual environment in .venv with the
+# project and its test dependencies installed (again whenever pyproject.toml changes).
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Serves configs/azure_openai_model.yaml; with no env.yaml (no credentials) it runs on the
+# built-in Azure simulator. Extra arguments: make run ARGS="--port 8001 +policy_model_name=..."
+run: $(STAMP)
+	$(PYTHON) -m serve_app serve $(if $(wildcard env.yaml),,--simulate) $(ARGS)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,259 @@
+"""The deployment-wide concurrency budget: N upstream slots divided exactly among live replicas.
+
+Replica i of R (ordered by Serve rank) is entitled to `N // R + (1 if i < N % R else 0)`. Serve
+cannot do this alone: a replica's `world_size` goes stale when `num_replicas` changes, and a
+redeploy starts new replicas with the new config before it reconfigures the old ones, so shares
+computed independently overshoot N during every change. So one ledger holds the truth and
+replicas ask it for their share:
+
+- Each replica syncs every `interval_s` (and at once after a config change), reporting its rank,
+  the N it was configured with, its current capacity and its calls in flight.
+- The ledger grants a replica `min(entitlement, N - what every other replica might be using)`,
+  where what replica j might be using is `max(last grant, reported capacity, reported in flight)`.
+  A grown grant counts from the moment it is given; a shrunk one only once the replica reports
+  it applied it. Calls in flight above a shrunk capacity finish normally and hold their share
+  until they do. So the calls in flight never exceed N, during changes included, and settle on the
+  exact division once the change has drained.
+- Membership is a lease: a replica not heard from for `lease_s` is dropped (a crashed replica's
+  calls died with it), and a replica that cannot reach the ledger for most of a lease stops
+  admitting calls on its own.
+- The ledger is one named, detached actor per application and deployment, shared by every code
+  version, so a rolling upgrade (two versions side by side) divides one N, not two. If it
+  restarts empty, replicas report what they hold, and it grows nobody for one lease so that
+  everyone still holding a share has reported first.
+
+`BudgetLedger` is the bookkeeping (pure, clock injected); `LedgerActor` hosts it in Ray;
+`BudgetMember` is the replica side that keeps a `Limiter` at the granted capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from .limiter import Limiter
+
+logger = logging.getLogger("ray.serve")
+
+LEASE_S = 30.0
+INTERVAL_S = 0.5
+CATCH_UP_INTERVAL_S = 0.05
+IDLE_EXIT_S = 600.0
+
+
+def share(total: int, count: int, position: int) -> int:
+    return total // count + (1 if position < total % count else 0)
+
+
+@dataclass
+class Grant:
+    capacity: int  # what the replica may admit now
+    entitled: int  # its exact share once the deployment has settled
+
+
+@dataclass
+class _Member:
+    rank: int
+    granted: int
+    capacity: int
+    in_flight: int
+    seen: float
+
+    def bound(self) -> int:
+        """The most this replica can be using: nothing it was granted or still holds is free."""
+        return max(self.granted, self.capacity, self.in_flight)
+
+
+class BudgetLedger:
+    def __init__(self, *, lease_s: float = LEASE_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lease_s = lease_s
+        self._clock = clock
+        self._total = 0
+        self._members: dict[str, _Member] = {}
+        self._frozen_until = float("-inf")
+
+    def sync(self, replica_id: str, *, rank: int, total: int, capacity: int, in_flight: int) -> Grant:
+        now = self._clock()
+        self._expire(now, keep=replica_id)
+        self._total = total  # the newest config a replica reports is the one in force
+        member = self._members.get(replica_id)
+        if member is None:
+            if capacity or in_flight:
+                # It holds a share from a ledger before this one: others may too, and have not reported yet.
+                self._frozen_until = now + self._lease_s
+            member = self._members[replica_id] = _Member(rank, capacity, capacity, in_flight, now)
+        member.rank, member.capacity, member.in_flight, member.seen = rank, capacity, in_flight, now
+        entitled = self._entitlement(replica_id)
+        others = sum(m.bound() for rid, m in self._members.items() if rid != replica_id)
+        granted = max(0, min(entitled, self._total - others))
+        if now < self._frozen_until:
+            granted = min(granted, capacity)
+        member.granted = granted
+        return Grant(granted, entitled)
+
+    def leave(self, replica_id: str) -> None:
+        self._members.pop(replica_id, None)
+
+    def state(self) -> dict[str, Any]:
+        self._expire(self._clock())
+        return {
+            "total": self._total,
+            "members": {rid: {"rank": m.rank, "granted": m.granted, "capacity": m.capacity, "in_flight": m.in_flight}
+                        for rid, m in sorted(self._members.items(), key=lambda kv: (kv[1].rank, kv[0]))},
+        }
+
+    def idle(self) -> bool:
+        self._expire(self._clock())
+        return not self._members
+
+    def _entitlement(self, replica_id: str) -> int:
+        order = sorted(self._members, key=lambda rid: (self._members[rid].rank, rid))
+        return share(self._total, len(order), order.index(replica_id))
+
+    def _expire(self, now: float, keep: str | None = None) -> None:
+        for rid in [rid for rid, m in self._members.items() if now - m.seen > self._lease_s and rid != keep]:
+            del self._members[rid]
+
+
+class LedgerActor:
+    """`BudgetLedger` as a Ray actor (async, so calls never queue behind one another)."""
+
+    def __init__(self, lease_s: float = LEASE_S, idle_exit_s: float = IDLE_EXIT_S) -> None:
+        self._ledger = BudgetLedger(lease_s=lease_s)
+        self._idle_exit_s = idle_exit_s
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def sync(self, replica_id: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._exit_when_idle())
+        grant = self._ledger.sync(replica_id, rank=rank, total=total, capacity=capacity, in_flight=in_flight)
+        return grant.capacity, grant.entitled
+
+    async def leave(self, replica_id: str) -> None:
+        self._ledger.leave(replica_id)
+
+    async def state(self) -> dict[str, Any]:
+        return self._ledger.state()
+
+    async def _exit_when_idle(self) -> None:
+        # Detached actors outlive the apps that made them; this one goes once nobody has used it for a while.
+        import ray
+
+        while True:
+            await asyncio.sleep(self._idle_exit_s)
+            if self._ledger.idle():
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+
+LEDGER_NAMESPACE = "serve_app"
+
+SyncFn = Callable[[str, int, int, int, int], Awaitable[tuple[int, int]]]
+LeaveFn = Callable[[str], Awaitable[None]]
+
+
+def ledger_name(app: str, deployment: str) -> str:
+    return f"serve_app_budget:{app}:{deployment}"
+
+
+def get_or_create_ledger(app: str, deployment: str) -> Any:
+    import ray
+
+    remote = ray.remote(LedgerActor).options(
+        name=ledger_name(app, deployment),
+        namespace=LEDGER_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        max_concurrency=1000,
+    )
+    return remote.remote()
+
+
+def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
+    """sync/leave calls to the ledger actor, finding it again (or making a new one) after it died."""
+    handle: Any = None
+
+    def ledger() -> Any:
+        nonlocal handle
+        if handle is None:
+            handle = get_or_create_ledger(app, deployment)
+        return handle
+
+    async def sync(replica_id: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
+        nonlocal handle
+        try:
+            return await ledger().sync.remote(replica_id, rank, total, capacity, in_flight)
+        except Exception:
+            handle = None
+            raise
+
+    async def leave(replica_id: str) -> None:
+        await ledger().leave.remote(replica_id)
+
+    return sync, leave
+
+
+class BudgetMember:
+    """The replica's side: keeps `limiter` at the capacity the ledger grants."""
+
+    def __init__(self, limiter: Limiter, replica_id: str, sync: SyncFn, *, lease_s: float = LEASE_S,
+                 interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limiter = limiter
+        self._replica_id = replica_id
+        self._sync = sync
+        self._lease_s = lease_s
+        self._interval_s = interval_s
+        self._clock = clock
+        self._total = 0
+        self._rank = 0
+        self.entitled = 0
+        self._last_ok = clock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def configure(self, total: int, rank: int) -> None:
+        self._total, self._rank = total, rank
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def sync_once(self) -> None:
+        sent = self._clock()
+        try:
+            granted, self.entitled = await self._sync(self._replica_id, self._rank, self._total,
+                                                      self._limiter.capacity, self._limiter.in_use)
+        except Exception as exc:  # the ledger is restarting or unreachable: keep what we hold, for a while
+            if sent - self._last_ok > self._lease_s * 0.8 and self._limiter.capacity:
+                logger.warning("budget ledger unreachable for %.0f s; admitting no new upstream calls (%r)",
+                               sent - self._last_ok, exc)
+                self._limiter.resize(0)
+            raise
+        self._last_ok = sent  # measured from sending, so we fence before the ledger expires our lease
+        self._limiter.resize(granted)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.sync_once()
+                # Until it holds its whole share and is not draining above it, others may be waiting on it.
+                settled = self._limiter.capacity == self.entitled and self._limiter.in_use <= self._limiter.capacity
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                settled = False
+            delay = self._interval_s if settled else CATCH_UP_INTERVAL_S
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def leave(self, leave: LeaveFn) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._limiter.resize(0)
+        await leave(self._replica_id)

@@ -1,0 +1,129 @@
+"""`python -m serve_app`: serve model servers from NeMo Gym config, or run the Azure simulator alone."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from . import cluster
+from .config import DEFAULT_CONFIG, ConfigError, find_model_servers, load_tree, model_servers_from_tree
+from .serve_config import key_env, model_server_app, simulator_app
+
+SIMULATOR_APP = "azure_simulator"
+SIMULATOR_KEY = "sim-key"
+SIMULATED_DEPLOYMENT = "gpt-4o"
+SIMULATED_API_VERSION = "2024-10-21"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # NeMo Gym overrides (+a.b=c) can sit anywhere on the line.
+    overrides = [a for a in argv if a.startswith("+") or ("=" in a and not a.startswith("-"))]
+    options = _parser().parse_args([a for a in argv if a not in overrides])
+    try:
+        if options.command == "serve":
+            return serve(options, overrides)
+        if overrides:
+            raise ConfigError([f"'{options.command}' takes no +key=value overrides"])
+        return simulate(options)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serve_app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="serve every azure_openai_model server in the config (blocks)")
+    serve_cmd.add_argument("--config", nargs="+", default=[str(DEFAULT_CONFIG)], metavar="FILE",
+                           help="NeMo Gym YAML files, merged in order (default: configs/azure_openai_model.yaml)")
+    serve_cmd.add_argument("--env-file", default="env.yaml", help="values for ${...} (default: env.yaml, if present)")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--host", default="127.0.0.1",
+                           help="interface to listen on; anyone who can reach it spends your Azure quota")
+    serve_cmd.add_argument("--replicas", type=int, default=1, help="replicas per model server; they share its budget")
+    serve_cmd.add_argument("--simulate", action="store_true",
+                           help="also run the Azure simulator and point every model server at it")
+
+    sim_cmd = commands.add_parser("simulate", help="run the Azure OpenAI simulator alone (blocks)")
+    sim_cmd.add_argument("--port", type=int, default=8000)
+    sim_cmd.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def serve(options: argparse.Namespace, overrides: list[str]) -> int:
+    tree = load_tree(options.config, overrides, options.env_file)
+    simulator_url = f"http://127.0.0.1:{options.port}/{SIMULATOR_APP}"
+    if options.simulate:
+        point_at_simulator(tree, simulator_url)
+    servers = model_servers_from_tree(tree)
+    if options.replicas < 1:
+        raise ConfigError([f"--replicas must be at least 1, not {options.replicas}"])
+
+    apps: list[dict[str, Any]] = []
+    if options.simulate:
+        deployments = {config.openai_model: SIMULATED_DEPLOYMENT for config in servers.values()}
+        apps.append(simulator_app(SIMULATOR_APP, f"/{SIMULATOR_APP}", {"api_keys": [SIMULATOR_KEY], "deployments": deployments}))
+        _banner(f"SIMULATED AZURE: every model server answers from the built-in simulator at {simulator_url}; "
+                "nothing leaves this machine. Give real credentials (env.yaml) and drop --simulate to use Azure.")
+    for name, config in servers.items():
+        app = model_server_app(name, config, num_replicas=options.replicas)
+        # Replicas are I/O bound; on one machine, CPU reservations would only stop them from starting.
+        app["deployments"][0]["ray_actor_options"] = {"num_cpus": 0}
+        apps.append(app)
+
+    keys = {key_env(name): config.openai_api_key.get_secret_value() for name, config in servers.items()}
+    cluster.start(port=options.port, host=options.host, env=keys)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        cluster.deploy(apps)
+        host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
+        for name in servers:
+            print(f"{name}: http://{host}:{options.port}/{name}/v1", flush=True)
+        print("Serving; Ctrl-C to stop.", flush=True)
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+    return 0
+
+
+def point_at_simulator(tree: DictConfig, simulator_url: str) -> None:
+    """Fill every model server with simulator endpoint and key; keep deployment names and api-versions the config gives."""
+    for section in find_model_servers(tree).values():
+        section.openai_base_url = simulator_url
+        section.openai_api_key = SIMULATOR_KEY
+        if _unresolved(section, "openai_model"):
+            section.openai_model = SIMULATED_DEPLOYMENT
+        if "default_query" not in section or _unresolved(section.default_query, "api-version"):
+            OmegaConf.update(section, "default_query.api-version", SIMULATED_API_VERSION, force_add=True)
+
+
+def _unresolved(node: DictConfig, key: str) -> bool:
+    try:
+        return key not in node or OmegaConf.is_missing(node, key) or node[key] is None
+    except OmegaConfBaseException:
+        return True
+
+
+def _banner(text: str) -> None:
+    line = "=" * 100
+    print(f"{line}\n{text}\n{line}", file=sys.stderr, flush=True)
+
+
+def simulate(options: argparse.Namespace) -> int:
+    from .simulator import SimulatorConfig, run
+
+    print(f"Azure OpenAI simulator on http://{options.host}:{options.port} (api-key: {SIMULATOR_KEY})", flush=True)
+    run(SimulatorConfig(api_keys=(SIMULATOR_KEY,)), host=options.host, port=options.port)
+    return 0

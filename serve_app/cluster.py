@@ -1,0 +1,64 @@
+"""Starting a local Ray + Serve and deploying Serve configs to it: used by the CLI, the tests and the benchmark.
+
+Configs are applied declaratively, the way `serve deploy` and KubeRay apply them (the same
+controller call), because that is the only path on which Serve updates `user_config` and replica
+counts without restarting replicas; `serve.run` always starts a new code version.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterable, Mapping
+
+# Serve's process-wide switches (read when Ray starts its workers), chosen by measurement: see
+# README, "Performance".
+SERVE_ENV: dict[str, str] = {}
+
+
+def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), num_cpus: int | None = None) -> None:
+    """Start Ray and Serve in this process. `env` reaches every Ray worker (keys, Serve flags)."""
+    import ray
+    from ray import serve
+
+    # Workers inherit the environment of the raylet this process starts, so set it first.
+    os.environ.update(SERVE_ENV)
+    os.environ.update(env)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    serve.start(http_options={"host": host, "port": port})
+
+
+def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) -> None:
+    """Apply a Serve config's applications (replacing what was deployed) and wait until they run."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    apps = list(applications)
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
+    wait_running([app["name"] for app in apps], timeout_s=timeout_s)
+
+
+def wait_running(names: Iterable[str], *, timeout_s: float) -> None:
+    from ray import serve
+
+    wanted = set(names)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses = {name: app for name, app in serve.status().applications.items() if name in wanted}
+        failed = {name: app.message for name, app in statuses.items() if app.status == "DEPLOY_FAILED"}
+        if failed:
+            raise RuntimeError("deployment failed: " + "; ".join(f"{n}: {m}" for n, m in failed.items()))
+        if len(statuses) == len(wanted) and all(app.status == "RUNNING" for app in statuses.values()):
+            return
+        if time.monotonic() > deadline:
+            state = {name: str(app.status) for name, app in statuses.items()}
+            raise TimeoutError(f"applications not running after {timeout_s:.0f} s: {state}")
+        time.sleep(0.2)
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

@@ -1,0 +1,102 @@
+"""Shared fixtures for the tests that run the real Serve app: one Ray + Serve and one simulator per session."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from serve_app import cluster
+from serve_app.config import AzureModelConfig
+from serve_app.serve_config import model_server_app
+from serve_app.simulator import BackgroundSimulator, SimulatorConfig
+
+SIM_KEY = "sim-key"
+KEY_ENV = "TEST_SIM_API_KEY"
+WRONG_KEY_ENV = "TEST_WRONG_API_KEY"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """The session's Serve instance: deploy apps (declaratively, replacing the previous set) and reach them."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def deploy(self, *apps: dict[str, Any]) -> None:
+        cluster.deploy(apps)
+
+    def base_url(self, app: str) -> str:
+        return f"{self.url}/{app}/v1"
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[BackgroundSimulator]:
+    with BackgroundSimulator(SimulatorConfig(api_keys=(SIM_KEY,))) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def serve_instance() -> Iterator[Serve]:
+    port = free_port()
+    cluster.start(port=port, env={KEY_ENV: SIM_KEY, WRONG_KEY_ENV: "not-the-key"}, num_cpus=2)
+    try:
+        yield Serve(port)
+    finally:
+        cluster.stop()
+
+
+def sim_app(name: str, simulator: BackgroundSimulator, *, budget: int = 4, replicas: int = 1,
+            deployment: str = "gpt-4o", base_url: str | None = None, key_env: str = KEY_ENV,
+            **upstream: Any) -> dict[str, Any]:
+    """A model server app pointed at the simulator, as the CLI would generate it."""
+    config = AzureModelConfig(
+        openai_base_url=base_url or simulator.base_url,
+        openai_api_key="unused-here",
+        openai_model=deployment,
+        default_query={"api-version": "2024-10-21"},
+        num_concurrent_requests=budget,
+        **upstream,
+    )
+    app = model_server_app(name, config, num_replicas=replicas)
+    app["args"]["openai_api_key_env"] = key_env
+    app["deployments"][0]["ray_actor_options"] = {"num_cpus": 0}
+    return app
+
+
+class SimAdmin:
+    def __init__(self, simulator: BackgroundSimulator) -> None:
+        self._http = httpx.Client(base_url=simulator.base_url, timeout=10)
+
+    def stats(self) -> dict[str, Any]:
+        return self._http.get("/sim/stats").json()
+
+    def reset(self) -> dict[str, Any]:
+        return self._http.post("/sim/reset").json()
+
+    def configure(self, **patch: Any) -> None:
+        self._http.post("/sim/config", json=patch).raise_for_status()
+
+    def fault(self, status: int, count: int = 1, retry_after_s: float | None = None) -> None:
+        self._http.post("/sim/faults", json={"status": status, "count": count, "retry_after_s": retry_after_s}).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self._http.get("/sim/requests").json()["requests"]
+
+
+@pytest.fixture
+def sim_admin(simulator: BackgroundSimulator) -> Iterator[SimAdmin]:
+    admin = SimAdmin(simulator)
+    admin.reset()
+    defaults = simulator.app.state.simulator.config
+    yield admin
+    admin.configure(latency_s=defaults.latency_s, ttft_s=defaults.ttft_s, inter_token_s=defaults.inter_token_s,
+                    rpm=defaults.rpm, tpm=defaults.tpm)

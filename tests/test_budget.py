@@ -1,0 +1,203 @@
+"""The budget ledger: exact division among live replicas, and never more than N possibly in flight, changes included."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from serve_app.budget import BudgetLedger, BudgetMember, share
+from serve_app.limiter import Limiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("total, count, expected", [(8, 3, [3, 3, 2]), (8, 2, [4, 4]), (4, 4, [1, 1, 1, 1]),
+                                                     (10, 4, [3, 3, 2, 2]), (3, 5, [1, 1, 1, 0, 0]), (1, 1, [1])])
+def test_replica_i_of_r_gets_n_div_r_plus_one_below_n_mod_r(total: int, count: int, expected: list[int]) -> None:
+    assert [share(total, count, i) for i in range(count)] == expected
+    assert sum(expected) == total
+
+
+class Replica:
+    """A replica as the ledger sees it: capacity it applied and calls it has in flight."""
+
+    def __init__(self, ledger: BudgetLedger, rid: str, rank: int) -> None:
+        self.ledger, self.rid, self.rank = ledger, rid, rank
+        self.capacity = 0
+        self.in_flight = 0
+        self.entitled = 0
+
+    def sync(self, total: int) -> int:
+        grant = self.ledger.sync(self.rid, rank=self.rank, total=total, capacity=self.capacity, in_flight=self.in_flight)
+        self.capacity, self.entitled = grant.capacity, grant.entitled
+        return grant.capacity
+
+    def fill(self) -> None:
+        self.in_flight = max(self.in_flight, self.capacity)
+
+
+def settle(replicas: list[Replica], total: int, rounds: int = 4) -> None:
+    for _ in range(rounds):
+        for r in replicas:
+            r.sync(total)
+
+
+def possibly_in_flight(replicas: list[Replica]) -> int:
+    return sum(max(r.capacity, r.in_flight) for r in replicas)
+
+
+def test_replicas_settle_on_the_exact_division_in_rank_order() -> None:
+    ledger = BudgetLedger()
+    replicas = [Replica(ledger, f"r{i}", rank) for i, rank in enumerate([2, 0, 1])]
+    settle(replicas, 8)
+    assert {r.rank: r.capacity for r in replicas} == {0: 3, 1: 3, 2: 2}
+
+
+def test_a_new_replica_waits_for_others_to_shrink_and_drain() -> None:
+    ledger = BudgetLedger()
+    a, b = Replica(ledger, "a", 0), Replica(ledger, "b", 1)
+    settle([a, b], 8)
+    a.fill(), b.fill()  # 4 + 4 in flight
+    c = Replica(ledger, "c", 2)
+    assert c.sync(8) == 0  # nothing is free yet
+    a.sync(8), b.sync(8)  # told to shrink to 3: in flight stays 4 until calls finish
+    assert (a.capacity, b.capacity) == (3, 3) and c.sync(8) == 0
+    a.in_flight = b.in_flight = 3  # one call each finished
+    a.sync(8), b.sync(8)
+    assert c.sync(8) == 2 and possibly_in_flight([a, b, c]) == 8
+
+
+def test_a_shrunk_grant_still_counts_until_the_replica_reports_it_applied() -> None:
+    ledger = BudgetLedger()
+    a, b = Replica(ledger, "a", 0), Replica(ledger, "b", 1)
+    settle([a, b], 4)
+    # N drops to 2. Each is told to shrink, but what it reported (2) counts until it says it applied.
+    assert ledger.sync("a", rank=0, total=2, capacity=2, in_flight=0).capacity == 0
+    assert ledger.sync("b", rank=1, total=2, capacity=2, in_flight=0).capacity == 0
+    assert ledger.sync("a", rank=0, total=2, capacity=0, in_flight=0).capacity == 0  # b still reported 2
+    assert ledger.sync("b", rank=1, total=2, capacity=0, in_flight=0).capacity == 1
+    assert ledger.sync("a", rank=0, total=2, capacity=0, in_flight=0).capacity == 1
+
+
+def test_n_changes_follow_the_newest_report() -> None:
+    ledger = BudgetLedger()
+    replicas = [Replica(ledger, f"r{i}", i) for i in range(2)]
+    settle(replicas, 8)
+    settle(replicas, 4)
+    assert [r.capacity for r in replicas] == [2, 2]
+
+
+def test_a_leaving_replica_frees_its_share() -> None:
+    ledger = BudgetLedger()
+    replicas = [Replica(ledger, f"r{i}", i) for i in range(3)]
+    settle(replicas, 8)
+    ledger.leave("r2")
+    settle(replicas[:2], 8)
+    assert [r.capacity for r in replicas[:2]] == [4, 4]
+
+
+def test_a_replica_not_heard_from_for_a_lease_is_dropped() -> None:
+    clock = Clock()
+    ledger = BudgetLedger(lease_s=10, clock=clock)
+    a, b = Replica(ledger, "a", 0), Replica(ledger, "b", 1)
+    settle([a, b], 6)
+    clock.now += 11
+    assert a.sync(6) == 6 and list(ledger.state()["members"]) == ["a"]
+
+
+def test_a_restarted_ledger_grows_nobody_until_holders_have_had_a_lease_to_report() -> None:
+    clock = Clock()
+    ledger = BudgetLedger(lease_s=10, clock=clock)
+    # `a` held 3 from the previous ledger; `b` (also holding 3) has not reported yet; `c` is new.
+    assert ledger.sync("a", rank=0, total=8, capacity=3, in_flight=3).capacity == 3
+    assert ledger.sync("c", rank=2, total=8, capacity=0, in_flight=0).capacity == 0
+    assert ledger.sync("b", rank=1, total=8, capacity=3, in_flight=1).capacity == 3
+    for _ in range(11):
+        clock.now += 1
+        for rid, rank, capacity in (("a", 0, 3), ("b", 1, 3), ("c", 2, 0)):
+            granted = ledger.sync(rid, rank=rank, total=8, capacity=capacity, in_flight=0).capacity
+            assert granted <= capacity or clock.now >= 1010  # frozen for one lease
+    assert ledger.sync("c", rank=2, total=8, capacity=0, in_flight=0).capacity == 2
+
+
+def test_a_fresh_ledger_serves_at_once() -> None:
+    ledger = BudgetLedger()
+    assert ledger.sync("a", rank=0, total=5, capacity=0, in_flight=0).capacity == 5
+
+
+def test_random_changes_never_let_possibly_in_flight_exceed_n() -> None:
+    rng = random.Random(7)
+    ledger = BudgetLedger()
+    replicas = [Replica(ledger, f"r{i}", i) for i in range(3)]
+    total, next_id = 8, 3
+    for step in range(3000):
+        r = rng.choice(replicas)
+        action = rng.random()
+        if action < 0.05:
+            total = rng.randint(1, 12)
+        elif action < 0.08 and len(replicas) > 1:
+            gone = replicas.pop(rng.randrange(len(replicas)))
+            gone.capacity = gone.in_flight = 0  # drained and stopped
+            ledger.leave(gone.rid)
+        elif action < 0.11:
+            replicas.append(Replica(ledger, f"r{next_id}", len(replicas)))
+            next_id += 1
+        elif action < 0.5:
+            r.in_flight = rng.randint(0, r.capacity) if r.in_flight <= r.capacity else r.in_flight - 1
+        else:
+            before = possibly_in_flight(replicas)
+            r.sync(total)
+            # Growth never takes a slot someone might still be using; totals above N only ever shrink.
+            assert possibly_in_flight(replicas) <= max(total, before)
+    settle(replicas, total, rounds=len(replicas) + 2)
+    for r in replicas:
+        r.in_flight = 0
+    settle(replicas, total, rounds=len(replicas) + 2)
+    assert sum(r.capacity for r in replicas) == total
+
+
+# --- the replica side ----------------------------------------------------------------------------
+
+
+async def test_a_member_keeps_its_limiter_at_the_granted_capacity() -> None:
+    ledger = BudgetLedger()
+
+    async def sync(rid: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
+        grant = ledger.sync(rid, rank=rank, total=total, capacity=capacity, in_flight=in_flight)
+        return grant.capacity, grant.entitled
+
+    limiter = Limiter(0)
+    member = BudgetMember(limiter, "a", sync)
+    member.configure(total=6, rank=0)
+    await asyncio.sleep(0.05)
+    assert limiter.capacity == 6
+    member.configure(total=2, rank=0)
+    await asyncio.sleep(0.05)
+    assert limiter.capacity == 2
+    await member.leave(lambda rid: asyncio.sleep(0, ledger.leave(rid)))
+    assert limiter.capacity == 0 and ledger.idle()
+
+
+async def test_a_member_that_cannot_reach_the_ledger_for_most_of_a_lease_stops_admitting() -> None:
+    clock = Clock()
+
+    async def failing(*args: object) -> tuple[int, int]:
+        raise ConnectionError("ledger down")
+
+    limiter = Limiter(4)
+    member = BudgetMember(limiter, "a", failing, lease_s=10, clock=clock)
+    with pytest.raises(ConnectionError):
+        await member.sync_once()
+    assert limiter.capacity == 4  # a short outage: keep serving with what we hold
+    clock.now += 9
+    with pytest.raises(ConnectionError):
+        await member.sync_once()
+    assert limiter.capacity == 0
