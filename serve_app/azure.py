@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Mapping
+import sys
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from typing import Any, AsyncIterator, Callable, Mapping
 from urllib.parse import quote
 
 import aiohttp
@@ -17,8 +19,17 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
-from .config import Timeouts
+from .config import Retries, Timeouts
 from .errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .retry import RetryPolicy
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as deadline_after
+else:  # pragma: no cover
+    from async_timeout import timeout as deadline_after
+
+# What a caller may hold released while a call waits to be retried (see `AzureClient.complete`).
+WaitScope = Callable[[], AbstractAsyncContextManager[Any]]
 
 # Headers of an Azure error answer that a client needs to back off correctly.
 _FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
@@ -47,11 +58,13 @@ class AzureClient:
         query: Mapping[str, str],
         api_key: SecretStr,
         timeouts: Timeouts,
+        retries: Retries | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.deployment = deployment
         self._url = f"{base_url.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
         self._timeouts = timeouts
+        self._policy = RetryPolicy(retries or Retries())
         self._http = httpx.AsyncClient(
             params=dict(query),
             headers={"api-key": api_key.get_secret_value(), "content-type": "application/json"},
@@ -67,10 +80,33 @@ class AzureClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One non-streaming Chat Completions call."""
+    async def complete(self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext) -> dict[str, Any]:
+        """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`.
+
+        Each wait between attempts runs inside `while_waiting()` (a caller can lend out its
+        concurrency slot there)."""
+        payload = dumps(body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeouts.total_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with deadline_after(deadline - loop.time()):
+                    return await self._complete_once(payload)
+            except TimeoutError:
+                error: OpenAIError = self._total_timeout()
+            except OpenAIError as exc:
+                error = exc
+            wait = self._policy.delay(attempt, error, deadline - loop.time())
+            if wait is None:
+                raise error
+            async with while_waiting():
+                await asyncio.sleep(wait)
+
+    async def _complete_once(self, payload: bytes) -> dict[str, Any]:
         try:
-            response = await self._http.post(self._url, content=dumps(body))
+            response = await self._http.post(self._url, content=payload)
         except httpx.TransportError as exc:
             raise transport_error(exc, self._timeouts) from None
         if response.status_code >= 400:
@@ -80,10 +116,34 @@ class AzureClient:
         except ValueError:
             raise UpstreamUnavailable("Azure answered with a body that is not JSON.", code="upstream_invalid_response") from None
 
-    async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Stream Chat Completions chunks. The HTTP stream lives inside this generator, so closing
-        the generator (normally, by error, or because our client went away) closes it upstream."""
+    async def stream(self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext) -> AsyncIterator[dict[str, Any]]:
+        """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
+        that a retry would repeat what the client already has). The HTTP stream lives inside
+        this generator, so closing the generator (normally, by error, or because our client went
+        away) closes it upstream. The total deadline is checked between chunks; a silent Azure
+        is cut off by the read timeout."""
         payload = dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeouts.total_s
+        attempt = 0
+        while True:
+            attempt += 1
+            started = False
+            try:
+                async with aclosing(self._stream_once(payload, deadline)) as chunks:
+                    async for chunk in chunks:
+                        started = True
+                        yield chunk
+                return
+            except OpenAIError as error:
+                wait = None if started else self._policy.delay(attempt, error, deadline - loop.time())
+                if wait is None:
+                    raise
+            async with while_waiting():
+                await asyncio.sleep(wait)
+
+    async def _stream_once(self, payload: bytes, deadline: float) -> AsyncIterator[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
         try:
             async with self._http.stream("POST", self._url, content=payload) as response:
                 if response.status_code >= 400:
@@ -98,11 +158,17 @@ class AzureClient:
                     if "error" in chunk:
                         raise upstream_error(500, data.encode(), {})
                     yield chunk
+                    if loop.time() > deadline:
+                        raise self._total_timeout()
         except httpx.TransportError as exc:
             raise transport_error(exc, self._timeouts) from None
         except ValueError:
             raise UpstreamUnavailable("Azure sent a stream frame that is not JSON.", code="upstream_invalid_response") from None
         raise UpstreamUnavailable("Azure's stream ended before [DONE].", code="upstream_stream_truncated")
+
+    def _total_timeout(self) -> UpstreamTimeout:
+        return UpstreamTimeout(f"Azure did not finish within the total timeout ({self._timeouts.total_s:g} s).",
+                               code="upstream_timeout")
 
 
 def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:

@@ -83,7 +83,8 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
     keys = {key_env(name): config.openai_api_key.get_secret_value() for name, config in servers.items()}
     cluster.start(port=options.port, host=options.host, env=keys)
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
     try:
         cluster.deploy(apps)
         host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
@@ -91,9 +92,9 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
             print(f"{name}: http://{host}:{options.port}/{name}/v1", flush=True)
         print("Serving; Ctrl-C to stop.", flush=True)
         stopped.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        print("Stopping...", flush=True)
         cluster.stop()
     return 0
 

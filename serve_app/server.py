@@ -124,6 +124,7 @@ class AzureModelServer:
             query=self._args.default_query,
             api_key=self._args.api_key(),
             timeouts=self._args.timeouts,
+            retries=self._args.retries,
         )
         # Nothing is admitted upstream until the budget ledger has granted this replica a share.
         self._limiter = Limiter(0)

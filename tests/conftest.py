@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from serve_app import cluster
-from serve_app.config import AzureModelConfig
+from serve_app.config import AzureModelConfig, Retries
 from serve_app.serve_config import model_server_app
 from serve_app.simulator import BackgroundSimulator, SimulatorConfig
 
@@ -57,7 +57,8 @@ def serve_instance() -> Iterator[Serve]:
 def sim_app(name: str, simulator: BackgroundSimulator, *, budget: int = 4, replicas: int = 1,
             deployment: str = "gpt-4o", base_url: str | None = None, key_env: str = KEY_ENV,
             **upstream: Any) -> dict[str, Any]:
-    """A model server app pointed at the simulator, as the CLI would generate it."""
+    """A model server app pointed at the simulator, as the CLI would generate it (with quick retries)."""
+    upstream.setdefault("retries", Retries(backoff_initial_s=0.05, backoff_max_s=0.2))
     config = AzureModelConfig(
         openai_base_url=base_url or simulator.base_url,
         openai_api_key="unused-here",

@@ -11,20 +11,21 @@ import pytest
 from pydantic import SecretStr
 
 from serve_app.azure import AzureClient
-from serve_app.config import Timeouts
+from serve_app.config import Retries, Timeouts
 from serve_app.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 KEY = "azure-key-0123456789"
 
 
 def client_for(handler: Callable[[httpx.Request], httpx.Response] | None = None, *, base_url: str = "https://res.openai.azure.com/",
-               timeouts: Timeouts | None = None) -> AzureClient:
+               timeouts: Timeouts | None = None, retries: Retries | None = None) -> AzureClient:
     return AzureClient(
         base_url=base_url,
         deployment="my gpt",
         query={"api-version": "2024-10-21", "extra": "1"},
         api_key=SecretStr(KEY),
         timeouts=timeouts or Timeouts(),
+        retries=retries or Retries(max_attempts=1),  # error mapping is tested without retries; retries below
         transport=httpx.MockTransport(handler) if handler else None,
     )
 
