@@ -9,12 +9,13 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import cluster
 from .config import DEFAULT_CONFIG, ConfigError, find_model_servers, load_tree, model_servers_from_tree
-from .serve_config import key_env, model_server_app, simulator_app
+from .serve_config import check, key_env, model_server_app, simulator_app
 
 SIMULATOR_APP = "azure_simulator"
 SIMULATOR_KEY = "sim-key"
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(options, overrides)
         if overrides:
             raise ConfigError([f"'{options.command}' takes no +key=value overrides"])
+        if options.command == "check-config":
+            return check_config(options.files)
         return simulate(options)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -56,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     sim_cmd = commands.add_parser("simulate", help="run the Azure OpenAI simulator alone (blocks)")
     sim_cmd.add_argument("--port", type=int, default=8000)
     sim_cmd.add_argument("--host", default="127.0.0.1")
+
+    check_cmd = commands.add_parser("check-config", help="check Serve config files for budget, route and secret mistakes")
+    check_cmd.add_argument("files", nargs="+", metavar="FILE")
     return parser
 
 
@@ -120,6 +126,21 @@ def _unresolved(node: DictConfig, key: str) -> bool:
 def _banner(text: str) -> None:
     line = "=" * 100
     print(f"{line}\n{text}\n{line}", file=sys.stderr, flush=True)
+
+
+def check_config(files: list[str]) -> int:
+    failed = False
+    for file in files:
+        try:
+            problems = check(yaml.safe_load(Path(file).read_text()) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            problems = [f"cannot read: {exc}"]
+        for problem in problems:
+            print(f"{file}: {problem}", file=sys.stderr)
+        if not problems:
+            print(f"{file}: ok")
+        failed = failed or bool(problems)
+    return 1 if failed else 0
 
 
 def simulate(options: argparse.Namespace) -> int:

@@ -56,6 +56,17 @@ class OpenAIError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, code={self.code!r}, message={self.message!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep status, code and headers when Ray carries the error to a handle caller in another process.
+        return _rebuild, (type(self), self.__dict__)
+
+
+def _rebuild(cls: type[OpenAIError], state: dict[str, Any]) -> OpenAIError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state["message"])
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequest(OpenAIError):
     """The client's request is malformed or asks for something we cannot do."""

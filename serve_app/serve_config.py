@@ -73,3 +73,73 @@ def model_server_deployment(budget: int, num_replicas: int, longest_call_s: floa
 
 def simulator_app(name: str, route_prefix: str, args: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "route_prefix": route_prefix, "import_path": SIMULATOR_IMPORT_PATH, "args": args}
+
+
+# --- checking a Serve config -----------------------------------------------------------------------
+
+# Environment variables whose values must come from a Secret, never from the config file.
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+
+
+def check(config: dict[str, Any]) -> list[str]:
+    """Every inconsistency in a Serve config that would break the budget, the routes or a secret."""
+    problems: list[str] = []
+    apps = config.get("applications") or []
+    if not apps:
+        return ["applications: none listed"]
+    prefixes: dict[str, str] = {}
+    for i, app in enumerate(apps):
+        name = app.get("name", f"applications[{i}]")
+        prefix = app.get("route_prefix", "/")
+        if prefix in prefixes:
+            problems.append(f"{name}: route_prefix {prefix} is also {prefixes[prefix]}'s")
+        prefixes.setdefault(prefix, name)
+        for var, value in ((app.get("runtime_env") or {}).get("env_vars") or {}).items():
+            if _SECRET_NAME.search(var) and value:
+                problems.append(f"{name}.runtime_env.env_vars.{var}: a secret written inline; "
+                                "set it in the environment from a Secret instead")
+        if app.get("import_path") == IMPORT_PATH:
+            problems += [f"{name}.{p}" for p in _check_model_server(app)]
+    return problems
+
+
+def _check_model_server(app: dict[str, Any]) -> list[str]:
+    from .config import ConfigError, validate_model
+
+    problems = []
+    args = dict(app.get("args") or {})
+    if "openai_api_key" in args:
+        problems.append("args.openai_api_key: a secret written inline; put the key in the environment variable "
+                        "named by args.openai_api_key_env (from a Kubernetes Secret)")
+        args.pop("openai_api_key")
+    try:
+        parsed: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
+    except ConfigError as exc:
+        return problems + exc.problems
+    deployments = [d for d in app.get("deployments") or [] if d.get("name") == DEPLOYMENT]
+    if not deployments:
+        return problems + [f"deployments: no entry for {DEPLOYMENT}; it carries the budget in user_config"]
+    deployment = deployments[0]
+    budget = (deployment.get("user_config") or {}).get("num_concurrent_requests")
+    replicas = deployment.get("num_replicas", 1)
+    if not isinstance(budget, int) or budget < 1:
+        return problems + [f"deployments.{DEPLOYMENT}.user_config.num_concurrent_requests: missing (the budget N, >= 1)"]
+    if "autoscaling_config" in deployment or replicas == "auto":
+        problems.append(f"deployments.{DEPLOYMENT}.autoscaling_config: the budget N, not replicas, limits throughput; "
+                        "more replicas only split N thinner. Set num_replicas instead")
+        return problems
+    if budget < replicas:
+        problems.append(f"deployments.{DEPLOYMENT}: budget {budget} is below the replica count {replicas}; "
+                        "some replicas would never call Azure")
+    largest_share = math.ceil(budget / replicas)
+    if deployment.get("max_ongoing_requests") != largest_share:
+        problems.append(f"deployments.{DEPLOYMENT}.max_ongoing_requests: must be ceil(N / replicas) = {largest_share}, "
+                        "so that requests beyond the budget wait in Serve's queue for the first free slot")
+    shutdown = deployment.get("graceful_shutdown_timeout_s", 20)
+    if shutdown < parsed.timeouts.total_s:
+        problems.append(f"deployments.{DEPLOYMENT}.graceful_shutdown_timeout_s: {shutdown} s cuts calls that may last "
+                        f"{parsed.timeouts.total_s:g} s (args.timeouts.total_s)")
+    if deployment.get("request_router_config") is None:
+        problems.append(f"deployments.{DEPLOYMENT}.request_router_config: unset; Serve's default backoff leaves a freed "
+                        f"slot idle for up to 0.5 s; use {ROUTER}")
+    return problems

@@ -1,0 +1,67 @@
+"""An LLM-as-judge Serve application that calls a model server through a deployment handle.
+
+It shows how another application in the same cluster (an agent, a judge, a resources server)
+uses a model server without going through HTTP: the handle routes to the model server's
+replicas like the HTTP proxy does, so its calls share the same upstream budget.
+
+    serve_config.yaml:
+      - name: judge
+        route_prefix: /judge
+        import_path: serve_app.examples.judge:build_app
+        args: {model_app: judge_model}
+
+    curl -s localhost:8000/judge/grade -d '{"question": "2+2?", "answer": "4"}'
+
+The handle methods are `create_response(body)`, `create_chat_completion(body)` and, with
+`handle.options(stream=True)`, `create_response_stream(body)`: bodies and results are the same
+JSON objects as over HTTP, and failures raise the same `OpenAIError` (status, code, message).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve import Application
+
+from ..errors import OpenAIError
+from ..serve_config import DEPLOYMENT
+
+api = FastAPI()
+
+GRADE_SCHEMA = {
+    "type": "object",
+    "properties": {"correct": {"type": "boolean"}, "reason": {"type": "string"}},
+    "required": ["correct", "reason"],
+    "additionalProperties": False,
+}
+
+
+@serve.deployment(max_ongoing_requests=1000)
+@serve.ingress(api)
+class Judge:
+    def __init__(self, model_app: str) -> None:
+        self._model = serve.get_deployment_handle(DEPLOYMENT, app_name=model_app)
+
+    @api.post("/grade")
+    async def grade(self, request: Request) -> JSONResponse:
+        item = await request.json()
+        body = {
+            "instructions": "You grade answers. Reply with JSON: is the answer correct, and why.",
+            "input": f"Question: {item['question']}\nAnswer: {item['answer']}",
+            "text": {"format": {"type": "json_schema", "name": "grade", "schema": GRADE_SCHEMA, "strict": True}},
+        }
+        try:
+            response: dict[str, Any] = await self._model.create_response.remote(body)
+        except OpenAIError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        text = next(part["text"] for item in response["output"] if item["type"] == "message"
+                    for part in item["content"] if part["type"] == "output_text")
+        return JSONResponse({"grade": json.loads(text), "usage": response["usage"]})
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    return Judge.bind(args.get("model_app", "judge_model"))
