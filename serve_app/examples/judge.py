@@ -17,7 +17,7 @@ The handle methods are `create_response(body)`, `create_chat_completion(body)` a
 JSON objects as over HTTP, and failures raise the same `OpenAIError` (status, code, message).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
 
 import json
 from typing import Any

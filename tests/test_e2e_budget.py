@@ -1,0 +1,150 @@
+"""The budget across replicas, against the simulator counting peak in-flight requests: exact division,
+resizing through a redeployed config without restarts, and other Serve apps sharing the budget."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Callable
+
+import httpx
+import pytest
+import ray
+
+from conftest import Serve, SimAdmin, sim_app
+from serve_app.budget import LEDGER_NAMESPACE, ledger_name
+from serve_app.serve_config import DEPLOYMENT
+from serve_app.simulator import BackgroundSimulator
+
+pytestmark = pytest.mark.serve
+
+APP = "budget_model"
+
+
+def ledger(app: str = APP) -> dict[str, Any]:
+    actor = ray.get_actor(ledger_name(app, DEPLOYMENT), namespace=LEDGER_NAMESPACE)
+    return ray.get(actor.state.remote())
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def settled(total: int, replicas: int) -> Callable[[], bool]:
+    def check() -> bool:
+        state = ledger()
+        members = list(state["members"].values())
+        return (state["total"] == total and len(members) == replicas
+                and sorted(m["capacity"] for m in members) == sorted(total // replicas + (i < total % replicas) for i in range(replicas)))
+    return check
+
+
+async def drive(url: str, requests: int, concurrency: int) -> tuple[list[int], float]:
+    statuses: list[int] = []
+    queue = iter(range(requests))
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker() -> None:
+            for _ in queue:
+                response = await client.post(url, json={"input": "hi"})
+                statuses.append(response.status_code)
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return statuses, time.monotonic() - started
+
+
+def test_eight_slots_over_three_replicas_are_used_exactly_and_fully(serve_instance: Serve, simulator: BackgroundSimulator,
+                                                                    sim_admin: SimAdmin) -> None:
+    serve_instance.deploy(sim_app(APP, simulator, budget=8, replicas=3))
+    wait_until(settled(8, 3), what="shares 3, 3, 2")
+    sim_admin.configure(latency_s=0.2)
+    url = f"{serve_instance.base_url(APP)}/responses"
+    asyncio.run(drive(url, 64, 64))  # warm connections
+    sim_admin.reset()
+    requests, latency = 320, 0.2
+    statuses, elapsed = asyncio.run(drive(url, requests, 64))
+    ideal = requests / 8 * latency
+    assert statuses == [200] * requests
+    assert sim_admin.stats()["peak_in_flight"] == 8
+    assert elapsed <= ideal * 1.15, f"{elapsed:.2f} s against an ideal of {ideal:.2f} s"
+
+
+class Load:
+    """Steady load on a background thread until stopped; records every status."""
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        self.statuses: list[int] = []
+        self._url, self._concurrency = url, concurrency
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=self._concurrency)) as client:
+            async def worker() -> None:
+                while not self._stop.is_set():
+                    self.statuses.append((await client.post(self._url, json={"input": "hi"})).status_code)
+            await asyncio.gather(*(worker() for _ in range(self._concurrency)))
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_resizing_through_a_redeployed_config_restarts_nothing_and_never_exceeds_the_budget_in_force(
+        serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin) -> None:
+    serve_instance.deploy(sim_app(APP, simulator, budget=8, replicas=2))
+    wait_until(settled(8, 2), what="shares 4, 4")
+    original = set(ledger()["members"])
+    sim_admin.configure(latency_s=0.1)
+    with Load(f"{serve_instance.base_url(APP)}/responses", concurrency=32) as load:
+        time.sleep(1)
+        sim_admin.reset()
+        # N 8 -> 4 alone: user_config only, so the same replicas must carry on.
+        serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=2))
+        wait_until(settled(4, 2), what="shares 2, 2")
+        assert set(ledger()["members"]) == original, "a replica restarted for a budget change"
+        assert sim_admin.stats()["peak_in_flight"] <= 8  # the old budget drains; nothing new above it
+        time.sleep(0.5)
+        sim_admin.reset()
+        time.sleep(2)
+        assert sim_admin.stats()["peak_in_flight"] == 4
+        # R 2 -> 4: new replicas join, and the four share the same N.
+        sim_admin.reset()
+        serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=4))
+        wait_until(settled(4, 4), what="shares 1, 1, 1, 1")
+        assert original <= set(ledger()["members"]), "an existing replica restarted when replicas were added"
+        assert sim_admin.stats()["peak_in_flight"] <= 4
+        time.sleep(2)
+        assert sim_admin.stats()["peak_in_flight"] == 4
+    assert set(load.statuses) == {200}
+
+
+def test_a_handle_call_from_another_app_works_and_counts_against_the_same_budget(
+        serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin) -> None:
+    judge = {"name": "judge", "route_prefix": "/judge", "import_path": "serve_app.examples.judge:build_app",
+             "args": {"model_app": APP}}
+    serve_instance.deploy(sim_app(APP, simulator, budget=2, replicas=1), judge)
+    wait_until(settled(2, 1), what="share 2")
+    sim_admin.configure(latency_s=0.3)
+    sim_admin.reset()
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            http = [client.post(f"{serve_instance.base_url(APP)}/responses", json={"input": "hi"}) for _ in range(4)]
+            handle = [client.post(f"{serve_instance.url}/judge/grade", json={"question": "2+2?", "answer": "4"}) for _ in range(4)]
+            return await asyncio.gather(*http, *handle)
+
+    responses = asyncio.run(both())
+    assert [r.status_code for r in responses] == [200] * 8
+    grade = responses[-1].json()
+    assert set(grade["grade"]) == {"correct", "reason"} and grade["usage"]["total_tokens"] > 0
+    stats = sim_admin.stats()
+    assert stats["peak_in_flight"] == 2 and stats["accepted_total"] == 8
