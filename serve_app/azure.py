@@ -11,7 +11,8 @@ import asyncio
 import json
 import sys
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
-from typing import Any, AsyncIterator, Callable, Mapping
+import time
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -30,6 +31,22 @@ else:  # pragma: no cover
 
 # What a caller may hold released while a call waits to be retried (see `AzureClient.complete`).
 WaitScope = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+class UpstreamObserver(Protocol):
+    """Told about every attempt (Azure's status, or 502/504 for transport failures) and every retry."""
+
+    def attempt(self, status: int, seconds: float) -> None: ...
+
+    def retry(self, status: int) -> None: ...
+
+
+class _Unobserved:
+    def attempt(self, status: int, seconds: float) -> None:
+        pass
+
+    def retry(self, status: int) -> None:
+        pass
 
 # Headers of an Azure error answer that a client needs to back off correctly.
 _FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
@@ -59,12 +76,14 @@ class AzureClient:
         api_key: SecretStr,
         timeouts: Timeouts,
         retries: Retries | None = None,
+        observer: UpstreamObserver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.deployment = deployment
         self._url = f"{base_url.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
         self._timeouts = timeouts
         self._policy = RetryPolicy(retries or Retries())
+        self._observer = observer or _Unobserved()
         self._http = httpx.AsyncClient(
             params=dict(query),
             headers={"api-key": api_key.get_secret_value(), "content-type": "application/json"},
@@ -101,14 +120,19 @@ class AzureClient:
             wait = self._policy.delay(attempt, error, deadline - loop.time())
             if wait is None:
                 raise error
+            self._observer.retry(error.status)
             async with while_waiting():
                 await asyncio.sleep(wait)
 
     async def _complete_once(self, payload: bytes) -> dict[str, Any]:
+        started = time.monotonic()
         try:
             response = await self._http.post(self._url, content=payload)
         except httpx.TransportError as exc:
-            raise transport_error(exc, self._timeouts) from None
+            error = transport_error(exc, self._timeouts)
+            self._observer.attempt(error.status, time.monotonic() - started)
+            raise error from None
+        self._observer.attempt(response.status_code, time.monotonic() - started)
         if response.status_code >= 400:
             raise upstream_error(response.status_code, response.content, response.headers)
         try:
@@ -139,13 +163,18 @@ class AzureClient:
                 wait = None if started else self._policy.delay(attempt, error, deadline - loop.time())
                 if wait is None:
                     raise
+                self._observer.retry(error.status)
             async with while_waiting():
                 await asyncio.sleep(wait)
 
     async def _stream_once(self, payload: bytes, deadline: float) -> AsyncIterator[dict[str, Any]]:
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        answered = False
         try:
             async with self._http.stream("POST", self._url, content=payload) as response:
+                answered = True
+                self._observer.attempt(response.status_code, time.monotonic() - started)
                 if response.status_code >= 400:
                     raise upstream_error(response.status_code, await response.aread(), response.headers)
                 async for line in response.aiter_lines():
@@ -161,7 +190,10 @@ class AzureClient:
                     if loop.time() > deadline:
                         raise self._total_timeout()
         except httpx.TransportError as exc:
-            raise transport_error(exc, self._timeouts) from None
+            error = transport_error(exc, self._timeouts)
+            if not answered:
+                self._observer.attempt(error.status, time.monotonic() - started)
+            raise error from None
         except ValueError:
             raise UpstreamUnavailable("Azure sent a stream frame that is not JSON.", code="upstream_invalid_response") from None
         raise UpstreamUnavailable("Azure's stream ended before [DONE].", code="upstream_stream_truncated")

@@ -93,7 +93,29 @@ class _Upstream(BaseModel):
         return value
 
 
-class AzureModelConfig(_Upstream):
+class _Inbound(BaseModel):
+    """What this server lets in; shared by both shapes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)")
+    inbound_api_keys_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the comma-separated keys clients must send as Bearer; unset: no auth",
+    )
+
+    def inbound_keys(self) -> tuple[str, ...]:
+        """Accepted client keys; empty when auth is off. Named but empty is an error: fail closed."""
+        if self.inbound_api_keys_env is None:
+            return ()
+        keys = tuple(k.strip() for k in os.environ.get(self.inbound_api_keys_env, "").split(",") if k.strip())
+        if not keys:
+            raise ConfigError([f"environment variable {self.inbound_api_keys_env} (accepted client keys) is empty or unset"])
+        return keys
+
+
+class AzureModelConfig(_Upstream, _Inbound):
     """One `azure_openai_model` server as NeMo Gym configures it."""
 
     openai_api_key: SecretStr
@@ -107,7 +129,7 @@ class AzureModelConfig(_Upstream):
         return value
 
 
-class ModelServerArgs(_Upstream):
+class ModelServerArgs(_Upstream, _Inbound):
     """Application `args` of one model server in a Ray Serve config."""
 
     openai_api_key_env: str = Field(
@@ -126,7 +148,10 @@ class BudgetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    num_concurrent_requests: int = Field(ge=1)
+    num_concurrent_requests: int = Field(ge=1, description="Most calls in flight to Azure at once, whole deployment")
+    max_queued_requests: int = Field(
+        default=5000, ge=0, description="Requests that may wait for an upstream slot, per replica; beyond: 429"
+    )
 
 
 def validate_model(model: type[BaseModel], data: Any, prefix: str) -> Any:

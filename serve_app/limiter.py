@@ -1,24 +1,36 @@
-"""A FIFO concurrency limiter whose capacity can change while permits are held.
+"""A FIFO concurrency limiter whose capacity can change while permits are held, with a bounded queue.
 
 An `asyncio.Semaphore` cannot shrink, and swapping one for a new one while permits are out
 loses count of them. Here `resize` only moves the ceiling: when it drops below what is in use,
 holders finish normally and nobody new is admitted until usage falls under the new capacity.
+When `max_waiting` callers already wait, the next one is refused at once (`QueueFull`) rather
+than queued without end; `estimated_wait_s` says how long the queue would have held it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from types import TracebackType
 
 
+class QueueFull(Exception):
+    """The limiter's queue is full; the caller should come back after `estimated_wait_s`."""
+
+
 class Limiter:
-    def __init__(self, capacity: int = 0) -> None:
+    # Weight of the newest hold time in the running average behind `estimated_wait_s`.
+    _SMOOTHING = 0.1
+
+    def __init__(self, capacity: int = 0, max_waiting: int | None = None) -> None:
         if capacity < 0:
             raise ValueError("capacity must be >= 0")
         self._capacity = capacity
+        self.max_waiting = max_waiting
         self._in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._mean_hold_s = 1.0
 
     @property
     def capacity(self) -> int:
@@ -38,10 +50,19 @@ class Limiter:
         self._capacity = capacity
         self._wake()
 
+    def estimated_wait_s(self) -> float:
+        """How long a newcomer would wait now: the queue ahead of it, drained at capacity per mean hold time."""
+        return self._mean_hold_s * (len(self._waiters) + 1) / max(self._capacity, 1)
+
+    def record_hold(self, seconds: float) -> None:
+        self._mean_hold_s += self._SMOOTHING * (seconds - self._mean_hold_s)
+
     async def acquire(self) -> None:
         if self._in_use < self._capacity and not self._waiters:
             self._in_use += 1
             return
+        if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
+            raise QueueFull()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -66,6 +87,10 @@ class Limiter:
                 self._in_use += 1
                 waiter.set_result(None)
 
+    def slot(self) -> "_Slot":
+        """`async with limiter.slot():` holds one permit and records how long it was held."""
+        return _Slot(self)
+
     async def __aenter__(self) -> None:
         await self.acquire()
 
@@ -73,3 +98,21 @@ class Limiter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+class _Slot:
+    __slots__ = ("_limiter", "_since")
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+        self._since = 0.0
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire()
+        self._since = time.monotonic()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._limiter.record_hold(time.monotonic() - self._since)
+        self._limiter.release()

@@ -3,16 +3,19 @@
 A Serve config is where a cluster is scaled (replicas, budget) and upgraded, so the settings
 that keep the budget exact live here, in one place:
 
-- `num_concurrent_requests` travels in `user_config`, which Serve applies to running replicas;
-  application `args` are hashed into the code version, so changing them restarts every replica.
-- `max_ongoing_requests` is each replica's largest share, ceil(N / R): Serve then keeps what
-  the replicas cannot take in its own queue and hands it to the first replica with a free slot.
-- The router re-polls saturated replicas every 5-20 ms instead of its default backoff of up to
-  0.5 s, which otherwise leaves a freed slot idle for ~0.4 s.
+- `num_concurrent_requests` and the replica's queue bound travel in `user_config`, which Serve
+  applies to running replicas; application `args` are hashed into the code version, so
+  changing them restarts every replica.
+- Each replica's limiter is both its exact share and its queue (server.py), so Serve must hand
+  it every request at once: `max_ongoing_requests` is far above any share plus queue. Behind
+  HAProxy nothing queues in front of a replica anyway; HAProxy picks the replica with the
+  fewest open connections, which keeps the queues even. Serve's own `max_queued_requests` is
+  left unlimited: its rejection is plain text, ours is a 429 in the OpenAI envelope.
 - `max_surge_percent: 0` (stop old replicas before starting replacements); the budget ledger
   is shared across versions anyway.
 - `graceful_shutdown_timeout_s` outlasts the longest upstream call, so scaling down or
   upgrading drains calls instead of cutting them.
+- Serve's access log is off: the replica writes one structured line per request instead.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import math
 import re
 from typing import Any
 
-from .config import AzureModelConfig, ModelServerArgs
+from .config import AzureModelConfig, BudgetConfig, ConfigError, ModelServerArgs, validate_model
 
 DEPLOYMENT = "AzureModelServer"
 IMPORT_PATH = "serve_app.server:build_app"
 SIMULATOR_IMPORT_PATH = "serve_app.simulator.deployment:build_app"
-ROUTER = {"initial_backoff_s": 0.005, "backoff_multiplier": 1.5, "max_backoff_s": 0.02}
+MAX_ONGOING_REQUESTS = 100_000
 MAX_QUEUED_REQUESTS = 5000
 # Longer than the longest call (Timeouts.total_s defaults to 1200 s) plus a margin.
 SHUTDOWN_MARGIN_S = 60.0
@@ -45,14 +48,15 @@ def model_server_app(name: str, config: AzureModelConfig, *, num_replicas: int =
         timeouts=config.timeouts,
         retries=config.retries,
         openai_api_key_env=key_env(name),
+        max_request_bytes=config.max_request_bytes,
+        inbound_api_keys_env=config.inbound_api_keys_env,
     )
-    budget = config.num_concurrent_requests
     return {
         "name": name,
         "route_prefix": f"/{name}",
         "import_path": IMPORT_PATH,
         "args": args.model_dump(mode="json"),
-        "deployments": [model_server_deployment(budget, num_replicas, args.timeouts.total_s)],
+        "deployments": [model_server_deployment(config.num_concurrent_requests, num_replicas, args.timeouts.total_s)],
     }
 
 
@@ -60,14 +64,13 @@ def model_server_deployment(budget: int, num_replicas: int, longest_call_s: floa
     return {
         "name": DEPLOYMENT,
         "num_replicas": num_replicas,
-        "max_ongoing_requests": math.ceil(budget / num_replicas),
-        "max_queued_requests": MAX_QUEUED_REQUESTS,
-        "user_config": {"num_concurrent_requests": budget},
-        "request_router_config": dict(ROUTER),
+        "max_ongoing_requests": MAX_ONGOING_REQUESTS,
+        "user_config": {"num_concurrent_requests": budget, "max_queued_requests": MAX_QUEUED_REQUESTS},
         "max_surge_percent": 0,
         "graceful_shutdown_timeout_s": longest_call_s + SHUTDOWN_MARGIN_S,
         "health_check_period_s": 10,
         "health_check_timeout_s": 30,
+        "logging_config": {"enable_access_log": False},
     }
 
 
@@ -104,8 +107,6 @@ def check(config: dict[str, Any]) -> list[str]:
 
 
 def _check_model_server(app: dict[str, Any]) -> list[str]:
-    from .config import ConfigError, validate_model
-
     problems = []
     args = dict(app.get("args") or {})
     if "openai_api_key" in args:
@@ -120,26 +121,27 @@ def _check_model_server(app: dict[str, Any]) -> list[str]:
     if not deployments:
         return problems + [f"deployments: no entry for {DEPLOYMENT}; it carries the budget in user_config"]
     deployment = deployments[0]
-    budget = (deployment.get("user_config") or {}).get("num_concurrent_requests")
+    where = f"deployments.{DEPLOYMENT}"
+    try:
+        budget: BudgetConfig = validate_model(BudgetConfig, deployment.get("user_config") or {}, f"{where}.user_config")
+    except ConfigError as exc:
+        return problems + exc.problems
+    if "autoscaling_config" in deployment or deployment.get("num_replicas") == "auto":
+        return problems + [f"{where}.autoscaling_config: the budget N, not replicas, limits throughput; "
+                           "more replicas only split N thinner. Set num_replicas instead"]
     replicas = deployment.get("num_replicas", 1)
-    if not isinstance(budget, int) or budget < 1:
-        return problems + [f"deployments.{DEPLOYMENT}.user_config.num_concurrent_requests: missing (the budget N, >= 1)"]
-    if "autoscaling_config" in deployment or replicas == "auto":
-        problems.append(f"deployments.{DEPLOYMENT}.autoscaling_config: the budget N, not replicas, limits throughput; "
-                        "more replicas only split N thinner. Set num_replicas instead")
-        return problems
-    if budget < replicas:
-        problems.append(f"deployments.{DEPLOYMENT}: budget {budget} is below the replica count {replicas}; "
+    if budget.num_concurrent_requests < replicas:
+        problems.append(f"{where}: budget {budget.num_concurrent_requests} is below the replica count {replicas}; "
                         "some replicas would never call Azure")
-    largest_share = math.ceil(budget / replicas)
-    if deployment.get("max_ongoing_requests") != largest_share:
-        problems.append(f"deployments.{DEPLOYMENT}.max_ongoing_requests: must be ceil(N / replicas) = {largest_share}, "
-                        "so that requests beyond the budget wait in Serve's queue for the first free slot")
+    needed = math.ceil(budget.num_concurrent_requests / replicas) + budget.max_queued_requests
+    if deployment.get("max_ongoing_requests", 5) < needed:
+        problems.append(f"{where}.max_ongoing_requests: below a replica's share plus its queue ({needed}); Serve would "
+                        "hold requests back where no slot can reach them")
+    if deployment.get("max_queued_requests", -1) != -1:
+        problems.append(f"{where}.max_queued_requests: leave it unset; the replica's own queue "
+                        "(user_config.max_queued_requests) answers 429 in the OpenAI envelope, Serve's in plain text")
     shutdown = deployment.get("graceful_shutdown_timeout_s", 20)
     if shutdown < parsed.timeouts.total_s:
-        problems.append(f"deployments.{DEPLOYMENT}.graceful_shutdown_timeout_s: {shutdown} s cuts calls that may last "
+        problems.append(f"{where}.graceful_shutdown_timeout_s: {shutdown} s cuts calls that may last "
                         f"{parsed.timeouts.total_s:g} s (args.timeouts.total_s)")
-    if deployment.get("request_router_config") is None:
-        problems.append(f"deployments.{DEPLOYMENT}.request_router_config: unset; Serve's default backoff leaves a freed "
-                        f"slot idle for up to 0.5 s; use {ROUTER}")
     return problems

@@ -1,7 +1,13 @@
 """The Ray Serve deployment: wires translator and Azure client, and owns concurrency.
 
 Data flows one way: request -> translate -> upstream (under the limiter) -> translate back ->
-response. Every error is an `OpenAIError`, turned into HTTP by the one handler below.
+response. Every error is an `OpenAIError`, turned into HTTP in one place (`http.error_response`).
+
+Concurrency: the replica's limiter holds exactly the share of the budget the ledger grants
+(budget.py), and is also the queue. Serve admits every request to the replica at once
+(`max_ongoing_requests` is set far above any share), because under HAProxy ingress nothing
+queues in front of the replica anyway, and because only our queue can answer "full" with a 429
+in the OpenAI envelope and let calls that never reach Azure (`/v1/models`) skip it.
 
 Streams hold their upstream slot for as long as they run. They are opened before the HTTP
 answer is committed: Azure's status and first frame are awaited first, so an error before the
@@ -9,106 +15,57 @@ first byte is a normal HTTP error, and only later errors travel in-band.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime.
-import json
-import logging
+import asyncio
+import math
 import time
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from ray import serve
 from ray.serve import Application
+from ray.serve.context import _get_serve_request_context
 from ray.serve.schema import ReplicaRank
-from starlette.types import Receive, Scope, Send
 
-from .azure import AzureClient, dumps
+from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
-from .errors import InvalidRequest, OpenAIError
-from .limiter import Limiter
+from .errors import OpenAIError, Overloaded
+from .http import (
+    EventStreamResponse,
+    Gate,
+    chat_sse,
+    install_error_handlers,
+    json_response,
+    prepend,
+    read_json,
+    response_sse,
+)
+from .limiter import Limiter, QueueFull
 from .schemas import ChatRequest, ResponsesRequest, parse
+from .telemetry import RequestRecord, Telemetry
 from .translate import chat, to_chat_request, to_response
 from .translate.response import new_id
 from .translate.stream import ResponseEventStream
 
-logger = logging.getLogger("ray.serve")
-
-api = FastAPI(title="Azure OpenAI model server", docs_url=None, redoc_url=None)
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(content=dumps(data), status_code=status, headers=headers, media_type="application/json")
+api = FastAPI(title="Azure OpenAI model server", docs_url=None, redoc_url=None, openapi_url=None)
+install_error_handlers(api)
 
 
-@api.exception_handler(OpenAIError)
-async def _openai_error(request: Request, exc: OpenAIError) -> Response:
-    return json_response(exc.body(), exc.status, exc.headers)
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid_route_arguments(request: Request, exc: RequestValidationError) -> Response:
-    # Routes read their bodies themselves; this only fires on a malformed query or path.
-    error = InvalidRequest("The request does not match this endpoint.")
-    return json_response(error.body(), error.status)
-
-
-async def read_json(request: Request) -> Any:
-    body = await request.body()
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
-
-
-class EventStreamResponse(StreamingResponse):
-    """A server-sent-event response that always closes its source, even when the client leaves
-    while the source waits at a `yield` (Starlette would leave it suspended until GC)."""
-
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
-        super().__init__(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
-        self._events = events
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._events.aclose()  # type: ignore[attr-defined]
-
-
-def response_sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async def frames() -> AsyncIterator[bytes]:
-        async with aclosing(events):
-            async for event in events:
-                yield b"event: " + event["type"].encode() + b"\ndata: " + dumps(event) + b"\n\n"
-
-    return frames()
-
-
-def chat_sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async def frames() -> AsyncIterator[bytes]:
-        async with aclosing(chunks):
-            try:
-                async for chunk in chunks:
-                    yield b"data: " + dumps(chunk) + b"\n\n"
-            except OpenAIError as exc:
-                yield b"data: " + dumps(exc.body()) + b"\n\n"
-            yield b"data: [DONE]\n\n"
-
-    return frames()
-
-
-async def prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async with aclosing(rest):
-        yield first
-        async for item in rest:
-            yield item
+# Module-level helpers must be defined before the class: @serve.ingress captures the class's
+# globals when it is applied.
+def _carries_output(chunk: dict[str, Any]) -> bool:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("refusal") or delta.get("tool_calls"):
+            return True
+    return False
 
 
 @serve.deployment(
     # A Serve config sets these from the budget and the longest call (serve_config.py).
-    max_ongoing_requests=8,
+    max_ongoing_requests=100_000,
     graceful_shutdown_timeout_s=1260,
 )
 @serve.ingress(api)
@@ -118,6 +75,8 @@ class AzureModelServer:
     def __init__(self, args: dict[str, Any]) -> None:
         self._args: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
         self._model = self._args.openai_model
+        self._gate = Gate(self._args.inbound_keys())
+        self._telemetry = Telemetry()
         self._client = AzureClient(
             base_url=self._args.openai_base_url,
             deployment=self._model,
@@ -125,31 +84,39 @@ class AzureModelServer:
             api_key=self._args.api_key(),
             timeouts=self._args.timeouts,
             retries=self._args.retries,
+            observer=self._telemetry,
         )
         # Nothing is admitted upstream until the budget ledger has granted this replica a share.
         self._limiter = Limiter(0)
         context = serve.get_replica_context()
         sync, self._ledger_leave = ray_ledger(context.app_name, context.deployment)
         self._budget = BudgetMember(self._limiter, context.replica_id.unique_id, sync)
+        self._watcher: asyncio.Task[None] | None = None
 
     async def reconfigure(self, user_config: dict[str, Any] | None, rank: ReplicaRank) -> None:
         """Serve calls this at start, on every user_config change and when ranks are reassigned."""
         budget: BudgetConfig = validate_model(BudgetConfig, user_config or {}, "user_config")
+        self._limiter.max_waiting = budget.max_queued_requests
         self._budget.configure(budget.num_concurrent_requests, rank.rank)
-
-    async def __del__(self) -> None:
-        # Serve calls this once in-flight requests have drained: hand the share back at once.
-        await self._budget.leave(self._ledger_leave)
-        await self._client.aclose()
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._telemetry.watch(self._limiter))
 
     async def check_health(self) -> None:
         """Serve's health probe: never calls Azure (that would spend quota and tie our health to theirs)."""
+
+    async def __del__(self) -> None:
+        # Serve calls this once in-flight requests have drained: hand the share back at once.
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await self._budget.leave(self._ledger_leave)
+        await self._client.aclose()
 
     # --- HTTP routes -----------------------------------------------------------------------------
 
     @api.post("/v1/responses")
     async def responses(self, request: Request) -> Response:
-        body = await read_json(request)
+        self._gate.check(request)
+        body = await read_json(request, self._args.max_request_bytes)
         if isinstance(body, dict) and body.get("stream"):
             events = self.create_response_stream(body)
             first = await anext(events)  # raises, as a plain HTTP error, until Azure has answered
@@ -158,87 +125,124 @@ class AzureModelServer:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
-        body = await read_json(request)
+        self._gate.check(request)
+        body = await read_json(request, self._args.max_request_bytes)
         if isinstance(body, dict) and body.get("stream"):
-            req, upstream_body = self._chat_request(body)
-            chunks = self._upstream_stream(upstream_body)
-            first = await anext(chunks, None)
-            return EventStreamResponse(chat_sse(self._chat_chunks(req, first, chunks)))
+            chunks = self.create_chat_completion_stream(body)
+            first = await anext(chunks, None)  # as above
+            rest = prepend(first, chunks) if first is not None else chunks
+            return EventStreamResponse(chat_sse(rest))
         return json_response(await self.create_chat_completion(body))
 
     @api.get("/v1/models")
-    async def models(self) -> Response:
+    async def models(self, request: Request) -> Response:
+        self._gate.check(request)
         model = {"id": self._model, "object": "model", "created": 0, "owned_by": "azure"}
         return json_response({"object": "list", "data": [model]})
 
     # --- the same operations, callable through a deployment handle from other Serve apps --------
 
     async def create_response(self, body: Any) -> dict[str, Any]:
-        req: ResponsesRequest = parse(ResponsesRequest, body)
-        chat_body = to_chat_request(req)
-        created_at = int(time.time())
-        async with self._limiter:
-            completion = await self._client.complete(chat_body)
-        return to_response(
-            completion, req, model=self._model, response_id=new_id("resp"), created_at=created_at,
-            completed_at=int(time.time()),
-        )
+        async with self._recorded("responses") as record:
+            req: ResponsesRequest = parse(ResponsesRequest, body)
+            chat_body = to_chat_request(req)
+            created_at = int(time.time())
+            async with self._upstream_slot():
+                completion = await self._client.complete(chat_body)
+            record.tokens(completion.get("usage"))
+            return to_response(completion, req, model=self._model, response_id=new_id("resp"),
+                               created_at=created_at, completed_at=int(time.time()))
 
     async def create_response_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
         """Responses stream events. The first event is yielded only after Azure has answered, so
         errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
-        req: ResponsesRequest = parse(ResponsesRequest, body)
-        chat_body = to_chat_request(req)
-        machine = ResponseEventStream(req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()))
-        async with aclosing(self._upstream_stream(chat_body)) as chunks:
-            first = await anext(chunks, None)
-            for event in machine.start():
-                yield event
-            try:
-                if first is not None:
-                    for event in machine.feed(first):
-                        yield event
-                async for chunk in chunks:
-                    for event in machine.feed(chunk):
-                        yield event
-            except OpenAIError as exc:
-                for event in machine.fail(exc):
+        async with self._recorded("responses", stream=True) as record:
+            req: ResponsesRequest = parse(ResponsesRequest, body)
+            machine = ResponseEventStream(req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()))
+            async with aclosing(self._upstream_stream(to_chat_request(req), record)) as chunks:
+                first = await anext(chunks, None)
+                for event in machine.start():
                     yield event
-                return
-            for event in machine.finish(int(time.time())):
-                yield event
+                try:
+                    if first is not None:
+                        for event in machine.feed(first):
+                            yield event
+                    async for chunk in chunks:
+                        for event in machine.feed(chunk):
+                            yield event
+                    events = machine.finish(int(time.time()))
+                except OpenAIError as exc:
+                    record.error_code = exc.code
+                    events = machine.fail(exc)
+                record.outcome = events[-1]["type"].removeprefix("response.")
+                for event in events:
+                    yield event
 
     async def create_chat_completion(self, body: Any) -> dict[str, Any]:
-        _, upstream_body = self._chat_request(body)
-        async with self._limiter:
-            completion = await self._client.complete(upstream_body)
-        return chat.from_upstream(completion, self._model)
+        async with self._recorded("chat/completions") as record:
+            req: ChatRequest = parse(ChatRequest, body)
+            upstream_body = chat.to_upstream(req, body, self._model)
+            async with self._upstream_slot():
+                completion = await self._client.complete(upstream_body)
+            record.tokens(completion.get("usage"))
+            return chat.from_upstream(completion, self._model)
+
+    async def create_chat_completion_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
+        """Chat chunks as the client should see them; errors before Azure's first byte raise from the first `anext`."""
+        async with self._recorded("chat/completions", stream=True) as record:
+            req: ChatRequest = parse(ChatRequest, body)
+            include_usage = chat.wants_usage(req)
+            async with aclosing(self._upstream_stream(chat.to_upstream(req, body, self._model), record)) as chunks:
+                try:
+                    async for chunk in chunks:
+                        forwarded = chat.stream_chunk(chunk, self._model, include_usage)
+                        if forwarded is not None:
+                            yield forwarded
+                except OpenAIError as exc:
+                    record.error_code, record.outcome = exc.code, "failed"
+                    raise
+                record.outcome = "completed"
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _chat_request(self, body: Any) -> tuple[ChatRequest, dict[str, Any]]:
-        req: ChatRequest = parse(ChatRequest, body)
-        return req, chat.to_upstream(req, body, self._model)
+    @asynccontextmanager
+    async def _upstream_slot(self) -> AsyncIterator[None]:
+        """One of this replica's upstream slots; a full queue is a 429 with a useful Retry-After."""
+        try:
+            async with self._limiter.slot():
+                yield
+        except QueueFull:
+            wait = math.ceil(self._limiter.estimated_wait_s())
+            raise Overloaded(f"All {self._limiter.capacity} upstream slots are busy and the queue is full; retry later.",
+                             code="server_overloaded", headers={"retry-after": str(max(1, wait))}) from None
 
-    async def _upstream_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _upstream_stream(self, body: dict[str, Any], record: RequestRecord) -> AsyncIterator[dict[str, Any]]:
         """Azure's chunks, holding one upstream slot from before the call until the stream is closed."""
-        async with self._limiter, aclosing(self._client.stream(body)) as chunks:
+        async with self._upstream_slot(), aclosing(self._client.stream(body)) as chunks:
             async for chunk in chunks:
+                if record.ttft_s is None and _carries_output(chunk):
+                    record.first_token()
+                if chunk.get("usage"):
+                    record.tokens(chunk["usage"])
                 yield chunk
 
-    async def _chat_chunks(
-        self, req: ChatRequest, first: dict[str, Any] | None, chunks: AsyncIterator[dict[str, Any]]
-    ) -> AsyncIterator[dict[str, Any]]:
-        include_usage = chat.wants_usage(req)
-        async with aclosing(chunks):
-            if first is not None:
-                forwarded = chat.stream_chunk(first, self._model, include_usage)
-                if forwarded is not None:
-                    yield forwarded
-            async for chunk in chunks:
-                forwarded = chat.stream_chunk(chunk, self._model, include_usage)
-                if forwarded is not None:
-                    yield forwarded
+    @asynccontextmanager
+    async def _recorded(self, endpoint: str, stream: bool = False) -> AsyncIterator[RequestRecord]:
+        """The request's record: its error status (if any) is noted, and it is reported once, at the end."""
+        record = RequestRecord(_get_serve_request_context().request_id, endpoint, stream)
+        try:
+            yield record
+        except OpenAIError as exc:
+            record.status, record.error_code = exc.status, exc.code
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            record.status, record.outcome = 499, "client_closed"
+            raise
+        except Exception:
+            record.status = 500
+            raise
+        finally:
+            self._telemetry.finish(record)
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -250,4 +254,5 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     validated: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
     validated.api_key()  # fail now if the key's environment variable is not set
+    validated.inbound_keys()
     return AzureModelServer.bind(validated.model_dump(mode="json"))

@@ -47,7 +47,10 @@ def simulator() -> Iterator[BackgroundSimulator]:
 @pytest.fixture(scope="session")
 def serve_instance() -> Iterator[Serve]:
     port = free_port()
-    cluster.start(port=port, env={KEY_ENV: SIM_KEY, WRONG_KEY_ENV: "not-the-key"}, num_cpus=2)
+    # A stopping replica keeps accepting for the draining period (30 s by default) so that HAProxy
+    # notices; with one HAProxy on one machine, a second is plenty and keeps redeploys quick.
+    env = {KEY_ENV: SIM_KEY, WRONG_KEY_ENV: "not-the-key", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    cluster.start(port=port, env=env, num_cpus=2)
     try:
         yield Serve(port)
     finally:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve_app.limiter import Limiter
+from serve_app.limiter import Limiter, QueueFull
 
 
 async def hold(limiter: Limiter, started: list[int], i: int, release: asyncio.Event) -> None:
@@ -106,3 +106,33 @@ async def test_never_more_holders_than_capacity_under_churn() -> None:
         limiter.resize(capacity)
     await asyncio.gather(*tasks)
     assert peak <= 6 and limiter.in_use == 0
+
+
+async def test_a_full_queue_refuses_newcomers_at_once() -> None:
+    limiter = Limiter(1, max_waiting=2)
+    await limiter.acquire()
+    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(2)]
+    await settle()
+    with pytest.raises(QueueFull):
+        await limiter.acquire()
+    limiter.release()
+    await settle()
+    assert sum(w.done() for w in waiters) == 1 and limiter.waiting == 1
+
+
+async def test_the_wait_estimate_grows_with_the_queue_and_the_hold_time() -> None:
+    limiter = Limiter(2)
+    async with limiter.slot():
+        await asyncio.sleep(0.05)
+    assert limiter.estimated_wait_s() < 0.5  # the slot recorded its ~0.05 s hold into the 1 s prior
+    for _ in range(100):
+        limiter.record_hold(0.4)
+    empty = limiter.estimated_wait_s()
+    for _ in range(2):
+        await limiter.acquire()
+    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
+    await settle()
+    assert 0.15 < empty < 0.25  # one mean hold of ~0.4 s over 2 slots
+    assert limiter.estimated_wait_s() > 3 * empty
+    for w in waiters:
+        w.cancel()

@@ -53,19 +53,18 @@ def _args(config: dict[str, Any]) -> dict[str, Any]:
 
 
 BROKEN = {
-    "budget below the replica count": (
-        lambda c: deployment(c).update(num_replicas=20, max_ongoing_requests=1), "below the replica count"),
+    "budget below the replica count": (lambda c: deployment(c).update(num_replicas=20), "below the replica count"),
     "missing api-version": (_set(_args, "default_query", {"foo": "bar"}), "api-version"),
     "duplicate route prefix": (_set(lambda c: model(c, "judge_model"), "route_prefix", "/policy_model"), "route_prefix /policy_model"),
     "key written inline in args": (_set(_args, "openai_api_key", "sk-live-123"), "secret written inline"),
     "key written inline in runtime_env": (
         _set(lambda c: model(c), "runtime_env", {"env_vars": {"POLICY_MODEL_API_KEY": "sk-live-123"}}), "secret written inline"),
-    "budget missing": (_drop(deployment, "user_config"), "num_concurrent_requests: missing"),
-    "max_ongoing_requests not the largest share": (_set(deployment, "max_ongoing_requests", 5), "ceil(N / replicas) = 8"),
+    "budget missing": (_drop(deployment, "user_config"), "user_config.num_concurrent_requests: Field required"),
+    "max_ongoing_requests below share plus queue": (_set(deployment, "max_ongoing_requests", 8), "share plus its queue (5008)"),
+    "Serve's plain-text queue limit set": (_set(deployment, "max_queued_requests", 100), "leave it unset"),
     "shutdown shorter than the longest call": (_set(deployment, "graceful_shutdown_timeout_s", 30), "cuts calls"),
     "autoscaling": (
         lambda c: deployment(c).update(autoscaling_config={"min_replicas": 1, "max_replicas": 4}), "autoscaling_config"),
-    "default router backoff": (_drop(deployment, "request_router_config"), "request_router_config"),
     "unknown arg": (_set(_args, "openai_modle", "x"), "args.openai_modle: unknown key"),
     "no model server deployment entry": (_set(lambda c: model(c), "deployments", []), "no entry for AzureModelServer"),
 }
