@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--replicas", type=int, default=1, help="replicas per model server; they share its budget")
     serve_cmd.add_argument("--simulate", action="store_true",
                            help="also run the Azure simulator and point every model server at it")
+    serve_cmd.add_argument("--ingress", choices=sorted(cluster.INGRESS_ENV), default="haproxy",
+                           help="HTTP front: HAProxy to each replica (default, fastest) or Serve's proxy")
 
     sim_cmd = commands.add_parser("simulate", help="run the Azure OpenAI simulator alone (blocks)")
     sim_cmd.add_argument("--port", type=int, default=8000)
@@ -87,7 +89,7 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
         apps.append(app)
 
     keys = {key_env(name): config.openai_api_key.get_secret_value() for name, config in servers.items()}
-    cluster.start(port=options.port, host=options.host, env=keys)
+    cluster.start(port=options.port, host=options.host, env=keys, ingress=options.ingress)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

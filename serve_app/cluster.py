@@ -11,9 +11,10 @@ import os
 import time
 from typing import Any, Iterable, Mapping
 
-# Serve's process-wide switches, read when Ray starts its workers; chosen by measurement (README,
-# "Performance"): HAProxy in front of each replica's own HTTP server instead of Serve's proxy.
-SERVE_ENV: dict[str, str] = {
+# Serve's process-wide switches, read when Ray starts its workers. "haproxy" (the default, chosen
+# by measurement: README, "Performance") puts HAProxy in front of each replica's own HTTP server;
+# "proxy" is Serve's classic proxy.
+HAPROXY_ENV: dict[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     # HAProxy reloads whenever anything in the cluster changes, and cuts connections older than
@@ -24,15 +25,17 @@ SERVE_ENV: dict[str, str] = {
     # Checking every second instead of every 5 s shortens that window after each deploy or scale.
     "RAY_SERVE_HAPROXY_HEALTH_CHECK_INTER": "1s",
 }
+INGRESS_ENV: dict[str, dict[str, str]] = {"haproxy": HAPROXY_ENV, "proxy": {}}
 
 
-def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), num_cpus: int | None = None) -> None:
+def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), num_cpus: int | None = None,
+          ingress: str = "haproxy") -> None:
     """Start Ray and Serve in this process. `env` reaches every Ray worker (keys, Serve flags)."""
     import ray
     from ray import serve
 
     # Workers inherit the environment of the raylet this process starts, so set it first.
-    os.environ.update(SERVE_ENV)
+    os.environ.update(INGRESS_ENV[ingress])
     os.environ.update(env)
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
