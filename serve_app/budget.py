@@ -38,7 +38,9 @@ from .limiter import Limiter
 
 logger = logging.getLogger("ray.serve")
 
-LEASE_S = 30.0
+# A killed replica stops syncing; its share returns to the others after a lease. Twenty missed
+# heartbeats is ample for a live replica, and keeps that wait short.
+LEASE_S = 10.0
 INTERVAL_S = 0.5
 CATCH_UP_INTERVAL_S = 0.05
 IDLE_EXIT_S = 600.0

@@ -73,9 +73,14 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(b"".join(chunks), parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+
+
+def _not_json(constant: str) -> None:
+    # Python's json accepts NaN and Infinity; JSON (and Azure) do not.
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _too_large(max_bytes: int) -> RequestTooLarge:

@@ -18,6 +18,7 @@ from serve_app.simulator import BackgroundSimulator, SimulatorConfig
 SIM_KEY = "sim-key"
 KEY_ENV = "TEST_SIM_API_KEY"
 WRONG_KEY_ENV = "TEST_WRONG_API_KEY"
+INBOUND_KEYS_ENV = "TEST_INBOUND_KEYS"
 
 
 def free_port() -> int:
@@ -91,7 +92,10 @@ def serve_instance() -> Iterator[Serve]:
     port = free_port()
     # A stopping replica keeps accepting for the draining period (30 s by default) so that HAProxy
     # notices; with one HAProxy on one machine, a second is plenty and keeps redeploys quick.
-    env = {KEY_ENV: SIM_KEY, WRONG_KEY_ENV: "not-the-key", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    env = {KEY_ENV: SIM_KEY, WRONG_KEY_ENV: "not-the-key", INBOUND_KEYS_ENV: "client-key-1, client-key-2",
+           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+           # Serve batches request-path log lines by the thousand in throughput mode; tests read them at once.
+           "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
     cluster.start(port=port, env=env, num_cpus=2)
     try:
         yield Serve(port)

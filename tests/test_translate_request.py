@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
-from serve_app.errors import InvalidRequest, UnsupportedField
+from bad_input import bodies
+from serve_app.errors import InvalidRequest, OpenAIError, UnsupportedField
 from serve_app.schemas import ResponsesRequest, parse
 from serve_app.translate import to_chat_request
 
@@ -317,3 +319,12 @@ def test_a_missing_input_is_a_400() -> None:
 def test_a_body_that_is_not_an_object_is_a_400(body: Any) -> None:
     with pytest.raises(InvalidRequest):
         parse(ResponsesRequest, body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=bodies)
+def test_any_body_either_translates_or_raises_an_openai_error(body: Any) -> None:
+    try:
+        to_chat_request(parse(ResponsesRequest, body))
+    except OpenAIError as error:
+        assert 400 <= error.status < 500
