@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bad_input import bodies, raw_bytes
 from conftest import INBOUND_KEYS_ENV, Serve, SimAdmin, sim_app

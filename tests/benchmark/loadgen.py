@@ -128,7 +128,8 @@ class _Connection(asyncio.Protocol):
                     at = head.find(b"\r\ncontent-length:")
                     if at < 0:
                         raise ValueError("response without length")
-                    self._remaining = int(head[at + 17: head.find(b"\r\n", at + 2) if head.find(b"\r\n", at + 2) > 0 else None])
+                    line_end = head.find(b"\r\n", at + 2)
+                    self._remaining = int(head[at + 17: line_end if line_end > 0 else len(head)])
                     self._state = 1
                     if self._remaining == 0:
                         return self._finish(None)

@@ -1,0 +1,80 @@
+"""The floor: a Serve app with our routes that does no work, deployed under the same flags as ours.
+
+It reads and parses the JSON body (as ours must) and answers with a fixed object; a streaming
+request gets `[sim:tokens=N]` events (N from the input, else 1), each about the size of one of
+our `response.output_text.delta` events. Whatever this app costs per request is what Serve,
+the ingress and the HTTP stack cost; the difference to ours is ours.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads route signatures at runtime.
+import json
+import re
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+from ray import serve
+from ray.serve import Application
+
+api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+_TOKENS = re.compile(r"\[sim:tokens=([0-9]+)\]")
+_ANSWER = json.dumps({
+    "id": "resp_0123456789abcdef0123456789abcdef", "object": "response", "created_at": 0, "status": "completed",
+    "model": "gpt-4o", "output": [{"type": "message", "id": "msg_0123456789abcdef", "status": "completed",
+                                   "role": "assistant", "content": [{"type": "output_text", "text": "hello",
+                                                                     "annotations": []}]}],
+    "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
+}, separators=(",", ":")).encode()
+_EVENT = (b"event: response.output_text.delta\ndata: " + json.dumps({
+    "type": "response.output_text.delta", "sequence_number": 0, "item_id": "msg_0123456789abcdef",
+    "output_index": 0, "content_index": 0, "delta": " lorem", "logprobs": []}, separators=(",", ":")).encode() + b"\n\n")
+
+
+def _events_wanted(body: Any) -> int:
+    text = json.dumps(body.get("input") or body.get("messages") or "")
+    found = _TOKENS.search(text)
+    return int(found.group(1)) if found else 1
+
+
+async def _events(n: int) -> AsyncIterator[bytes]:
+    for _ in range(n):
+        yield _EVENT
+
+
+@serve.deployment(max_ongoing_requests=100_000)
+@serve.ingress(api)
+class NoopServer:
+    @api.post("/v1/responses")
+    async def responses(self, request: Request) -> Response:
+        return await self._answer(request)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._answer(request)
+
+    async def _answer(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        if body.get("stream"):
+            return StreamingResponse(_events(_events_wanted(body)), media_type="text/event-stream")
+        return Response(content=_ANSWER, media_type="application/json")
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    return NoopServer.bind()
+
+
+def noop_app(name: str) -> dict[str, Any]:
+    """Serve config for the floor, with the deployment options our model server uses."""
+    return {
+        "name": name,
+        "route_prefix": f"/{name}",
+        "import_path": "tests.benchmark.noop:build_app",
+        "args": {},
+        "deployments": [{
+            "name": "NoopServer",
+            "max_ongoing_requests": 100_000,
+            "ray_actor_options": {"num_cpus": 0},
+            "logging_config": {"enable_access_log": False},
+        }],
+    }
