@@ -4,6 +4,7 @@ nothing it printed, logged (Ray's logs, Serve's, HAProxy's) or answered contains
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -47,9 +49,15 @@ def files_containing(root: str, needle: bytes) -> list[str]:
     return found
 
 
-def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: Path) -> None:
+@pytest.fixture
+def scratch() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="sk", dir="/tmp")  # short: Ray's unix sockets live under it
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: Path, scratch: str) -> None:
     key = f"sk-SECRET-{uuid.uuid4().hex}"
-    scratch = tempfile.mkdtemp(prefix="sk", dir="/tmp")  # short: Ray's unix sockets live under it
     env = {
         **os.environ,
         "RAY_TMPDIR": scratch,
