@@ -4,7 +4,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# After editing configs/serve_config.yaml: copy it into the RayService's serveConfigV2.
+k8s: $(STAMP)
+	$(PYTHON) k8s/sync_serve_config.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

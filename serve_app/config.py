@@ -93,7 +93,7 @@ class _Upstream(BaseModel):
         return value
 
 
-class _Inbound(BaseModel):
+class Inbound(BaseModel):
     """What this server lets in; shared by both shapes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -115,7 +115,7 @@ class _Inbound(BaseModel):
         return keys
 
 
-class AzureModelConfig(_Upstream, _Inbound):
+class AzureModelConfig(_Upstream, Inbound):
     """One `azure_openai_model` server as NeMo Gym configures it."""
 
     openai_api_key: SecretStr
@@ -129,7 +129,7 @@ class AzureModelConfig(_Upstream, _Inbound):
         return value
 
 
-class ModelServerArgs(_Upstream, _Inbound):
+class ModelServerArgs(_Upstream, Inbound):
     """Application `args` of one model server in a Ray Serve config."""
 
     openai_api_key_env: str = Field(

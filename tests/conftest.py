@@ -41,6 +41,11 @@ class Serve:
         return f"{self.url}/{app}/v1"
 
 
+def haproxy_ports() -> dict[str, str]:
+    """HAProxy's stats and metrics listen on fixed ports; another Ray on this machine may hold them."""
+    return {"RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+
+
 def _haproxy(command: str) -> str:
     import ray
     from ray.serve._private.constants import RAY_SERVE_HAPROXY_SOCKET_PATH
@@ -95,7 +100,7 @@ def serve_instance() -> Iterator[Serve]:
     env = {KEY_ENV: SIM_KEY, WRONG_KEY_ENV: "not-the-key", INBOUND_KEYS_ENV: "client-key-1, client-key-2",
            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
            # Serve batches request-path log lines by the thousand in throughput mode; tests read them at once.
-           "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
+           "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1", **haproxy_ports()}
     cluster.start(port=port, env=env, num_cpus=2)
     try:
         yield Serve(port)

@@ -27,7 +27,8 @@ def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
     queued["deployments"][0]["user_config"]["max_queued_requests"] = 2
     serve_instance.deploy(
         sim_app("policy_model", simulator),
-        sim_app("guarded", simulator, inbound_api_keys_env=INBOUND_KEYS_ENV),
+        # Its own simulator deployment, so that its upstream calls are counted apart from every other app's.
+        sim_app("guarded", simulator, deployment="gpt-4o-mini", inbound_api_keys_env=INBOUND_KEYS_ENV),
         sim_app("small_bodies", simulator, max_request_bytes=2048),
         queued,
     )
@@ -67,7 +68,7 @@ def test_with_inbound_keys_set_only_a_valid_bearer_gets_in_and_others_never_reac
             assert response.status_code == 200
     models = httpx.get(f"{apps.base_url('guarded')}/models", headers=headers, timeout=10)
     assert models.status_code == status
-    assert sim_admin.stats()["accepted_total"] == (2 if status == 200 else 0)
+    assert sim_admin.stats()["by_deployment"].get("gpt-4o-mini", 0) == (2 if status == 200 else 0)
 
 
 def test_without_inbound_keys_anyone_reaching_the_port_is_served(apps: Serve) -> None:

@@ -1,0 +1,383 @@
+"""The benchmark: `make bench`, or `python -m tests.benchmark.bench [--quick] [--out FILE]` from the repo root.
+
+What runs, in order (every process below is started and stopped by this one):
+
+1. Two simulators, each in its own process (upstream.py): one answering at once, one after 2 s.
+2. For each Serve configuration, a process (cluster_run.py) that starts its own Ray (2 CPUs, no
+   dashboard) with that configuration's flags, deploys the no-op app (noop.py, the floor) and our
+   model server, and measures them side by side with the direct-to-simulator baseline, using
+   the load client in loadgen.py:
+   - "haproxy" (the project default) gets the full plan: requests/s and latency at 1-256
+     clients, non-streaming and streaming; events/s with 1000-token answers; time from the
+     upstream's first chunk to our first event; and replica RSS with 2,000 requests held in
+     flight by the 2 s upstream (non-streaming and streaming);
+   - "proxy", "haproxy-only" and "throughput-only" get the no-op app and /v1/responses at 1
+     and 64 clients and streaming events/s, to choose the ingress mode by measurement.
+3. transport.py: httpx's own pool against the aiohttp transport, 1,000 and 2,000 calls in flight.
+4. retry_slot.py: holding against lending the upstream slot while a call waits to retry, under
+   429 storms.
+
+Then it prints the tables and writes them, with the machine's details, to tests/benchmark/RESULTS.md
+(full run; `--quick` prints only, unless `--out` is given). Each configuration's full Ray log is
+kept in a temporary directory, named at the end.
+
+`--quick` (under 2 minutes): the default configuration only, at 1 and 64 clients, shorter cells,
+and smaller transport and retry runs; a smoke test of the whole pipeline, not numbers to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import ROOT, Upstream, machine_details
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+MAIN_CONFIG = "haproxy"
+OTHER_CONFIGS = ("proxy", "haproxy-only", "throughput-only")
+# Targets from the issue.
+MIN_RATIO_64 = 0.5
+MAX_ADDED_P50_MS = 1.0
+IN_FLIGHT = 2000
+MAX_KB_PER_REQUEST = 50.0
+MAX_FIRST_EVENT_MS = 2.0
+MIN_EVENTS_PER_S = 20_000
+NAMES = {"direct": "direct to simulator", "noop": "no-op Serve app", "responses": "/v1/responses",
+         "chat": "/v1/chat/completions"}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_child(name: str, args: list[str], workdir: Path, timeout_s: float) -> int:
+    """Run a measuring process; echo its progress lines, keep its whole output in workdir/name.log."""
+    log_path = workdir / f"{name}.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=log_file,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+        def echo() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                log_file.write(line)
+                if line.startswith(("  ", "[")) or "Error" in line:
+                    log(line.rstrip())
+
+        reader = threading.Thread(target=echo, daemon=True)
+        reader.start()
+        try:
+            code = process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log(f"{name}: over its time limit ({timeout_s:.0f} s); stopping it")
+            process.send_signal(signal.SIGTERM)  # it stops its own Ray on the way out
+            try:
+                code = process.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: only what it started
+                code = process.wait()
+        reader.join(10)
+        return code
+
+
+def load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --- formatting -----------------------------------------------------------------------------------------
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cells_of(run: dict[str, Any], section: str) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(c["target"], c["concurrency"]): c for c in run.get("cells", []) if c["section"] == section}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+# --- the report ------------------------------------------------------------------------------------------
+
+def throughput_table(run: dict[str, Any], section: str) -> str:
+    cells = cells_of(run, section)
+    rows = []
+    for concurrency in sorted({c for _, c in cells}):
+        direct, noop = cells.get(("direct", concurrency)), cells.get(("noop", concurrency))
+        for target in ("direct", "noop", "responses", "chat"):
+            cell = cells.get((target, concurrency))
+            if cell is None:
+                continue
+            ours = target in ("responses", "chat")
+            row = [NAMES[target], concurrency, fmt(cell["rps"], 0), fmt(ratio(cell["rps"], noop["rps"]) if noop and target != "noop" else None),
+                   cell["p50_ms"], cell["p99_ms"],
+                   cell["p50_ms"] - direct["p50_ms"] if ours and direct else None,
+                   cell["p99_ms"] - direct["p99_ms"] if ours and direct else None]
+            if section == "stream":
+                row += [cell.get("ttfe_p50_ms"), cell.get("ttfe_p99_ms")]
+            row += [fmt(cell.get("replica_cpu")), fmt(cell.get("sim_cpu")), fmt(cell.get("client_cpu")),
+                    fmt(cell.get("machine_busy")), cell["errors"]]
+            rows.append(row)
+    header = ["endpoint", "clients", "req/s", "× no-op", "p50 ms", "p99 ms", "p50 added over direct",
+              "p99 added over direct"]
+    if section == "stream":
+        header += ["first event p50 ms", "first event p99 ms"]
+    header += ["replica CPU", "sim CPU", "client CPU", "machine busy", "errors"]
+    return table(header, rows)
+
+
+def events_table(run: dict[str, Any]) -> str:
+    cells = cells_of(run, "events")
+    rows = []
+    for (target, concurrency), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], list(NAMES).index(kv[0][0]))):
+        noop = cells.get(("noop", concurrency))
+        rows.append([NAMES[target], concurrency, fmt(cell["events_per_s"], 0),
+                     fmt(ratio(cell["events_per_s"], noop["events_per_s"]) if noop and target != "noop" else None),
+                     fmt(cell["rps"], 1), cell["p50_ms"], fmt(cell.get("replica_cpu")), fmt(cell.get("sim_cpu")),
+                     fmt(cell.get("client_cpu")), cell["errors"]])
+    return table(["endpoint", "streams at once", "events/s", "× no-op", "streams/s", "stream p50 ms", "replica CPU",
+                  "sim CPU", "client CPU", "errors"], rows)
+
+
+def ttfe_table(run: dict[str, Any]) -> str:
+    rows = []
+    for target, result in (run.get("ttfe") or {}).items():
+        if "error" in result:
+            rows.append([NAMES[target], result["error"], "", "", ""])
+        else:
+            rows.append([NAMES[target], result["after_first_chunk_p50_ms"], result["after_first_chunk_p99_ms"],
+                         result["ttfe_p50_ms"], result["n"]])
+    return table(["endpoint", "first event after upstream's first chunk, p50 ms", "p99 ms",
+                  "time to first event p50 ms (upstream ttft 50 ms)", "streams"], rows)
+
+
+def memory_table(run: dict[str, Any]) -> str:
+    rows = []
+    for m in run.get("memory") or []:
+        rows.append([f"/v1/responses{' (stream)' if m['stream'] else ''}", m["n"], m["errors"], m["upstream_peak_in_flight"],
+                     m["wall_s"], m["p50_ms"], f"{m['idle_rss_mb']:.0f} → {m['peak_rss_mb']:.0f}",
+                     m["kb_per_request"], fmt(m.get("replica_cpu"))])
+    return table(["endpoint", "requests sent at once", "errors", "upstream peak in flight", "wall s", "p50 ms",
+                  "replica RSS MB idle → peak", "KB per in-flight request", "replica CPU"], rows)
+
+
+def ingress_table(runs: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for name, run in runs.items():
+        if run is None or "failure" in run:
+            rows.append([name, "failed (see log)"] + [""] * 8)
+            continue
+        plain, events = cells_of(run, "plain"), cells_of(run, "events")
+        n1, o1 = plain.get(("noop", 1)), plain.get(("responses", 1))
+        n64, o64 = plain.get(("noop", 64)), plain.get(("responses", 64))
+        en, eo = events.get(("noop", 16)), events.get(("responses", 16))
+        rows.append([name, run["description"], n1 and n1["p50_ms"], o1 and o1["p50_ms"],
+                     fmt(n64 and n64["rps"], 0), fmt(o64 and o64["rps"], 0),
+                     fmt(ratio(o64 and o64["rps"], n64 and n64["rps"])),
+                     fmt(en and en["events_per_s"], 0), fmt(eo and eo["events_per_s"], 0)])
+    return table(["config", "flags", "no-op p50 ms (1 client)", "/v1/responses p50 ms (1 client)",
+                  "no-op req/s (64)", "/v1/responses req/s (64)", "ratio (64)", "no-op events/s (16 streams)",
+                  "/v1/responses events/s (16 streams)"], rows)
+
+
+def transport_table(results: list[dict[str, Any]] | None) -> str:
+    rows = [[r["variant"], r["n"], r["cpu_ms_per_call"], r["wall_s"], r["errors"]] for r in results or []]
+    return table(["client", "calls at once", "CPU ms per call", "wall s", "errors"], rows)
+
+
+def retry_table(results: list[dict[str, Any]] | None) -> str:
+    rows = [[r["storm"], r["policy"], r["n"], r["budget"], r["wall_s"], r["ok"], r["failed"], r["upstream_calls"],
+             r["upstream_429"], r["upstream_peak_in_flight"], "yes" if r["within_budget"] else "NO"] for r in results or []]
+    return table(["storm", "slot while waiting", "calls", "budget", "finished in s", "ok", "failed", "upstream calls",
+                  "429s", "upstream peak in flight", "within budget"], rows)
+
+
+def targets(run: dict[str, Any]) -> tuple[str, list[str]]:
+    plain, events = cells_of(run, "plain"), cells_of(run, "events")
+    rows: list[list[Any]] = []
+    verdicts: list[str] = []
+
+    def check(name: str, measured: str, ok: bool | None) -> None:
+        verdict = "—" if ok is None else ("met" if ok else "MISSED")
+        rows.append([name, measured, verdict])
+        verdicts.append(f"{name}: {verdict} ({measured})")
+
+    n64, r64 = plain.get(("noop", 64)), plain.get(("responses", 64))
+    if n64 and r64:
+        value = r64["rps"] / n64["rps"]
+        check(f"/v1/responses at 64 clients ≥ {MIN_RATIO_64}× the no-op app",
+              f"{value:.2f}× ({r64['rps']:,.0f} vs {n64['rps']:,.0f} req/s)", value >= MIN_RATIO_64)
+    d1, n1 = plain.get(("direct", 1)), plain.get(("noop", 1))
+    for target in ("responses", "chat"):
+        o1 = plain.get((target, 1))
+        if d1 and n1 and o1:
+            above = o1["p50_ms"] - d1["p50_ms"] - n1["p50_ms"]
+            check(f"{NAMES[target]} p50 added at 1 client ≤ no-op + {MAX_ADDED_P50_MS:g} ms",
+                  f"{above:+.2f} ms (added {o1['p50_ms'] - d1['p50_ms']:.2f} ms, no-op {n1['p50_ms']:.2f} ms)",
+                  above <= MAX_ADDED_P50_MS)
+    for m in run.get("memory") or []:
+        label = "/v1/responses" + (" (stream)" if m["stream"] else "")
+        all_in = m["upstream_peak_in_flight"] >= m["n"]
+        check(f"{label}: {IN_FLIGHT:,} in flight, 2 s upstream, zero errors",
+              f"{m['errors']} errors; {m['upstream_peak_in_flight']:,} in flight upstream at the peak",
+              m["errors"] == 0 and all_in)
+        check(f"{label}: < {MAX_KB_PER_REQUEST:g} KB per in-flight request",
+              f"{m['kb_per_request']:.1f} KB", m["kb_per_request"] < MAX_KB_PER_REQUEST)
+    for target, result in (run.get("ttfe") or {}).items():
+        if target == "direct" or "error" in result:
+            continue
+        check(f"{NAMES[target]} stream: first event ≤ {MAX_FIRST_EVENT_MS:g} ms after the upstream's first chunk",
+              f"p50 {result['after_first_chunk_p50_ms']:.2f} ms, p99 {result['after_first_chunk_p99_ms']:.2f} ms",
+              result["after_first_chunk_p50_ms"] <= MAX_FIRST_EVENT_MS)
+    for target in ("responses", "chat"):
+        best = max((c for (t, _), c in events.items() if t == target), key=lambda c: c["events_per_s"], default=None)
+        if best:
+            check(f"{NAMES[target]} stream: ≥ {MIN_EVENTS_PER_S:,} events/s through one replica",
+                  f"{best['events_per_s']:,.0f} events/s ({best['concurrency']} streams)",
+                  best["events_per_s"] >= MIN_EVENTS_PER_S)
+    return table(["target", "measured (same run)", "verdict"], rows), verdicts
+
+
+def report(machine: dict[str, str], runs: dict[str, Any], transport: Any, retry: Any, quick: bool,
+           load_after: str, elapsed_s: float) -> str:
+    main = runs.get(MAIN_CONFIG) or {}
+    parts = [
+        "# Benchmark results" + (" (--quick: smoke run, not for quoting)" if quick else ""),
+        "",
+        "Generated by `make bench` (`python -m tests.benchmark.bench`); see tests/benchmark/bench.py for what is "
+        "measured and how. Every ratio compares measurements taken in the same run, on the same machine, "
+        "within one Ray instance per configuration.",
+        "",
+        "## Machine",
+        "",
+        table(["", ""], [[k, v] for k, v in machine.items()] + [["load after", load_after],
+                                                                ["benchmark duration", f"{elapsed_s / 60:.1f} min"]]),
+        "",
+        "The machine is shared: `machine busy` is the whole machine's CPU use (both cores, everyone's processes) "
+        "during each cell; near 1.00 means the cell was CPU-bound somewhere. Replica/sim/client CPU are in cores "
+        "(1.00 = one core fully used).",
+    ]
+    if "failure" in main or not main:
+        parts += ["", f"**The {MAIN_CONFIG} configuration failed:**", "", "```", str(main.get("failure", "no result")), "```"]
+    else:
+        target_table, _ = targets(main)
+        parts += [
+            "",
+            f"## Targets (configuration `{MAIN_CONFIG}`: {main['description']})",
+            "",
+            target_table,
+            "",
+            "## Non-streaming, zero-latency upstream",
+            "",
+            "Closed loop: each client sends its next request when the last is answered. `added over direct` is "
+            "this endpoint's latency minus the simulator's own at the same concurrency; the floor for it is the "
+            "no-op app's latency (a request through Serve that does no work).",
+            "",
+            throughput_table(main, "plain"),
+        ]
+        if cells_of(main, "stream"):
+            parts += ["", "## Streaming, short answers (zero-latency upstream)", "", throughput_table(main, "stream")]
+        parts += ["", "## Streaming events/s (1000-token answers, no pacing)", "",
+                  "One replica; the no-op app streams the same number of events of the same size.", "",
+                  events_table(main)]
+        if main.get("ttfe"):
+            parts += ["", "## Time to first event", "",
+                      "One client, one stream at a time, upstream time to first token 50 ms. The simulator notes when "
+                      "it hands each stream's first chunk to its socket (CLOCK_MONOTONIC, shared by all processes), "
+                      "the client when the first SSE event arrives: the difference is what the path after the "
+                      "upstream adds (for direct: loopback and client only).", "", ttfe_table(main)]
+        if main.get("memory"):
+            parts += ["", "## Memory with 2,000 requests in flight (2 s upstream)", "",
+                      "All requests sent at once on their own connections; replica RSS from /proc every 10 ms; "
+                      "(peak − idle) / requests. `upstream peak in flight` is the simulator's count: it shows whether "
+                      "all of them really were in flight together.", "", memory_table(main)]
+    parts += ["", "## Ingress modes", "",
+              "Each configuration in its own Ray instance, one after another in this run; the ratio is within "
+              "one configuration.", "", ingress_table(runs)]
+    if transport:
+        parts += ["", "## HTTP transport (AzureClient to a 2 s upstream, client process CPU)", "", transport_table(transport)]
+    if retry:
+        parts += ["", "## Retry waits: hold the upstream slot or lend it (429 storms)", "", retry_table(retry)]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (under 2 minutes)")
+    parser.add_argument("--out", help=f"where to write the report (default: {RESULTS.relative_to(ROOT)} for a full run; "
+                                      "none for --quick)")
+    parser.add_argument("--configs", help=f"comma-separated configurations (default: {','.join((MAIN_CONFIG, *OTHER_CONFIGS))};"
+                                          f" --quick: {MAIN_CONFIG})")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: transport, retry")
+    options = parser.parse_args()
+    quick = options.quick
+    configs = options.configs.split(",") if options.configs else [MAIN_CONFIG] + ([] if quick else list(OTHER_CONFIGS))
+    skip = set(filter(None, options.skip.split(",")))
+    out = Path(options.out) if options.out else (None if quick else RESULTS)
+
+    started = time.monotonic()
+    machine = machine_details()
+    workdir = Path(tempfile.mkdtemp(prefix="serve-app-bench-"))
+    log(f"benchmark ({'quick' if quick else 'full'}); logs in {workdir}")
+    runs: dict[str, Any] = {}
+    transport = retry = None
+    with Upstream({}) as fast, Upstream({"latency_s": 2.0, "ttft_s": 2.0}) as slow:
+        for config in configs:
+            plan = "quick" if quick else ("full" if config == MAIN_CONFIG else "ingress")
+            path = workdir / f"{config}.json"
+            log(f"[{config}] starting Ray and Serve ({plan} plan)")
+            run_child(config, ["tests.benchmark.cluster_run", "--config", config, "--plan", plan,
+                               "--sim-fast", f"{fast.url},{fast.pid}", "--sim-slow", f"{slow.url},{slow.pid}",
+                               "--out", str(path)], workdir, timeout_s=900)
+            runs[config] = load(path) or {"failure": f"no result; see {workdir / (config + '.log')}",
+                                          "description": config}
+        if "transport" not in skip:
+            log("[transport] httpx pool vs aiohttp transport")
+            path = workdir / "transport.json"
+            run_child("transport", ["tests.benchmark.transport", "--sim", slow.url, "--sizes",
+                                    "500" if quick else "1000,2000", "--out", str(path)], workdir, timeout_s=600)
+            transport = load(path)
+    if "retry" not in skip:
+        log("[retry] hold vs lend the slot while waiting to retry")
+        path = workdir / "retry.json"
+        run_child("retry", ["tests.benchmark.retry_slot", "--n", "200" if quick else "400", "--budget",
+                            "16" if quick else "32", "--out", str(path)], workdir, timeout_s=600)
+        retry = load(path)
+
+    load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    text = report(machine, runs, transport, retry, quick, load_after, time.monotonic() - started)
+    print(text)
+    if out is not None:
+        out.write_text(text)
+        log(f"written to {out}")
+    log(f"logs: {workdir}")
+    failed = [name for name, run in runs.items() if "failure" in run]
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

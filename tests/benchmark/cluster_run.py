@@ -1,0 +1,391 @@
+"""One Serve configuration, measured in its own process (Serve reads its flags when Ray starts).
+
+    python -m tests.benchmark.cluster_run --config haproxy --plan full --sim-fast URL,PID --sim-slow URL,PID --out F
+
+Starts Ray (2 CPUs, no dashboard) and Serve through `serve_app.cluster.start` with the
+configuration's flags, deploys the no-op app (the floor) and our model server pointed at the
+zero-latency simulator (and, for the memory phase, two more pointed at the 2 s one), waits for the
+ingress to settle, warms up, then measures (this process is the load client) and writes JSON.
+Everything it started is stopped with `cluster.stop()` before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from serve_app import cluster
+from serve_app.config import AzureModelConfig
+from serve_app.serve_config import model_server_app
+
+from . import loadgen
+from .common import ROOT, CpuMeter, free_port, http_json, rss_bytes
+from .loadgen import Target
+from .noop import noop_app
+
+KEY_ENV = "BENCH_SIM_API_KEY"
+SIM_KEY = "sim-key"
+# Flags per measured configuration: (ingress argument of cluster.start, extra environment).
+_HAPROXY_ONLY = {k: v for k, v in cluster.HAPROXY_ENV.items() if k != "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
+    "haproxy": ("haproxy", {}),  # the project default: HAProxy + throughput-optimized
+    "proxy": ("proxy", {}),  # Serve's classic proxy
+    "haproxy-only": ("proxy", _HAPROXY_ONLY),
+    "throughput-only": ("proxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
+}
+DESCRIPTIONS = {
+    "haproxy": "RAY_SERVE_ENABLE_HA_PROXY=1 + RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (project default)",
+    "proxy": "no flags (Serve's proxy actor)",
+    "haproxy-only": "RAY_SERVE_ENABLE_HA_PROXY=1 only",
+    "throughput-only": "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 only (direct ingress, no HAProxy)",
+}
+HELLO = "hello"
+LONG_TOKENS = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    rounds: int
+    cell_s: float
+    plain_concurrency: tuple[int, ...]
+    stream_concurrency: tuple[int, ...]
+    events_concurrency: tuple[int, ...]
+    ttfe_requests: int
+    in_flight: int  # memory phase; 0: skipped
+    stream_in_flight: int
+    targets: tuple[str, ...] = ("direct", "noop", "responses", "chat")
+
+
+PLANS = {
+    "full": Plan("full", rounds=2, cell_s=2.5, plain_concurrency=(1, 16, 64, 256), stream_concurrency=(1, 16, 64),
+                 events_concurrency=(1, 16), ttfe_requests=100, in_flight=2000, stream_in_flight=2000),
+    "ingress": Plan("ingress", rounds=2, cell_s=2.5, plain_concurrency=(1, 64), stream_concurrency=(),
+                    events_concurrency=(16,), ttfe_requests=0, in_flight=0, stream_in_flight=0,
+                    targets=("noop", "responses")),
+    "quick": Plan("quick", rounds=1, cell_s=1.5, plain_concurrency=(1, 64), stream_concurrency=(16,),
+                  events_concurrency=(16,), ttfe_requests=30, in_flight=2000, stream_in_flight=0),
+}
+
+
+def model_app(name: str, sim_url: str, budget: int) -> dict[str, Any]:
+    config = AzureModelConfig(openai_base_url=sim_url, openai_api_key="unused-here", openai_model="gpt-4o",
+                              default_query={"api-version": "2024-10-21"}, num_concurrent_requests=budget)
+    app = model_server_app(name, config)
+    app["args"]["openai_api_key_env"] = KEY_ENV
+    deployment = app["deployments"][0]
+    deployment["ray_actor_options"] = {"num_cpus": 0}
+    # Nothing is in flight at the end of a benchmark; don't let Serve wait for calls that could be.
+    deployment["graceful_shutdown_timeout_s"] = 5
+    return app
+
+
+# --- HAProxy: wait until it routes straight to the replicas -------------------------------------------
+
+def _haproxy(command: str) -> str:
+    import ray
+    from ray.serve._private.constants import RAY_SERVE_HAPROXY_SOCKET_PATH
+
+    path = os.path.join(os.path.dirname(RAY_SERVE_HAPROXY_SOCKET_PATH), ray.get_runtime_context().get_node_id(),
+                        os.path.basename(RAY_SERVE_HAPROXY_SOCKET_PATH))
+    with socket.socket(socket.AF_UNIX) as admin:
+        admin.connect(path)
+        admin.sendall(command.encode() + b"\n")
+        return b"".join(iter(lambda: admin.recv(65536), b"")).decode()
+
+
+def wait_haproxy_settled(apps: list[str], quiet_s: float = 3.0, timeout_s: float = 90.0) -> None:
+    """HAProxy reloads on every change and counts a new replica down until two health checks pass;
+    meanwhile traffic takes Serve's fallback proxy. Measure only once it has settled."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            info = _haproxy("show info").splitlines()
+            uptime = int(next(line.split(":")[1] for line in info if line.startswith("Uptime_sec")))
+            rows = [line.split(",") for line in _haproxy("show stat").splitlines() if line and not line.startswith("#")]
+            up = {row[0].removeprefix("http-") for row in rows if row[1].startswith("SERVE_REPLICA") and row[17] == "UP"}
+            if uptime >= quiet_s and set(apps) <= up:
+                return
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("HAProxy did not settle")
+        time.sleep(0.25)
+
+
+def replica_pids() -> dict[str, int]:
+    """Each app's (single) replica process, from the GCS actor table (no dashboard needed)."""
+    from ray._private import state
+
+    pids = {}
+    for actor in state.actors(actor_state_name="ALIVE").values():
+        name = actor["Name"]
+        if name.startswith("SERVE_REPLICA::"):
+            pids[name.removeprefix("SERVE_REPLICA::").split("#", 1)[0]] = actor["Pid"]
+    return pids
+
+
+# --- measuring ---------------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, plan: Plan, port: int, sim_fast: tuple[str, int], sim_slow: tuple[str, int], pids: dict[str, int]) -> None:
+        self.plan = plan
+        self.port = port
+        self.sim_url, self.sim_pid = sim_fast
+        self.slow_url, self.slow_pid = sim_slow
+        self.sim_port = int(self.sim_url.rsplit(":", 1)[1])
+        self.pids = pids
+        self.cells: list[dict[str, Any]] = []
+
+    def target(self, kind: str, *, stream: bool = False, text: str = HELLO) -> Target:
+        messages = [{"role": "user", "content": text}]
+        if kind == "direct":
+            body: dict[str, Any] = {"messages": messages}
+            if stream:
+                body.update(stream=True, stream_options={"include_usage": True})  # what ours asks Azure for
+            return Target("direct", "127.0.0.1", self.sim_port,
+                          "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", body,
+                          headers=(("api-key", SIM_KEY),), stream=stream)
+        app, path = {"noop": ("noop", "responses"), "responses": ("ours", "responses"), "chat": ("ours", "chat/completions"),
+                     "mem": ("mem", "responses"), "memstream": ("memstream", "responses")}[kind]
+        body = {"model": "gpt-4o", "messages": messages} if path.startswith("chat") else {"model": "gpt-4o", "input": text}
+        if stream:
+            body["stream"] = True
+        return Target(kind, "127.0.0.1", self.port, f"/{app}/v1/{path}", body, stream=stream)
+
+    def meter(self, kind: str) -> CpuMeter:
+        replica = {"noop": "noop", "responses": "ours", "chat": "ours"}.get(kind)
+        return CpuMeter({"replica": self.pids.get(replica, 0) if replica else 0, "sim": self.sim_pid})
+
+    async def cell(self, section: str, kind: str, concurrency: int, *, stream: bool, text: str = HELLO) -> dict[str, Any]:
+        """One target at one concurrency, `rounds` times interleaved with the other targets by the caller."""
+        meter = self.meter(kind)
+        meter.start()
+        run = await loadgen.closed_loop(self.target(kind, stream=stream, text=text), concurrency, self.plan.cell_s,
+                                        warmup_s=0.3 if concurrency < 64 else 0.6)
+        return {"section": section, **run.summary(), **meter.stop(), "_latencies": run.latencies,
+                "_first_events": run.first_events}
+
+    async def sweep(self, section: str, concurrencies: tuple[int, ...], *, stream: bool, text: str = HELLO) -> None:
+        for concurrency in concurrencies:
+            rounds: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(self.plan.rounds):
+                for kind in self.plan.targets:
+                    rounds.setdefault(kind, []).append(await self.cell(section, kind, concurrency, stream=stream, text=text))
+            for kind, runs in rounds.items():
+                self.cells.append(merge(runs))
+                log(f"  {section:8} {kind:9} c={concurrency:<4} {self.cells[-1]['rps']:8.0f} req/s "
+                    f"p50 {self.cells[-1]['p50_ms']:7.2f} ms  events/s {self.cells[-1]['events_per_s']:8.0f}  "
+                    f"client cpu {self.cells[-1]['client_cpu']:.2f}  errors {self.cells[-1]['errors']}")
+
+    async def warm_up(self, kinds: tuple[str, ...]) -> None:
+        for kind in kinds:
+            for stream in (False, True):
+                run = await loadgen.closed_loop(self.target(kind, stream=stream), 16, 1.0, warmup_s=0.0)
+                if run.errors:
+                    log(f"  warm-up {kind} stream={stream}: {run.errors} errors {run.statuses}")
+
+    async def ttfe(self) -> dict[str, Any]:
+        """How long after the simulator hands its first chunk to the socket does the first event reach
+        the client? One client, one stream at a time; the simulator notes when each first chunk left."""
+        results: dict[str, Any] = {}
+        http_json(f"{self.sim_url}/sim/config", {"ttft_s": 0.05})
+        try:
+            for kind in ("direct", "responses", "chat"):
+                target = self.target(kind, stream=True)
+                await sequential(target, 5)
+                http_json(f"{self.sim_url}/bench/marks")
+                run = await sequential(target, self.plan.ttfe_requests)
+                marks = http_json(f"{self.sim_url}/bench/marks")
+                if run.errors or len(marks) != len(run.first_event_at):
+                    results[kind] = {"error": f"{run.errors} errors, {len(marks)} marks for {len(run.first_event_at)} streams"}
+                    continue
+                after = sorted(seen - sent for seen, sent in zip(run.first_event_at, marks))
+                ttfe = sorted(run.first_events)
+                results[kind] = {"after_first_chunk_p50_ms": loadgen.percentile(after, 50) * 1e3,
+                                 "after_first_chunk_p99_ms": loadgen.percentile(after, 99) * 1e3,
+                                 "ttfe_p50_ms": loadgen.percentile(ttfe, 50) * 1e3,
+                                 "ttfe_p99_ms": loadgen.percentile(ttfe, 99) * 1e3, "n": len(after)}
+                log(f"  ttfe     {kind:9} first event {results[kind]['after_first_chunk_p50_ms']:.2f} ms after the "
+                    f"upstream's first chunk (p50), ttfe p50 {results[kind]['ttfe_p50_ms']:.1f} ms")
+        finally:
+            http_json(f"{self.sim_url}/sim/config", {"ttft_s": 0.0})
+        return results
+
+    async def memory(self, kind: str, n: int) -> dict[str, Any]:
+        """`n` requests held in flight by the 2 s upstream: replica RSS at rest and at its peak."""
+        stream = kind == "memstream"
+        app = "mem" if kind == "mem" else "memstream"
+        pid = self.pids[app]
+        target = self.target(kind, stream=stream)
+        warm = await loadgen.burst(target, 50)  # connections, pools and code paths used once
+        http_json(f"{self.slow_url}/sim/reset", {})
+        await asyncio.sleep(1.0)
+        idle = min(rss_bytes(pid) for _ in range(5))
+        peak = idle
+        sampling = True
+
+        async def sample() -> None:
+            nonlocal peak
+            while sampling:
+                peak = max(peak, rss_bytes(pid))
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.get_running_loop().create_task(sample())
+        meter = CpuMeter({"replica": pid, "sim": self.slow_pid})
+        meter.start()
+        run = await loadgen.burst(target, n)
+        cpu = meter.stop()
+        sampling = False
+        await sampler
+        stats = http_json(f"{self.slow_url}/sim/stats")
+        result = {"kind": kind, "stream": stream, "n": n, "errors": run.errors + warm.errors,
+                  "statuses": run.summary()["statuses"], "wall_s": run.wall_s,
+                  "p50_ms": run.summary()["p50_ms"], "p99_ms": run.summary()["p99_ms"],
+                  "idle_rss_mb": idle / 2 ** 20, "peak_rss_mb": peak / 2 ** 20,
+                  "kb_per_request": (peak - idle) / n / 1024, "upstream_peak_in_flight": stats["peak_in_flight"],
+                  "client_cpu_s": run.client_cpu_s, **cpu}
+        log(f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, RSS {result['idle_rss_mb']:.0f} -> "
+            f"{result['peak_rss_mb']:.0f} MB: {result['kb_per_request']:.1f} KB per request; upstream peak in flight "
+            f"{stats['peak_in_flight']}")
+        return result
+
+
+async def sequential(target: Target, n: int) -> loadgen.Run:
+    """`n` requests one after the other on one connection; every one recorded."""
+    payload = target.encoded()
+    conn = await loadgen.connect(target.host, target.port)
+    run = loadgen.Run(target.name, 1)
+    try:
+        for _ in range(n):
+            if conn.closed:
+                conn = await loadgen.connect(target.host, target.port)
+            sent = time.monotonic()
+            response = await conn.request(payload, target.stream)
+            if response.status != 200 or not response.events:
+                run.errors += 1
+                continue
+            run.latencies.append(time.monotonic() - sent)
+            run.first_events.append(response.first_event - sent)
+            run.first_event_at.append(response.first_event)
+    finally:
+        if conn.transport is not None:
+            conn.transport.close()
+    return run
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one cell as one: counts and times add up, percentiles over every sample."""
+    first = runs[0]
+    latencies = sorted(x for r in runs for x in r["_latencies"])
+    first_events = sorted(x for r in runs for x in r["_first_events"])
+    wall = sum(r["wall_s"] for r in runs)
+    statuses: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    merged = {"section": first["section"], "target": first["target"], "concurrency": first["concurrency"],
+              "completed": len(latencies), "errors": sum(r["errors"] for r in runs), "statuses": statuses,
+              "wall_s": wall, "rps": len(latencies) / wall,
+              "p50_ms": loadgen.percentile(latencies, 50) * 1e3, "p99_ms": loadgen.percentile(latencies, 99) * 1e3,
+              "ttfe_p50_ms": loadgen.percentile(first_events, 50) * 1e3 if first_events else None,
+              "ttfe_p99_ms": loadgen.percentile(first_events, 99) * 1e3 if first_events else None,
+              "events": sum(r["events"] for r in runs), "events_per_s": sum(r["events"] for r in runs) / wall,
+              "round_rps": [r["rps"] for r in runs]}
+    for key in ("client_cpu", "replica_cpu", "sim_cpu", "machine_busy"):
+        values = [r[key] for r in runs if key in r]
+        if values:
+            merged[key] = sum(v * r["wall_s"] for v, r in zip(values, runs)) / wall
+    return merged
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    kinds = tuple(k for k in plan.targets if k != "direct")
+    await bench.warm_up(kinds)
+    await bench.sweep("plain", plan.plain_concurrency, stream=False)
+    if plan.stream_concurrency:
+        await bench.sweep("stream", plan.stream_concurrency, stream=True)
+    if plan.events_concurrency:
+        await bench.sweep("events", plan.events_concurrency, stream=True, text=f"Go on. [sim:tokens={LONG_TOKENS}]")
+    out["cells"] = bench.cells
+    if plan.ttfe_requests:
+        out["ttfe"] = await bench.ttfe()
+    memory = []
+    if plan.in_flight:
+        memory.append(await bench.memory("mem", plan.in_flight))
+    if plan.stream_in_flight:
+        memory.append(await bench.memory("memstream", plan.stream_in_flight))
+    out["memory"] = memory
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", choices=sorted(CONFIGS), required=True)
+    parser.add_argument("--plan", choices=sorted(PLANS), required=True)
+    parser.add_argument("--sim-fast", required=True, help="URL,PID of the zero-latency simulator")
+    parser.add_argument("--sim-slow", required=True, help="URL,PID of the 2 s simulator")
+    parser.add_argument("--out", required=True)
+    options = parser.parse_args()
+    plan = PLANS[options.plan]
+    fast_url, fast_pid = options.sim_fast.split(",")
+    slow_url, slow_pid = options.sim_slow.split(",")
+    ingress, flags = CONFIGS[options.config]
+
+    # Stopped from outside (the benchmark's time limit): still stop Ray and Serve on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    port = free_port()
+    env = {KEY_ENV: SIM_KEY, "PYTHONPATH": str(ROOT),
+           # A stopping replica accepts for this long so that HAProxy notices (30 s by default).
+           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+           # HAProxy's metrics and stats listeners have fixed default ports; others may run Serve here too.
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+           **flags}
+    result: dict[str, Any] = {"config": options.config, "plan": plan.name, "description": DESCRIPTIONS[options.config],
+                              "env": {k: v for k, v in {**cluster.INGRESS_ENV[ingress], **flags}.items()}}
+    started = time.monotonic()
+    cluster.start(port=port, env=env, num_cpus=2, ingress=ingress)
+    try:
+        apps = [noop_app("noop"), model_app("ours", fast_url, budget=4096)]
+        if plan.in_flight:
+            apps.append(model_app("mem", slow_url, budget=plan.in_flight + 48))
+        if plan.stream_in_flight:
+            apps.append(model_app("memstream", slow_url, budget=plan.stream_in_flight + 48))
+        cluster.deploy(apps)
+        if {**cluster.INGRESS_ENV[ingress], **flags}.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+            wait_haproxy_settled([app["name"] for app in apps])
+        pids = replica_pids()
+        result["replica_pids"] = pids
+        result["setup_s"] = time.monotonic() - started
+        log(f"[{options.config}] deployed in {result['setup_s']:.0f} s; measuring ({plan.name})")
+        bench = Bench(plan, port, (fast_url, int(fast_pid)), (slow_url, int(slow_pid)), pids)
+        result.update(loadgen.run_async(measure(bench, plan)))
+    except Exception:
+        result["failure"] = traceback.format_exc()
+        log(result["failure"])
+    finally:
+        for cell in result.get("cells", []):
+            cell.pop("_latencies", None)
+            cell.pop("_first_events", None)
+        with open(options.out, "w") as f:
+            json.dump(result, f, indent=1)
+        cluster.stop()
+    sys.exit(1 if "failure" in result else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""What the benchmark's processes share: ports, child processes, /proc readings, machine details."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url: str, data: Any = None, timeout: float = 10.0) -> Any:
+    body = None if data is None else json.dumps(data).encode()
+    request = urllib.request.Request(url, data=body, method="GET" if data is None else "POST",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class Upstream:
+    """A simulator process of our own (tests/benchmark/upstream.py) on a free port."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.port = free_port()
+        self.config = config
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def start(self) -> "Upstream":
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.benchmark.upstream", "--port", str(self.port), "--config", json.dumps(self.config)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                http_json(f"{self.url}/sim/config", timeout=1)
+                return self
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the benchmark simulator did not start")
+                time.sleep(0.1)
+
+    def configure(self, **patch: Any) -> None:
+        http_json(f"{self.url}/sim/config", patch)
+
+    def reset(self) -> dict[str, Any]:
+        return http_json(f"{self.url}/sim/reset", {})
+
+    def stats(self) -> dict[str, Any]:
+        return http_json(f"{self.url}/sim/stats")
+
+    def marks(self) -> list[float]:
+        return http_json(f"{self.url}/bench/marks")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> "Upstream":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- /proc -----------------------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def machine_busy_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot: everyone's load, not only ours."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """CPU used by some processes, and by the whole machine, between `start` and `stop`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = {name: pid for name, pid in pids.items() if pid}
+        self._before: dict[str, float] = {}
+        self._machine: tuple[int, int] = (0, 0)
+        self._t = 0.0
+
+    def start(self) -> None:
+        self._before = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._machine = machine_busy_ticks()
+        self._t = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self._t
+        busy, total = machine_busy_ticks()
+        shares = {f"{name}_cpu": (cpu_seconds(pid) - self._before[name]) / wall for name, pid in self._pids.items()}
+        shares["machine_busy"] = (busy - self._machine[0]) / max(1, total - self._machine[1])
+        return shares
+
+
+# --- machine ----------------------------------------------------------------------------------------
+
+def machine_details() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        ram = f"{mem_kb / 1024 ** 2:.1f} GiB"
+    except (OSError, StopIteration):
+        ram = "unknown"
+    try:
+        import ray
+        ray_version = ray.__version__
+    except ImportError:  # pragma: no cover
+        ray_version = "not installed"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "unknown"
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "ram": ram,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "ray": ray_version,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": commit,
+        "load_before": load,
+    }

@@ -1,0 +1,127 @@
+"""Does a call keep its upstream slot while it waits to retry? "hold" against "lend", under 429 storms.
+
+    python -m tests.benchmark.retry_slot --n 400 --budget 32 --out F
+
+Measured in-process, at the level where the choice is made: a `Limiter` of `budget` slots and
+an `AzureClient`, combined exactly as the server's `_upstream_slot()` combines them around
+`client.complete`, against a simulator in its own process. The two policies differ only in the
+`while_waiting` argument: "hold" passes nothing (the server today); "lend" releases the slot for
+the wait and queues for one again (FIFO, behind whoever is waiting) before the retry. This is
+cheaper and more deterministic than a variant deployment, and measures the same thing: the
+Serve hop in front of the limiter is identical for both policies.
+
+Three storms, each with the project's default `Retries`:
+
+- quota/4, quota/8: Azure's own kind. The simulator allows `rpm` pro rata over 1 s windows,
+  sized so that the workload needs about 4 (8) windows; a 429 says "retry after the window
+  ends", so every 429 of a window asks for the same moment.
+- burst: the next K calls get 429 "retry after 2 s" whatever the quota (a transient throttle),
+  then everything succeeds.
+
+Reported per run: time to finish the whole workload, calls that failed, upstream calls and 429s,
+and the simulator's peak of calls in flight, which must not exceed the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from pydantic import SecretStr
+
+from serve_app.azure import AzureClient
+from serve_app.config import Retries, Timeouts
+from serve_app.errors import OpenAIError
+from serve_app.limiter import Limiter
+
+from .common import Upstream, http_json
+from .loadgen import percentile, run_async
+
+BODY = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
+
+
+def lending(limiter: Limiter):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lend() -> AsyncIterator[None]:
+        limiter.release()
+        try:
+            yield
+        finally:
+            await limiter.acquire()
+
+    return lend
+
+
+async def workload(sim: Upstream, policy: str, n: int, budget: int) -> dict[str, Any]:
+    client = AzureClient(base_url=sim.url, deployment="gpt-4o", query={"api-version": "2024-10-21"},
+                         api_key=SecretStr("sim-key"), timeouts=Timeouts(), retries=Retries())
+    limiter = Limiter(budget)
+    kwargs = {"while_waiting": lending(limiter)} if policy == "lend" else {}
+    failures: dict[str, int] = {}
+    latencies: list[float] = []
+
+    async def one() -> None:
+        started = time.monotonic()
+        try:
+            async with limiter.slot():
+                await client.complete(BODY, **kwargs)
+            latencies.append(time.monotonic() - started)
+        except OpenAIError as error:
+            failures[str(error.status)] = failures.get(str(error.status), 0) + 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(n)))
+    wall = time.monotonic() - start
+    await client.aclose()
+    stats = http_json(f"{sim.url}/sim/stats")
+    latencies.sort()
+    return {"policy": policy, "n": n, "budget": budget, "wall_s": wall, "ok": len(latencies),
+            "failed": sum(failures.values()), "failures": failures, "upstream_calls": stats["requests_total"],
+            "upstream_429": stats["by_status"].get("429", 0), "upstream_peak_in_flight": stats["peak_in_flight"],
+            "within_budget": stats["peak_in_flight"] <= budget,
+            "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99)}
+
+
+async def measure(n: int, budget: int, rounds: int) -> list[dict[str, Any]]:
+    results = []
+    storms = {
+        # Azure's quota, pro rata over 1 s windows, sized so the workload needs about 4 (then 8) windows.
+        "quota/4": ({"latency_s": 0.1, "rpm": max(1, n // 4) * 60, "rate_limit_window_s": 1.0}, None),
+        "quota/8": ({"latency_s": 0.1, "rpm": max(1, n // 8) * 60, "rate_limit_window_s": 1.0}, None),
+        "burst": ({"latency_s": 0.1}, {"status": 429, "count": 3 * budget, "retry_after_s": 2.0}),
+    }
+    for storm, (config, fault) in storms.items():
+        with Upstream(config) as sim:
+            order = ["hold", "lend"]
+            for round_ in range(rounds):
+                for policy in order if round_ % 2 == 0 else order[::-1]:
+                    sim.reset()
+                    if fault is not None:
+                        http_json(f"{sim.url}/sim/faults", fault)
+                    result = {"storm": storm, "round": round_, **await workload(sim, policy, n, budget)}
+                    results.append(result)
+                    print(f"  retry    {storm:7} {policy}: {result['wall_s']:5.2f} s, {result['failed']} failed, "
+                          f"{result['upstream_calls']} upstream calls ({result['upstream_429']} x 429), upstream peak in "
+                          f"flight {result['upstream_peak_in_flight']} (budget {budget})", file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=400, help="calls in the workload")
+    parser.add_argument("--budget", type=int, default=32, help="concurrent upstream calls allowed")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    options = parser.parse_args()
+    results = run_async(measure(options.n, options.budget, options.rounds))
+    with open(options.out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

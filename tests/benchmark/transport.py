@@ -1,0 +1,94 @@
+"""The HTTP transport decision: httpx's own connection pool against httpx over aiohttp, as AzureClient uses them.
+
+    python -m tests.benchmark.transport --sim URL --n 2000 --out F
+
+N concurrent `AzureClient.complete` calls against a simulator that answers after 2 s, in this
+process alone (nothing else on its event loop), each variant with a fresh client. What is
+measured is this process's CPU time per call and the wall time:
+
+- all N calls on N connections (no waiting), httpx's pool vs the aiohttp transport;
+- N calls (the smallest N) with room for only N/4 at a time: waiting inside httpx's pool vs
+  waiting in our `Limiter` in front of the aiohttp transport (the product's arrangement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from serve_app.azure import AzureClient
+from serve_app.config import Retries, Timeouts
+from serve_app.limiter import Limiter
+
+from .loadgen import run_async
+
+BODY = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def variant(name: str, sim: str, n: int, *, pool: int | None, limiter: int | None) -> dict[str, Any]:
+    transport = None
+    if pool is not None:
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool))
+    client = AzureClient(base_url=sim, deployment="gpt-4o", query={"api-version": "2024-10-21"},
+                         api_key=SecretStr("sim-key"), timeouts=Timeouts(connect_s=120, read_s=120, total_s=300),
+                         retries=Retries(max_attempts=1), transport=transport)
+    gate = Limiter(limiter) if limiter is not None else None
+    errors = 0
+
+    async def call() -> None:
+        nonlocal errors
+        try:
+            async with (gate.slot() if gate is not None else nullcontext()):
+                await client.complete(BODY)
+        except Exception:
+            errors += 1
+
+    await asyncio.gather(*(call() for _ in range(4)))  # a first connection, code paths used once
+    cpu, start = _cpu(), time.monotonic()
+    await asyncio.gather(*(call() for _ in range(n)))
+    wall, used = time.monotonic() - start, _cpu() - cpu
+    await client.aclose()
+    result = {"variant": name, "n": n, "errors": errors, "wall_s": wall, "cpu_s": used, "cpu_ms_per_call": used / n * 1e3}
+    print(f"  transport {name:44} n={n}: {used / n * 1e3:6.2f} ms CPU per call, wall {wall:5.2f} s, errors {errors}",
+          file=sys.stderr, flush=True)
+    return result
+
+
+async def measure(sim: str, sizes: list[int]) -> list[dict[str, Any]]:
+    results = []
+    for n in sizes:
+        results.append(await variant(f"httpx pool, {n} connections", sim, n, pool=n, limiter=None))
+        results.append(await variant(f"aiohttp transport, {n} connections", sim, n, pool=None, limiter=None))
+    n = min(sizes)
+    results.append(await variant(f"httpx pool of {n // 4}, {n - n // 4} waiting in it", sim, n, pool=n // 4, limiter=None))
+    results.append(await variant(f"Limiter({n // 4}) + aiohttp, {n - n // 4} waiting in it", sim, n, pool=None, limiter=n // 4))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sim", required=True, help="simulator URL (answers after 2 s)")
+    parser.add_argument("--sizes", default="1000,2000", help="concurrent calls per run, comma-separated")
+    parser.add_argument("--out", required=True)
+    options = parser.parse_args()
+    results = run_async(measure(options.sim, [int(s) for s in options.sizes.split(",")]))
+    with open(options.out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
