@@ -28,6 +28,9 @@ HAPROXY_ENV: dict[str, str] = {
 INGRESS_ENV: dict[str, dict[str, str]] = {"haproxy": HAPROXY_ENV, "proxy": {}}
 
 
+_routes_url: str | None = None
+
+
 def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), num_cpus: int | None = None,
           ingress: str = "haproxy") -> None:
     """Start Ray and Serve in this process. `env` reaches every Ray worker (keys, Serve flags)."""
@@ -39,6 +42,8 @@ def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), nu
     os.environ.update(env)
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
+    global _routes_url
+    _routes_url = f"http://127.0.0.1:{port}/-/routes"
 
 
 def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) -> None:
@@ -48,7 +53,9 @@ def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) 
 
     apps = list(applications)
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
+    deadline = time.monotonic() + timeout_s
     wait_running([app["name"] for app in apps], timeout_s=timeout_s)
+    wait_routed([app.get("route_prefix", "/") for app in apps], timeout_s=deadline - time.monotonic())
 
 
 def wait_running(names: Iterable[str], *, timeout_s: float) -> None:
@@ -66,6 +73,23 @@ def wait_running(names: Iterable[str], *, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             state = {name: str(app.status) for name, app in statuses.items()}
             raise TimeoutError(f"applications not running after {timeout_s:.0f} s: {state}")
+        time.sleep(0.2)
+
+
+def wait_routed(prefixes: Iterable[str], *, timeout_s: float) -> None:
+    """Running is not yet reachable: the HTTP front (HAProxy reloads its config) routes apps a moment later."""
+    import httpx
+
+    wanted = set(prefixes)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if wanted <= set(httpx.get(_routes_url or "", timeout=5).json()):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"routes {sorted(wanted)} not served after {timeout_s:.0f} s")
         time.sleep(0.2)
 
 

@@ -1,0 +1,90 @@
+"""The command line: `serve --simulate` needs no credentials and serves real Responses; `simulate` runs the
+simulator alone; overrides and config problems are reported as a user would want."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from conftest import free_port, haproxy_ports
+from serve_app.cli import SIMULATED_API_VERSION, SIMULATED_DEPLOYMENT, SIMULATOR_KEY, point_at_simulator
+from serve_app.config import DEFAULT_CONFIG, load_tree, model_servers_from_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_simulate_fills_what_is_missing_and_keeps_what_the_config_gives() -> None:
+    tree = load_tree([DEFAULT_CONFIG], ["+policy_model_name=my-deployment"], env_file=None)
+    point_at_simulator(tree, "http://127.0.0.1:9/azure_simulator")
+    config = model_servers_from_tree(tree)["policy_model"]
+    assert config.openai_base_url == "http://127.0.0.1:9/azure_simulator"
+    assert config.openai_api_key.get_secret_value() == SIMULATOR_KEY
+    assert config.openai_model == "my-deployment"
+    assert config.default_query == {"api-version": SIMULATED_API_VERSION}
+
+
+def test_without_simulate_missing_credentials_are_an_error_naming_them() -> None:
+    run = subprocess.run([sys.executable, "-m", "serve_app", "serve", "--env-file", "/nonexistent"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    for key in ("openai_base_url", "openai_api_key", "openai_model", "default_query.api-version"):
+        assert f"policy_model.responses_api_models.azure_openai_model.{key}" in run.stderr
+
+
+def test_simulate_alone_serves_azures_contract() -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "serve_app", "simulate", "--port", str(port)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.post(url, headers={"api-key": SIMULATOR_KEY}, json={"messages": [{"role": "user", "content": "hi"}]})
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "hi"
+        assert httpx.post(url, headers={"api-key": "wrong"}, json={}).status_code == 401
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def simulated_server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**os.environ, **haproxy_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "serve_app", "serve", "--simulate", "--env-file", "/nonexistent",
+                                   "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while "Serving;" not in log.read_text():
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert "SIMULATED AZURE" in log.read_text()
+        assert f"policy_model: http://127.0.0.1:{port}/policy_model/v1" in log.read_text()
+        yield f"http://127.0.0.1:{port}/policy_model/v1"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=120)
+
+
+@pytest.mark.serve
+def test_serve_simulate_answers_a_response_with_status_usage_and_the_deployment_as_model(simulated_server: str) -> None:
+    response = httpx.post(f"{simulated_server}/responses", json={"model": "whatever", "input": "Say hello"}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed" and body["model"] == SIMULATED_DEPLOYMENT
+    assert body["usage"]["total_tokens"] > 0 and body["output"][0]["content"][0]["text"] == "Say hello"
