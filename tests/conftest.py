@@ -41,9 +41,26 @@ class Serve:
         return f"{self.url}/{app}/v1"
 
 
-def haproxy_ports() -> dict[str, str]:
-    """HAProxy's stats and metrics listen on fixed ports; another Ray on this machine may hold them."""
-    return {"RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+# Away from the default range (30000-31000), which a `make run` or a benchmark may be using.
+_port_blocks = iter(range(31000, 39000, 500))
+
+
+def isolated_ports() -> dict[str, str]:
+    """Ports for one more Ray instance on this machine, apart from every other one the tests start.
+
+    HAProxy's stats and metrics ports are fixed. And each Ray hands replica ports out of one range,
+    keeping a stopped replica's port from its own new replicas, but not from another Ray's: a port
+    freed by one instance and bound by another can receive the first instance's traffic, which the
+    other answers 404."""
+    http = next(_port_blocks)
+    return {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + 499),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(http + 11000),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(http + 11499),
+    }
 
 
 def _haproxy(command: str) -> str:
@@ -100,7 +117,7 @@ def serve_instance() -> Iterator[Serve]:
     env = {KEY_ENV: SIM_KEY, WRONG_KEY_ENV: "not-the-key", INBOUND_KEYS_ENV: "client-key-1, client-key-2",
            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
            # Serve batches request-path log lines by the thousand in throughput mode; tests read them at once.
-           "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1", **haproxy_ports()}
+           "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1", **isolated_ports()}
     cluster.start(port=port, env=env, num_cpus=2)
     try:
         yield Serve(port)

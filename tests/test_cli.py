@@ -14,7 +14,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from conftest import free_port, haproxy_ports
+from conftest import free_port, isolated_ports
 from serve_app.cli import SIMULATED_API_VERSION, SIMULATED_DEPLOYMENT, SIMULATOR_KEY, point_at_simulator
 from serve_app.config import DEFAULT_CONFIG, load_tree, model_servers_from_tree
 
@@ -64,7 +64,7 @@ def test_simulate_alone_serves_azures_contract() -> None:
 def simulated_server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = tmp_path / "serve.log"
-    env = {**os.environ, **haproxy_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    env = {**os.environ, **isolated_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, "-m", "serve_app", "serve", "--simulate", "--env-file", "/nonexistent",
                                    "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -14,6 +14,7 @@ import ray
 
 from conftest import Serve, SimAdmin, sim_app
 from serve_app.budget import LEDGER_NAMESPACE, ledger_name
+from serve_app.config import Timeouts
 from serve_app.serve_config import DEPLOYMENT
 from serve_app.simulator import BackgroundSimulator
 
@@ -78,6 +79,7 @@ class Load:
 
     def __init__(self, url: str, concurrency: int) -> None:
         self.statuses: list[int] = []
+        self.failures: list[str] = []
         self._url, self._concurrency = url, concurrency
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -86,7 +88,10 @@ class Load:
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=self._concurrency)) as client:
             async def worker() -> None:
                 while not self._stop.is_set():
-                    self.statuses.append((await client.post(self._url, json={"input": "hi"})).status_code)
+                    response = await client.post(self._url, json={"input": "hi"})
+                    self.statuses.append(response.status_code)
+                    if response.status_code != 200:
+                        self.failures.append(f"{response.status_code} {response.headers.get('server')} {response.text[:200]}")
             await asyncio.gather(*(worker() for _ in range(self._concurrency)))
 
     def __enter__(self) -> "Load":
@@ -148,3 +153,20 @@ def test_a_handle_call_from_another_app_works_and_counts_against_the_same_budget
     assert set(grade["grade"]) == {"correct", "reason"} and grade["usage"]["total_tokens"] > 0
     stats = sim_admin.stats()
     assert stats["peak_in_flight"] == 2 and stats["accepted_total"] == 8
+
+
+def test_a_rolling_restart_shares_one_budget_across_old_and_new_replicas(
+        serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin) -> None:
+    serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=2))
+    wait_until(settled(4, 2), what="shares 2, 2")
+    before = set(ledger()["members"])
+    sim_admin.configure(latency_s=0.3)
+    with Load(f"{serve_instance.base_url(APP)}/responses", concurrency=24) as load:
+        time.sleep(1)
+        sim_admin.reset()
+        # New args are a new code version: Serve replaces every replica, old and new side by side.
+        serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=2, timeouts=Timeouts(read_s=300)))
+        wait_until(lambda: settled(4, 2)() and not before & set(ledger()["members"]), what="two new replicas, settled")
+        time.sleep(1)
+    assert sim_admin.stats()["peak_in_flight"] <= 4
+    assert set(load.statuses) == {200}, load.failures[:5]

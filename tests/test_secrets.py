@@ -17,7 +17,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from conftest import free_port, haproxy_ports
+from conftest import free_port, isolated_ports
 from serve_app.config import DEFAULT_CONFIG, AzureModelConfig
 from serve_app.serve_config import model_server_app
 from serve_app.simulator import CONTENT_FILTER_PROMPT, BackgroundSimulator, SimulatorConfig, status_trigger
@@ -66,7 +66,7 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{scratch}/hap/metrics.sock",
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-        **haproxy_ports(),
+        **isolated_ports(),
     }
     port = free_port()
     outputs: list[str] = []

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,8 @@ from typing import Any
 from .common import ROOT, Upstream, machine_details
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+# What a measuring process prints about its own progress (the rest of its output is Ray's, kept in the log).
+PROGRESS = re.compile(r"^(  \S|\[[a-z-]+\] |Traceback|\S*Error: )")
 MAIN_CONFIG = "haproxy"
 OTHER_CONFIGS = ("proxy", "haproxy-only", "throughput-only")
 # Targets from the issue.
@@ -53,6 +56,17 @@ MAX_FIRST_EVENT_MS = 2.0
 MIN_EVENTS_PER_S = 20_000
 NAMES = {"direct": "direct to simulator", "noop": "no-op Serve app", "responses": "/v1/responses",
          "chat": "/v1/chat/completions"}
+MEMORY_NAMES = {"mem": "/v1/responses", "memstream": "/v1/responses, streaming",
+                "mem_aiohttp": "/v1/responses, variant `aiohttp`"}
+VARIANT_NOTES = {
+    "noop": "the floor",
+    "responses": "ours, as shipped",
+    "canned": "no upstream HTTP call (fixed answer); everything else as shipped",
+    "aiohttp": "upstream call through aiohttp directly instead of httpx over httpx-aiohttp",
+    "nolog": "no per-request log line",
+    "nometrics": "no per-request Ray metric updates",
+    "lean": "aiohttp + nolog + nometrics",
+}
 
 
 def log(message: str) -> None:
@@ -71,7 +85,7 @@ def run_child(name: str, args: list[str], workdir: Path, timeout_s: float) -> in
             assert process.stderr is not None
             for line in process.stderr:
                 log_file.write(line)
-                if line.startswith(("  ", "[")) or "Error" in line:
+                if PROGRESS.match(line):
                     log(line.rstrip())
 
         reader = threading.Thread(target=echo, daemon=True)
@@ -139,14 +153,15 @@ def throughput_table(run: dict[str, Any], section: str) -> str:
                    cell["p99_ms"] - direct["p99_ms"] if ours and direct else None]
             if section == "stream":
                 row += [cell.get("ttfe_p50_ms"), cell.get("ttfe_p99_ms")]
-            row += [fmt(cell.get("replica_cpu")), fmt(cell.get("sim_cpu")), fmt(cell.get("client_cpu")),
+            per_request = cell["replica_cpu"] / cell["rps"] * 1e6 if cell.get("replica_cpu") and cell["rps"] else None
+            row += [fmt(cell.get("replica_cpu")), fmt(per_request, 0), fmt(cell.get("sim_cpu")), fmt(cell.get("client_cpu")),
                     fmt(cell.get("machine_busy")), cell["errors"]]
             rows.append(row)
     header = ["endpoint", "clients", "req/s", "× no-op", "p50 ms", "p99 ms", "p50 added over direct",
               "p99 added over direct"]
     if section == "stream":
         header += ["first event p50 ms", "first event p99 ms"]
-    header += ["replica CPU", "sim CPU", "client CPU", "machine busy", "errors"]
+    header += ["replica CPU", "replica µs/request", "sim CPU", "client CPU", "machine busy", "errors"]
     return table(header, rows)
 
 
@@ -178,7 +193,7 @@ def ttfe_table(run: dict[str, Any]) -> str:
 def memory_table(run: dict[str, Any]) -> str:
     rows = []
     for m in run.get("memory") or []:
-        rows.append([f"/v1/responses{' (stream)' if m['stream'] else ''}", m["n"], m["errors"], m["upstream_peak_in_flight"],
+        rows.append([MEMORY_NAMES.get(m["kind"], m["kind"]), m["n"], m["errors"], m["upstream_peak_in_flight"],
                      m["wall_s"], m["p50_ms"], f"{m['idle_rss_mb']:.0f} → {m['peak_rss_mb']:.0f}",
                      m["kb_per_request"], fmt(m.get("replica_cpu"))])
     return table(["endpoint", "requests sent at once", "errors", "upstream peak in flight", "wall s", "p50 ms",
@@ -202,6 +217,27 @@ def ingress_table(runs: dict[str, dict[str, Any]]) -> str:
     return table(["config", "flags", "no-op p50 ms (1 client)", "/v1/responses p50 ms (1 client)",
                   "no-op req/s (64)", "/v1/responses req/s (64)", "ratio (64)", "no-op events/s (16 streams)",
                   "/v1/responses events/s (16 streams)"], rows)
+
+
+def ablation_table(run: dict[str, Any]) -> str:
+    cells = cells_of(run, "ablation")
+    concurrencies = sorted({c for _, c in cells})
+    rows = []
+    for kind, note in VARIANT_NOTES.items():
+        row: list[Any] = [kind if kind not in NAMES else NAMES[kind], note]
+        for concurrency in concurrencies:
+            cell, noop = cells.get((kind, concurrency)), cells.get(("noop", concurrency))
+            if cell is None:
+                row += [None] * 4
+                continue
+            row += [fmt(cell["rps"], 0), fmt(ratio(cell["rps"], noop and noop["rps"]) if kind != "noop" else None),
+                    cell["p50_ms"], fmt(ratio(cell.get("replica_cpu"), cell["rps"]) and cell["replica_cpu"] / cell["rps"] * 1e6, 0)]
+        rows.append(row)
+    header = ["deployment", "what differs"]
+    for concurrency in concurrencies:
+        header += [f"req/s ({concurrency})", f"× no-op ({concurrency})", f"p50 ms ({concurrency})",
+                   f"replica CPU µs per request ({concurrency})"]
+    return table(header, rows)
 
 
 def transport_table(results: list[dict[str, Any]] | None) -> str:
@@ -240,7 +276,9 @@ def targets(run: dict[str, Any]) -> tuple[str, list[str]]:
                   f"{above:+.2f} ms (added {o1['p50_ms'] - d1['p50_ms']:.2f} ms, no-op {n1['p50_ms']:.2f} ms)",
                   above <= MAX_ADDED_P50_MS)
     for m in run.get("memory") or []:
-        label = "/v1/responses" + (" (stream)" if m["stream"] else "")
+        if m["kind"] not in ("mem", "memstream"):
+            continue
+        label = MEMORY_NAMES[m["kind"]]
         all_in = m["upstream_peak_in_flight"] >= m["n"]
         check(f"{label}: {IN_FLIGHT:,} in flight, 2 s upstream, zero errors",
               f"{m['errors']} errors; {m['upstream_peak_in_flight']:,} in flight upstream at the peak",
@@ -260,6 +298,57 @@ def targets(run: dict[str, Any]) -> tuple[str, list[str]]:
                   f"{best['events_per_s']:,.0f} events/s ({best['concurrency']} streams)",
                   best["events_per_s"] >= MIN_EVENTS_PER_S)
     return table(["target", "measured (same run)", "verdict"], rows), verdicts
+
+
+def summary(runs: dict[str, Any], transport: list[dict[str, Any]] | None, retry: list[dict[str, Any]] | None) -> list[str]:
+    """The decisions the numbers above support, stated from this run's numbers."""
+    lines = []
+    ok = {name: run for name, run in runs.items() if run and "failure" not in run}
+    if len(ok) > 1:
+        def ours64(run: dict[str, Any]) -> float:
+            cell = cells_of(run, "plain").get(("responses", 64))
+            return cell["rps"] if cell else 0.0
+
+        def ours1(run: dict[str, Any]) -> float:
+            cell = cells_of(run, "plain").get(("responses", 1))
+            return cell["p50_ms"] if cell else float("inf")
+
+        fastest, quickest = max(ok, key=lambda n: ours64(ok[n])), min(ok, key=lambda n: ours1(ok[n]))
+        lines.append(f"- Ingress: /v1/responses at 64 clients is fastest under `{fastest}` ({ours64(ok[fastest]):,.0f} req/s; "
+                     + ", ".join(f"`{n}` {ours64(r):,.0f}" for n, r in ok.items() if n != fastest)
+                     + f"); p50 at one client is lowest under `{quickest}` ({ours1(ok[quickest]):.2f} ms; "
+                     + ", ".join(f"`{n}` {ours1(r):.2f}" for n, r in ok.items() if n != quickest) + ").")
+    if transport:
+        by_name = {r["variant"]: r for r in transport}
+        for r in transport:
+            if r["variant"].startswith("httpx pool,"):
+                twin = by_name.get(r["variant"].replace("httpx pool", "aiohttp transport"))
+                if twin:
+                    lines.append(f"- Transport, {r['n']:,} calls in flight: httpx's pool used {r['cpu_ms_per_call']:.2f} ms CPU "
+                                 f"per call, the aiohttp transport {twin['cpu_ms_per_call']:.2f} ms "
+                                 f"({r['cpu_ms_per_call'] / twin['cpu_ms_per_call']:.0f}×); wall {r['wall_s']:.1f} s vs "
+                                 f"{twin['wall_s']:.1f} s.")
+        waiting = [r for r in transport if "waiting" in r["variant"]]
+        if len(waiting) == 2:
+            pool, ours = waiting
+            lines.append(f"- Transport, calls waiting for a connection: {pool['cpu_ms_per_call']:.2f} ms CPU per call waiting in "
+                         f"httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our Limiter in front of aiohttp.")
+    if retry:
+        storms: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in retry:
+            storms.setdefault(r["storm"], {})[r["policy"]] = r
+        complete = {p: all(s[p]["failed"] == 0 and s[p]["within_budget"] for s in storms.values() if p in s)
+                    for p in ("hold", "lend")}
+        for storm, pair in storms.items():
+            if "hold" in pair and "lend" in pair:
+                h, l_ = pair["hold"], pair["lend"]
+                lines.append(f"- Retry waits, {storm} storm: hold finished in {h['wall_s']:.2f} s ({h['failed']} failed, "
+                             f"{h['upstream_calls']} upstream calls), lend in {l_['wall_s']:.2f} s ({l_['failed']} failed, "
+                             f"{l_['upstream_calls']} upstream calls).")
+        winners = [p for p, done in complete.items() if done]
+        if len(winners) == 1:
+            lines.append(f"- Only `{winners[0]}` completed every call of every storm within the budget.")
+    return lines
 
 
 def report(machine: dict[str, str], runs: dict[str, Any], transport: Any, retry: Any, quick: bool,
@@ -315,6 +404,11 @@ def report(machine: dict[str, str], runs: dict[str, Any], transport: Any, retry:
                       "All requests sent at once on their own connections; replica RSS from /proc every 10 ms; "
                       "(peak − idle) / requests. `upstream peak in flight` is the simulator's count: it shows whether "
                       "all of them really were in flight together.", "", memory_table(main)]
+    if cells_of(main, "ablation"):
+        parts += ["", "## What our per-request CPU goes to (benchmark-only variants, tests/benchmark/variants.py)", "",
+                  "Each variant is our deployment with one part swapped, deployed beside the others and measured in "
+                  "interleaved rounds, non-streaming /v1/responses. Replica CPU per request is the replica process's "
+                  "CPU time over the requests it answered.", "", ablation_table(main)]
     parts += ["", "## Ingress modes", "",
               "Each configuration in its own Ray instance, one after another in this run; the ratio is within "
               "one configuration.", "", ingress_table(runs)]
@@ -322,6 +416,9 @@ def report(machine: dict[str, str], runs: dict[str, Any], transport: Any, retry:
         parts += ["", "## HTTP transport (AzureClient to a 2 s upstream, client process CPU)", "", transport_table(transport)]
     if retry:
         parts += ["", "## Retry waits: hold the upstream slot or lend it (429 storms)", "", retry_table(retry)]
+    notes = summary(runs, transport, retry)
+    if notes:
+        parts += ["", "## In short (from this run's numbers)", "", *notes]
     return "\n".join(parts) + "\n"
 
 
@@ -359,13 +456,14 @@ def main() -> None:
             log("[transport] httpx pool vs aiohttp transport")
             path = workdir / "transport.json"
             run_child("transport", ["tests.benchmark.transport", "--sim", slow.url, "--sizes",
-                                    "500" if quick else "1000,2000", "--out", str(path)], workdir, timeout_s=600)
+                                    "300" if quick else "1000,2000", "--out", str(path)], workdir, timeout_s=600)
             transport = load(path)
     if "retry" not in skip:
         log("[retry] hold vs lend the slot while waiting to retry")
         path = workdir / "retry.json"
         run_child("retry", ["tests.benchmark.retry_slot", "--n", "200" if quick else "400", "--budget",
-                            "16" if quick else "32", "--out", str(path)], workdir, timeout_s=600)
+                            "16" if quick else "32", "--window", "0.5" if quick else "1.0", "--out", str(path)],
+                  workdir, timeout_s=600)
         retry = load(path)
 
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])

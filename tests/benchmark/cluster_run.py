@@ -50,6 +50,7 @@ DESCRIPTIONS = {
 }
 HELLO = "hello"
 LONG_TOKENS = 1000
+VARIANTS = ("canned", "aiohttp", "nolog", "nometrics", "lean")  # variants.py
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,17 @@ class Plan:
     in_flight: int  # memory phase; 0: skipped
     stream_in_flight: int
     targets: tuple[str, ...] = ("direct", "noop", "responses", "chat")
+    ablation_concurrency: tuple[int, ...] = ()  # variants.py, against no-op and ours
 
 
 PLANS = {
     "full": Plan("full", rounds=2, cell_s=2.5, plain_concurrency=(1, 16, 64, 256), stream_concurrency=(1, 16, 64),
-                 events_concurrency=(1, 16), ttfe_requests=100, in_flight=2000, stream_in_flight=2000),
+                 events_concurrency=(1, 16), ttfe_requests=100, in_flight=2000, stream_in_flight=2000,
+                 ablation_concurrency=(1, 64)),
     "ingress": Plan("ingress", rounds=2, cell_s=2.5, plain_concurrency=(1, 64), stream_concurrency=(),
                     events_concurrency=(16,), ttfe_requests=0, in_flight=0, stream_in_flight=0,
                     targets=("noop", "responses")),
-    "quick": Plan("quick", rounds=1, cell_s=1.5, plain_concurrency=(1, 64), stream_concurrency=(16,),
+    "quick": Plan("quick", rounds=1, cell_s=1.0, plain_concurrency=(1, 64), stream_concurrency=(16,),
                   events_concurrency=(16,), ttfe_requests=30, in_flight=2000, stream_in_flight=0),
 }
 
@@ -86,6 +89,13 @@ def model_app(name: str, sim_url: str, budget: int) -> dict[str, Any]:
     deployment["ray_actor_options"] = {"num_cpus": 0}
     # Nothing is in flight at the end of a benchmark; don't let Serve wait for calls that could be.
     deployment["graceful_shutdown_timeout_s"] = 5
+    return app
+
+
+def variant_app(variant: str, sim_url: str, budget: int, name: str | None = None) -> dict[str, Any]:
+    app = model_app(name or f"v_{variant}", sim_url, budget)
+    app["import_path"] = "tests.benchmark.variants:build_app"
+    app["args"]["variant"] = variant
     return app
 
 
@@ -156,14 +166,16 @@ class Bench:
                           "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", body,
                           headers=(("api-key", SIM_KEY),), stream=stream)
         app, path = {"noop": ("noop", "responses"), "responses": ("ours", "responses"), "chat": ("ours", "chat/completions"),
-                     "mem": ("mem", "responses"), "memstream": ("memstream", "responses")}[kind]
+                     "mem": ("mem", "responses"), "memstream": ("memstream", "responses"),
+                     "mem_aiohttp": ("mem_aiohttp", "responses"),
+                     **{v: (f"v_{v}", "responses") for v in VARIANTS}}[kind]
         body = {"model": "gpt-4o", "messages": messages} if path.startswith("chat") else {"model": "gpt-4o", "input": text}
         if stream:
             body["stream"] = True
         return Target(kind, "127.0.0.1", self.port, f"/{app}/v1/{path}", body, stream=stream)
 
     def meter(self, kind: str) -> CpuMeter:
-        replica = {"noop": "noop", "responses": "ours", "chat": "ours"}.get(kind)
+        replica = {"noop": "noop", "responses": "ours", "chat": "ours", **{v: f"v_{v}" for v in VARIANTS}}.get(kind)
         return CpuMeter({"replica": self.pids.get(replica, 0) if replica else 0, "sim": self.sim_pid})
 
     async def cell(self, section: str, kind: str, concurrency: int, *, stream: bool, text: str = HELLO) -> dict[str, Any]:
@@ -175,11 +187,12 @@ class Bench:
         return {"section": section, **run.summary(), **meter.stop(), "_latencies": run.latencies,
                 "_first_events": run.first_events}
 
-    async def sweep(self, section: str, concurrencies: tuple[int, ...], *, stream: bool, text: str = HELLO) -> None:
+    async def sweep(self, section: str, concurrencies: tuple[int, ...], *, stream: bool, text: str = HELLO,
+                    targets: tuple[str, ...] | None = None) -> None:
         for concurrency in concurrencies:
             rounds: dict[str, list[dict[str, Any]]] = {}
             for _ in range(self.plan.rounds):
-                for kind in self.plan.targets:
+                for kind in targets or self.plan.targets:
                     rounds.setdefault(kind, []).append(await self.cell(section, kind, concurrency, stream=stream, text=text))
             for kind, runs in rounds.items():
                 self.cells.append(merge(runs))
@@ -187,9 +200,9 @@ class Bench:
                     f"p50 {self.cells[-1]['p50_ms']:7.2f} ms  events/s {self.cells[-1]['events_per_s']:8.0f}  "
                     f"client cpu {self.cells[-1]['client_cpu']:.2f}  errors {self.cells[-1]['errors']}")
 
-    async def warm_up(self, kinds: tuple[str, ...]) -> None:
+    async def warm_up(self, kinds: tuple[str, ...], only: bool | None = None) -> None:
         for kind in kinds:
-            for stream in (False, True):
+            for stream in (False, True) if only is None else (only,):
                 run = await loadgen.closed_loop(self.target(kind, stream=stream), 16, 1.0, warmup_s=0.0)
                 if run.errors:
                     log(f"  warm-up {kind} stream={stream}: {run.errors} errors {run.statuses}")
@@ -224,7 +237,7 @@ class Bench:
     async def memory(self, kind: str, n: int) -> dict[str, Any]:
         """`n` requests held in flight by the 2 s upstream: replica RSS at rest and at its peak."""
         stream = kind == "memstream"
-        app = "mem" if kind == "mem" else "memstream"
+        app = kind
         pid = self.pids[app]
         target = self.target(kind, stream=stream)
         warm = await loadgen.burst(target, 50)  # connections, pools and code paths used once
@@ -321,6 +334,9 @@ async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
         await bench.sweep("stream", plan.stream_concurrency, stream=True)
     if plan.events_concurrency:
         await bench.sweep("events", plan.events_concurrency, stream=True, text=f"Go on. [sim:tokens={LONG_TOKENS}]")
+    if plan.ablation_concurrency:
+        await bench.warm_up(VARIANTS, only=False)
+        await bench.sweep("ablation", plan.ablation_concurrency, stream=False, targets=("noop", "responses", *VARIANTS))
     out["cells"] = bench.cells
     if plan.ttfe_requests:
         out["ttfe"] = await bench.ttfe()
@@ -329,6 +345,8 @@ async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
         memory.append(await bench.memory("mem", plan.in_flight))
     if plan.stream_in_flight:
         memory.append(await bench.memory("memstream", plan.stream_in_flight))
+    if plan.in_flight and plan.ablation_concurrency:
+        memory.append(await bench.memory("mem_aiohttp", plan.in_flight))
     out["memory"] = memory
     return out
 
@@ -365,6 +383,10 @@ def main() -> None:
             apps.append(model_app("mem", slow_url, budget=plan.in_flight + 48))
         if plan.stream_in_flight:
             apps.append(model_app("memstream", slow_url, budget=plan.stream_in_flight + 48))
+        if plan.in_flight and plan.ablation_concurrency:
+            apps.append(variant_app("aiohttp", slow_url, budget=plan.in_flight + 48, name="mem_aiohttp"))
+        if plan.ablation_concurrency:
+            apps += [variant_app(v, fast_url, budget=4096) for v in VARIANTS]
         cluster.deploy(apps)
         if {**cluster.INGRESS_ENV[ingress], **flags}.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
             wait_haproxy_settled([app["name"] for app in apps])

@@ -12,11 +12,11 @@ Serve hop in front of the limiter is identical for both policies.
 
 Three storms, each with the project's default `Retries`:
 
-- quota/4, quota/8: Azure's own kind. The simulator allows `rpm` pro rata over 1 s windows,
+- quota/4, quota/8: Azure's own kind. The simulator allows `rpm` pro rata over 1 s windows (`--window`),
   sized so that the workload needs about 4 (8) windows; a 429 says "retry after the window
   ends", so every 429 of a window asks for the same moment.
-- burst: the next K calls get 429 "retry after 2 s" whatever the quota (a transient throttle),
-  then everything succeeds.
+- burst: the next 3 x budget calls get 429 "retry after 2 s" (twice the window) whatever the quota
+  (a transient throttle), then everything succeeds.
 
 Reported per run: time to finish the whole workload, calls that failed, upstream calls and 429s,
 and the simulator's peak of calls in flight, which must not exceed the budget.
@@ -87,13 +87,13 @@ async def workload(sim: Upstream, policy: str, n: int, budget: int) -> dict[str,
             "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99)}
 
 
-async def measure(n: int, budget: int, rounds: int) -> list[dict[str, Any]]:
+async def measure(n: int, budget: int, rounds: int, window_s: float) -> list[dict[str, Any]]:
     results = []
     storms = {
         # Azure's quota, pro rata over 1 s windows, sized so the workload needs about 4 (then 8) windows.
-        "quota/4": ({"latency_s": 0.1, "rpm": max(1, n // 4) * 60, "rate_limit_window_s": 1.0}, None),
-        "quota/8": ({"latency_s": 0.1, "rpm": max(1, n // 8) * 60, "rate_limit_window_s": 1.0}, None),
-        "burst": ({"latency_s": 0.1}, {"status": 429, "count": 3 * budget, "retry_after_s": 2.0}),
+        "quota/4": ({"latency_s": 0.1, "rpm": round(n / 4 * 60 / window_s), "rate_limit_window_s": window_s}, None),
+        "quota/8": ({"latency_s": 0.1, "rpm": round(n / 8 * 60 / window_s), "rate_limit_window_s": window_s}, None),
+        "burst": ({"latency_s": 0.1}, {"status": 429, "count": 3 * budget, "retry_after_s": 2 * window_s}),
     }
     for storm, (config, fault) in storms.items():
         with Upstream(config) as sim:
@@ -116,9 +116,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400, help="calls in the workload")
     parser.add_argument("--budget", type=int, default=32, help="concurrent upstream calls allowed")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--window", type=float, default=1.0, help="quota window, s (Azure: 1 or 10); burst waits twice that")
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
-    results = run_async(measure(options.n, options.budget, options.rounds))
+    results = run_async(measure(options.n, options.budget, options.rounds, options.window))
     with open(options.out, "w") as f:
         json.dump(results, f, indent=1)
 
