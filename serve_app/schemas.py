@@ -8,7 +8,7 @@ Anything the OpenAI API does not define at all is rejected here (`extra="forbid"
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
@@ -59,12 +59,18 @@ class UnsupportedPart(_Loose):
     pass
 
 
-_UNSUPPORTED_PARTS = {"input_file", "input_audio", "summary_text", "reasoning_text"}
+_UNSUPPORTED_PARTS = frozenset({"input_file", "input_audio", "summary_text", "reasoning_text"})
 
 
-def _part_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "part:unsupported" if kind in _UNSUPPORTED_PARTS else f"part:{kind}"
+def _tagger(prefix: str, unsupported: frozenset[str] = frozenset(), untyped: str | None = None) -> Callable[[Any], str]:
+    """A discriminator: `prefix:<type>`, or `prefix:unsupported` for types we know but cannot honour.
+    The prefix keeps the tag recognisable in error locations (see `_param_path`)."""
+
+    def tag(value: Any) -> str:
+        kind = value.get("type", untyped) if isinstance(value, dict) else getattr(value, "type", None)
+        return f"{prefix}:unsupported" if kind in unsupported else f"{prefix}:{kind}"
+
+    return tag
 
 
 ContentPart = Annotated[
@@ -75,7 +81,7 @@ ContentPart = Annotated[
         Annotated[RefusalPart, Tag("part:refusal")],
         Annotated[UnsupportedPart, Tag("part:unsupported")],
     ],
-    Discriminator(_part_tag),
+    Discriminator(_tagger("part", _UNSUPPORTED_PARTS)),
 ]
 
 
@@ -141,7 +147,7 @@ class UnsupportedItem(_Loose):
     pass
 
 
-_UNSUPPORTED_ITEMS = {
+_UNSUPPORTED_ITEMS = frozenset({
     "item_reference",
     "additional_tools",
     "configuration_update",
@@ -169,13 +175,7 @@ _UNSUPPORTED_ITEMS = {
     "custom_tool_call",
     "custom_tool_call_output",
     "compaction",
-}
-
-
-def _item_tag(value: Any) -> str:
-    # An "easy" input message ({"role", "content"}) carries no type.
-    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", None)
-    return "item:unsupported" if kind in _UNSUPPORTED_ITEMS else f"item:{kind}"
+})
 
 
 InputItem = Annotated[
@@ -186,7 +186,8 @@ InputItem = Annotated[
         Annotated[ReasoningItem, Tag("item:reasoning")],
         Annotated[UnsupportedItem, Tag("item:unsupported")],
     ],
-    Discriminator(_item_tag),
+    # An "easy" input message ({"role", "content"}) carries no type.
+    Discriminator(_tagger("item", _UNSUPPORTED_ITEMS, untyped="message")),
 ]
 
 
@@ -264,18 +265,13 @@ class FormatJsonSchema(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def _format_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return f"format:{kind}"
-
-
 TextFormat = Annotated[
     Union[
         Annotated[FormatText, Tag("format:text")],
         Annotated[FormatJsonObject, Tag("format:json_object")],
         Annotated[FormatJsonSchema, Tag("format:json_schema")],
     ],
-    Discriminator(_format_tag),
+    Discriminator(_tagger("format")),
 ]
 
 
