@@ -153,3 +153,22 @@ def test_n_above_one_on_chat_is_a_400_naming_it(apps: Serve) -> None:
     with sdk(apps, "policy_model") as client, pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], n=2)
     assert info.value.body["param"] == "n"
+
+
+def test_the_handle_methods_answer_like_the_endpoints_and_raise_the_same_errors(apps: Serve) -> None:
+    from ray import serve
+
+    from serve_app.errors import OpenAIError
+    from serve_app.serve_config import DEPLOYMENT
+
+    handle = serve.get_deployment_handle(DEPLOYMENT, app_name="policy_model")
+    response = handle.create_response.remote({"input": "by handle"}).result()
+    assert response["status"] == "completed" and response["output"][0]["content"][0]["text"] == "by handle"
+    chat = handle.create_chat_completion.remote({"messages": [{"role": "user", "content": "hi"}]}).result()
+    assert chat["choices"][0]["message"]["content"] == "hi" and chat["model"] == "gpt-4o"
+    events = list(handle.options(stream=True).create_response_stream.remote({"input": "streamed by handle", "stream": True}))
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "streamed by handle"
+    with pytest.raises(OpenAIError) as info:
+        handle.create_response.remote({"input": "x", "background": True}).result()
+    assert (info.value.status, info.value.param) == (400, "background")
