@@ -20,6 +20,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
+# The full benchmark (about 10-15 minutes on 2 cores): prints the tables and writes them with the
+# machine's details to tests/benchmark/RESULTS.md. A smoke run: make bench BENCH_ARGS=--quick
+bench: $(STAMP)
+	$(PYTHON) -m tests.benchmark.bench $(BENCH_ARGS)
+
 # After editing configs/serve_config.yaml: copy it into the RayService's serveConfigV2.
 k8s: $(STAMP)
 	$(PYTHON) k8s/sync_serve_config.py

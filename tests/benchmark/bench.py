@@ -9,10 +9,13 @@ What runs, in order (every process below is started and stopped by this one):
    the load client in loadgen.py:
    - "haproxy" (the project default) gets the full plan: requests/s and latency at 1-256
      clients, non-streaming and streaming; events/s with 1000-token answers; time from the
-     upstream's first chunk to our first event; and replica RSS with 2,000 requests held in
-     flight by the 2 s upstream (non-streaming and streaming);
-   - "proxy", "haproxy-only" and "throughput-only" get the no-op app and /v1/responses at 1
-     and 64 clients and streaming events/s, to choose the ingress mode by measurement.
+     upstream's first chunk to our first event; replica RSS with 2,000 requests held in flight
+     by the 2 s upstream (ours non-streaming and streaming, the `aiohttp` variant, and the no-op
+     app holding requests itself as the floor); and the variants of variants.py, which price
+     the parts of our per-request CPU;
+   - "proxy", "haproxy-only", "throughput-only" and "haproxy-thread" get the no-op app and
+     /v1/responses at 1 and 64 clients and streaming events/s, to choose the ingress mode and
+     flags by measurement (cluster_run.CONFIGS says what each sets).
 3. transport.py: httpx's own pool against the aiohttp transport, 1,000 and 2,000 calls in flight.
 4. retry_slot.py: holding against lending the upstream slot while a call waits to retry, under
    429 storms.
@@ -22,7 +25,7 @@ Then it prints the tables and writes them, with the machine's details, to tests/
 kept in a temporary directory, named at the end.
 
 `--quick` (under 2 minutes): the default configuration only, at 1 and 64 clients, shorter cells,
-and smaller transport and retry runs; a smoke test of the whole pipeline, not numbers to quote.
+no variants, and smaller transport and retry runs; a smoke test of the pipeline, not numbers to quote.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # What a measuring process prints about its own progress (the rest of its output is Ray's, kept in the log).
 PROGRESS = re.compile(r"^(  \S|\[[a-z-]+\] |Traceback|\S*Error: )")
 MAIN_CONFIG = "haproxy"
-OTHER_CONFIGS = ("proxy", "haproxy-only", "throughput-only")
+OTHER_CONFIGS = ("proxy", "haproxy-only", "throughput-only", "haproxy-thread")
 # Targets from the issue.
 MIN_RATIO_64 = 0.5
 MAX_ADDED_P50_MS = 1.0
@@ -57,7 +60,7 @@ MIN_EVENTS_PER_S = 20_000
 NAMES = {"direct": "direct to simulator", "noop": "no-op Serve app", "responses": "/v1/responses",
          "chat": "/v1/chat/completions"}
 MEMORY_NAMES = {"mem": "/v1/responses", "memstream": "/v1/responses, streaming",
-                "mem_aiohttp": "/v1/responses, variant `aiohttp`"}
+                "mem_aiohttp": "/v1/responses, variant `aiohttp`", "mem_noop": "no-op app holding each request 2 s (floor)"}
 VARIANT_NOTES = {
     "noop": "the floor",
     "responses": "ours, as shipped",
@@ -92,14 +95,17 @@ def run_child(name: str, args: list[str], workdir: Path, timeout_s: float) -> in
         reader.start()
         try:
             code = process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log(f"{name}: over its time limit ({timeout_s:.0f} s); stopping it")
+        except (subprocess.TimeoutExpired, KeyboardInterrupt) as reason:
+            # It runs in its own session (a Ctrl-C here does not reach it): stop it, and with it its Ray.
+            log(f"{name}: {'over its time limit' if isinstance(reason, subprocess.TimeoutExpired) else 'interrupted'}; stopping it")
             process.send_signal(signal.SIGTERM)  # it stops its own Ray on the way out
             try:
                 code = process.wait(90)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)  # its own session: only what it started
                 code = process.wait()
+            if isinstance(reason, KeyboardInterrupt):
+                raise
         reader.join(10)
         return code
 
@@ -170,12 +176,13 @@ def events_table(run: dict[str, Any]) -> str:
     rows = []
     for (target, concurrency), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], list(NAMES).index(kv[0][0]))):
         noop = cells.get(("noop", concurrency))
+        per_event = cell["replica_cpu"] / cell["events_per_s"] * 1e6 if cell.get("replica_cpu") and cell["events_per_s"] else None
         rows.append([NAMES[target], concurrency, fmt(cell["events_per_s"], 0),
                      fmt(ratio(cell["events_per_s"], noop["events_per_s"]) if noop and target != "noop" else None),
-                     fmt(cell["rps"], 1), cell["p50_ms"], fmt(cell.get("replica_cpu")), fmt(cell.get("sim_cpu")),
-                     fmt(cell.get("client_cpu")), cell["errors"]])
+                     fmt(cell["rps"], 1), cell["p50_ms"], fmt(cell.get("replica_cpu")), fmt(per_event, 1),
+                     fmt(cell.get("sim_cpu")), fmt(cell.get("client_cpu")), fmt(cell.get("machine_busy")), cell["errors"]])
     return table(["endpoint", "streams at once", "events/s", "× no-op", "streams/s", "stream p50 ms", "replica CPU",
-                  "sim CPU", "client CPU", "errors"], rows)
+                  "replica µs/event", "sim CPU", "client CPU", "machine busy", "errors"], rows)
 
 
 def ttfe_table(run: dict[str, Any]) -> str:
@@ -193,7 +200,7 @@ def ttfe_table(run: dict[str, Any]) -> str:
 def memory_table(run: dict[str, Any]) -> str:
     rows = []
     for m in run.get("memory") or []:
-        rows.append([MEMORY_NAMES.get(m["kind"], m["kind"]), m["n"], m["errors"], m["upstream_peak_in_flight"],
+        rows.append([MEMORY_NAMES.get(m["kind"], m["kind"]), m["n"], m["errors"], fmt(m["upstream_peak_in_flight"]),
                      m["wall_s"], m["p50_ms"], f"{m['idle_rss_mb']:.0f} → {m['peak_rss_mb']:.0f}",
                      m["kb_per_request"], fmt(m.get("replica_cpu"))])
     return table(["endpoint", "requests sent at once", "errors", "upstream peak in flight", "wall s", "p50 ms",
@@ -204,7 +211,7 @@ def ingress_table(runs: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, run in runs.items():
         if run is None or "failure" in run:
-            rows.append([name, "failed (see log)"] + [""] * 8)
+            rows.append([name, "failed (see log)"] + [""] * 9)
             continue
         plain, events = cells_of(run, "plain"), cells_of(run, "events")
         n1, o1 = plain.get(("noop", 1)), plain.get(("responses", 1))
@@ -213,10 +220,11 @@ def ingress_table(runs: dict[str, dict[str, Any]]) -> str:
         rows.append([name, run["description"], n1 and n1["p50_ms"], o1 and o1["p50_ms"],
                      fmt(n64 and n64["rps"], 0), fmt(o64 and o64["rps"], 0),
                      fmt(ratio(o64 and o64["rps"], n64 and n64["rps"])),
-                     fmt(en and en["events_per_s"], 0), fmt(eo and eo["events_per_s"], 0)])
+                     fmt(en and en["events_per_s"], 0), fmt(eo and eo["events_per_s"], 0),
+                     fmt(eo and eo.get("replica_cpu"))])
     return table(["config", "flags", "no-op p50 ms (1 client)", "/v1/responses p50 ms (1 client)",
                   "no-op req/s (64)", "/v1/responses req/s (64)", "ratio (64)", "no-op events/s (16 streams)",
-                  "/v1/responses events/s (16 streams)"], rows)
+                  "/v1/responses events/s (16 streams)", "replica CPU, /v1/responses streams"], rows)
 
 
 def ablation_table(run: dict[str, Any]) -> str:
@@ -318,6 +326,15 @@ def summary(runs: dict[str, Any], transport: list[dict[str, Any]] | None, retry:
                      + ", ".join(f"`{n}` {ours64(r):,.0f}" for n, r in ok.items() if n != fastest)
                      + f"); p50 at one client is lowest under `{quickest}` ({ours1(ok[quickest]):.2f} ms; "
                      + ", ".join(f"`{n}` {ours1(r):.2f}" for n, r in ok.items() if n != quickest) + ").")
+
+        def events16(run: dict[str, Any]) -> float:
+            cell = cells_of(run, "events").get(("responses", 16))
+            return cell["events_per_s"] if cell else 0.0
+
+        streamiest = max(ok, key=lambda n: events16(ok[n]))
+        lines.append(f"- Ingress, streaming: /v1/responses events/s (16 streams) is highest under `{streamiest}` "
+                     f"({events16(ok[streamiest]):,.0f}; "
+                     + ", ".join(f"`{n}` {events16(r):,.0f}" for n, r in ok.items() if n != streamiest) + ").")
     if transport:
         by_name = {r["variant"]: r for r in transport}
         for r in transport:
@@ -456,7 +473,8 @@ def main() -> None:
             log("[transport] httpx pool vs aiohttp transport")
             path = workdir / "transport.json"
             run_child("transport", ["tests.benchmark.transport", "--sim", slow.url, "--sizes",
-                                    "300" if quick else "1000,2000", "--out", str(path)], workdir, timeout_s=600)
+                                    "300" if quick else "1000,2000", *(["--no-waiting"] if quick else []),
+                                    "--out", str(path)], workdir, timeout_s=600)
             transport = load(path)
     if "retry" not in skip:
         log("[retry] hold vs lend the slot while waiting to retry")

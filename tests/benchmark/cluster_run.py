@@ -3,10 +3,12 @@
     python -m tests.benchmark.cluster_run --config haproxy --plan full --sim-fast URL,PID --sim-slow URL,PID --out F
 
 Starts Ray (2 CPUs, no dashboard) and Serve through `serve_app.cluster.start` with the
-configuration's flags, deploys the no-op app (the floor) and our model server pointed at the
-zero-latency simulator (and, for the memory phase, two more pointed at the 2 s one), waits for the
-ingress to settle, warms up, then measures (this process is the load client) and writes JSON.
-Everything it started is stopped with `cluster.stop()` before it exits.
+configuration's flags, deploys the no-op app (noop.py, the floor) and our model server pointed at
+the zero-latency simulator; for the full plan also the variants (variants.py) beside them, and,
+for the memory phase, fresh replicas of ours (plain, streaming, `aiohttp` variant) pointed at the
+2 s simulator plus a fresh no-op. It waits for the ingress to settle, warms up, measures (this
+process is the load client, on its own event loop thread) and writes JSON. Everything it
+started is stopped with `cluster.stop()` before it exits, also when sent SIGTERM.
 """
 
 from __future__ import annotations
@@ -41,15 +43,19 @@ CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
     "proxy": ("proxy", {}),  # Serve's classic proxy
     "haproxy-only": ("proxy", _HAPROXY_ONLY),
     "throughput-only": ("proxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
+    # Throughput-optimized runs user code on the replica's main thread; this puts it back on its own.
+    "haproxy-thread": ("haproxy", {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}),
 }
 DESCRIPTIONS = {
     "haproxy": "RAY_SERVE_ENABLE_HA_PROXY=1 + RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (project default)",
     "proxy": "no flags (Serve's proxy actor)",
     "haproxy-only": "RAY_SERVE_ENABLE_HA_PROXY=1 only",
     "throughput-only": "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 only (direct ingress, no HAProxy)",
+    "haproxy-thread": "project default + RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1",
 }
 HELLO = "hello"
 LONG_TOKENS = 1000
+SLOW_S = 2.0  # the slow simulator's latency and time to first token
 VARIANTS = ("canned", "aiohttp", "nolog", "nometrics", "lean")  # variants.py
 
 
@@ -167,7 +173,7 @@ class Bench:
                           headers=(("api-key", SIM_KEY),), stream=stream)
         app, path = {"noop": ("noop", "responses"), "responses": ("ours", "responses"), "chat": ("ours", "chat/completions"),
                      "mem": ("mem", "responses"), "memstream": ("memstream", "responses"),
-                     "mem_aiohttp": ("mem_aiohttp", "responses"),
+                     "mem_aiohttp": ("mem_aiohttp", "responses"), "floor": ("floor", "responses"),
                      **{v: (f"v_{v}", "responses") for v in VARIANTS}}[kind]
         body = {"model": "gpt-4o", "messages": messages} if path.startswith("chat") else {"model": "gpt-4o", "input": text}
         if stream:
@@ -235,11 +241,15 @@ class Bench:
         return results
 
     async def memory(self, kind: str, n: int) -> dict[str, Any]:
-        """`n` requests held in flight by the 2 s upstream: replica RSS at rest and at its peak."""
+        """`n` requests held in flight by the 2 s upstream: replica RSS at rest and at its peak.
+
+        `mem_noop` is the floor: a fresh no-op app holding each request 2 s itself."""
         stream = kind == "memstream"
-        app = kind
+        if kind == "mem_noop":
+            app, target = "floor", self.target("floor", text=f"{HELLO} [sim:sleep={SLOW_S}]")
+        else:
+            app, target = kind, self.target(kind, stream=stream)
         pid = self.pids[app]
-        target = self.target(kind, stream=stream)
         warm = await loadgen.burst(target, 50)  # connections, pools and code paths used once
         http_json(f"{self.slow_url}/sim/reset", {})
         await asyncio.sleep(1.0)
@@ -261,15 +271,16 @@ class Bench:
         sampling = False
         await sampler
         stats = http_json(f"{self.slow_url}/sim/stats")
+        upstream = None if kind == "mem_noop" else stats["peak_in_flight"]
         result = {"kind": kind, "stream": stream, "n": n, "errors": run.errors + warm.errors,
                   "statuses": run.summary()["statuses"], "wall_s": run.wall_s,
                   "p50_ms": run.summary()["p50_ms"], "p99_ms": run.summary()["p99_ms"],
                   "idle_rss_mb": idle / 2 ** 20, "peak_rss_mb": peak / 2 ** 20,
-                  "kb_per_request": (peak - idle) / n / 1024, "upstream_peak_in_flight": stats["peak_in_flight"],
+                  "kb_per_request": (peak - idle) / n / 1024, "upstream_peak_in_flight": upstream,
                   "client_cpu_s": run.client_cpu_s, **cpu}
         log(f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, RSS {result['idle_rss_mb']:.0f} -> "
             f"{result['peak_rss_mb']:.0f} MB: {result['kb_per_request']:.1f} KB per request; upstream peak in flight "
-            f"{stats['peak_in_flight']}")
+            f"{upstream}")
         return result
 
 
@@ -347,6 +358,8 @@ async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
         memory.append(await bench.memory("memstream", plan.stream_in_flight))
     if plan.in_flight and plan.ablation_concurrency:
         memory.append(await bench.memory("mem_aiohttp", plan.in_flight))
+    if plan.in_flight:
+        memory.append(await bench.memory("mem_noop", plan.in_flight))
     out["memory"] = memory
     return out
 
@@ -383,6 +396,8 @@ def main() -> None:
             apps.append(model_app("mem", slow_url, budget=plan.in_flight + 48))
         if plan.stream_in_flight:
             apps.append(model_app("memstream", slow_url, budget=plan.stream_in_flight + 48))
+        if plan.in_flight:
+            apps.append(noop_app("floor"))
         if plan.in_flight and plan.ablation_concurrency:
             apps.append(variant_app("aiohttp", slow_url, budget=plan.in_flight + 48, name="mem_aiohttp"))
         if plan.ablation_concurrency:

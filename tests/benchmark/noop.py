@@ -2,11 +2,13 @@
 
 It reads and parses the JSON body (as ours must) and answers with a fixed object; a streaming
 request gets `[sim:tokens=N]` events (N from the input, else 1), each about the size of one of
-our `response.output_text.delta` events. Whatever this app costs per request is what Serve,
+our `response.output_text.delta` events. `[sim:sleep=S]` in the input holds the request S seconds
+first (the floor for memory per request in flight). Whatever this app costs per request is what Serve,
 the ingress and the HTTP stack cost; the difference to ours is ours.
 """
 
 # No `from __future__ import annotations`: FastAPI reads route signatures at runtime.
+import asyncio
 import json
 import re
 from typing import Any, AsyncIterator
@@ -19,6 +21,7 @@ from ray.serve import Application
 api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 _TOKENS = re.compile(r"\[sim:tokens=([0-9]+)\]")
+_SLEEP = re.compile(r"\[sim:sleep=([0-9.]+)\]")
 _ANSWER = json.dumps({
     "id": "resp_0123456789abcdef0123456789abcdef", "object": "response", "created_at": 0, "status": "completed",
     "model": "gpt-4o", "output": [{"type": "message", "id": "msg_0123456789abcdef", "status": "completed",
@@ -31,8 +34,7 @@ _EVENT = (b"event: response.output_text.delta\ndata: " + json.dumps({
     "output_index": 0, "content_index": 0, "delta": " lorem", "logprobs": []}, separators=(",", ":")).encode() + b"\n\n")
 
 
-def _events_wanted(body: Any) -> int:
-    text = json.dumps(body.get("input") or body.get("messages") or "")
+def _events_wanted(text: str) -> int:
     found = _TOKENS.search(text)
     return int(found.group(1)) if found else 1
 
@@ -55,8 +57,11 @@ class NoopServer:
 
     async def _answer(self, request: Request) -> Response:
         body = json.loads(await request.body())
+        text = json.dumps(body.get("input") or body.get("messages") or "")
+        if "[sim:sleep=" in text and (sleep := _SLEEP.search(text)):
+            await asyncio.sleep(float(sleep.group(1)))
         if body.get("stream"):
-            return StreamingResponse(_events(_events_wanted(body)), media_type="text/event-stream")
+            return StreamingResponse(_events(_events_wanted(text)), media_type="text/event-stream")
         return Response(content=_ANSWER, media_type="application/json")
 
 

@@ -68,11 +68,13 @@ async def variant(name: str, sim: str, n: int, *, pool: int | None, limiter: int
     return result
 
 
-async def measure(sim: str, sizes: list[int]) -> list[dict[str, Any]]:
+async def measure(sim: str, sizes: list[int], waiting: bool) -> list[dict[str, Any]]:
     results = []
     for n in sizes:
         results.append(await variant(f"httpx pool, {n} connections", sim, n, pool=n, limiter=None))
         results.append(await variant(f"aiohttp transport, {n} connections", sim, n, pool=None, limiter=None))
+    if not waiting:
+        return results
     n = min(sizes)
     results.append(await variant(f"httpx pool of {n // 4}, {n - n // 4} waiting in it", sim, n, pool=n // 4, limiter=None))
     results.append(await variant(f"Limiter({n // 4}) + aiohttp, {n - n // 4} waiting in it", sim, n, pool=None, limiter=n // 4))
@@ -83,9 +85,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sim", required=True, help="simulator URL (answers after 2 s)")
     parser.add_argument("--sizes", default="1000,2000", help="concurrent calls per run, comma-separated")
+    parser.add_argument("--no-waiting", action="store_true", help="skip the runs with calls waiting for a connection")
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
-    results = run_async(measure(options.sim, [int(s) for s in options.sizes.split(",")]))
+    results = run_async(measure(options.sim, [int(s) for s in options.sizes.split(",")], not options.no_waiting))
     with open(options.out, "w") as f:
         json.dump(results, f, indent=1)
 
