@@ -3,6 +3,10 @@
 One instance per replica. It never limits concurrency itself (the caller's limiter does, so
 that no request ever waits inside the HTTP pool), and it turns every upstream failure into a
 typed `OpenAIError` carrying Azure's status and code.
+
+It speaks aiohttp directly. Measured (tests/benchmark/RESULTS.md): httpx's own pool burns
+CPU quadratically in waiting requests, and httpx over the aiohttp transport still costs about
+235 µs more replica CPU per request than aiohttp alone, a third of our whole per-request cost.
 """
 
 from __future__ import annotations
@@ -10,14 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 import time
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import Any, AsyncIterator, Callable, Mapping, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
 from .config import Retries, Timeouts
@@ -29,8 +31,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     from async_timeout import timeout as deadline_after
 
+# Headers of an Azure error answer that a client needs to back off correctly.
+_FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
+
 # What a caller may hold released while a call waits to be retried (see `AzureClient.complete`).
 WaitScope = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class UpstreamObserver(Protocol):
@@ -48,23 +57,6 @@ class _Unobserved:
     def retry(self, status: int) -> None:
         pass
 
-# Headers of an Azure error answer that a client needs to back off correctly.
-_FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
-
-
-def dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _aiohttp_transport() -> AiohttpTransport:
-    # httpx's own pool costs CPU quadratic in waiting requests; aiohttp holds thousands of
-    # connections cheaply. limit=0: the replica's limiter is the only gate (a second, fixed one
-    # here would either cap a share grown by a live resize or queue requests inside the pool).
-    def session() -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300))
-
-    return AiohttpTransport(client=session)
-
 
 class AzureClient:
     def __init__(
@@ -77,27 +69,34 @@ class AzureClient:
         timeouts: Timeouts,
         retries: Retries | None = None,
         observer: UpstreamObserver | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.deployment = deployment
-        self._url = f"{base_url.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+        path = f"{base_url.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+        self._url = f"{path}?{urlencode(dict(query))}" if query else path
+        self._headers = {"api-key": api_key.get_secret_value(), "content-type": "application/json"}
         self._timeouts = timeouts
+        self._http_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s)
         self._policy = RetryPolicy(retries or Retries())
         self._observer = observer or _Unobserved()
-        self._http = httpx.AsyncClient(
-            params=dict(query),
-            headers={"api-key": api_key.get_secret_value(), "content-type": "application/json"},
-            timeout=httpx.Timeout(
-                connect=timeouts.connect_s, read=timeouts.read_s, write=timeouts.read_s, pool=timeouts.connect_s
-            ),
-            transport=transport or _aiohttp_transport(),
-        )
+        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"AzureClient(url={self._url!r})"
 
+    def _http(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the event loop that will run it. limit=0: the replica's limiter
+        # is the only gate (aiohttp's default of 100 would queue calls inside the pool).
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300),
+                timeout=self._http_timeout,
+                headers=self._headers,
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def complete(self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext) -> dict[str, Any]:
         """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`.
@@ -127,16 +126,17 @@ class AzureClient:
     async def _complete_once(self, payload: bytes) -> dict[str, Any]:
         started = time.monotonic()
         try:
-            response = await self._http.post(self._url, content=payload)
-        except httpx.TransportError as exc:
+            async with self._http().post(self._url, data=payload) as response:
+                status, content, headers = response.status, await response.read(), response.headers
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = transport_error(exc, self._timeouts)
             self._observer.attempt(error.status, time.monotonic() - started)
             raise error from None
-        self._observer.attempt(response.status_code, time.monotonic() - started)
-        if response.status_code >= 400:
-            raise upstream_error(response.status_code, response.content, response.headers)
+        self._observer.attempt(status, time.monotonic() - started)
+        if status >= 400:
+            raise upstream_error(status, content, headers)
         try:
-            return json.loads(response.content)
+            return json.loads(content)
         except ValueError:
             raise UpstreamUnavailable("Azure answered with a body that is not JSON.", code="upstream_invalid_response") from None
 
@@ -172,24 +172,21 @@ class AzureClient:
         started = time.monotonic()
         answered = False
         try:
-            async with self._http.stream("POST", self._url, content=payload) as response:
+            async with self._http().post(self._url, data=payload) as response:
                 answered = True
-                self._observer.attempt(response.status_code, time.monotonic() - started)
-                if response.status_code >= 400:
-                    raise upstream_error(response.status_code, await response.aread(), response.headers)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # blank separators, comments, `event:` lines
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                self._observer.attempt(response.status, time.monotonic() - started)
+                if response.status >= 400:
+                    raise upstream_error(response.status, await response.read(), response.headers)
+                async for data in _sse_data(response.content):
+                    if data == b"[DONE]":
                         return
                     chunk = json.loads(data)
                     if "error" in chunk:
-                        raise upstream_error(500, data.encode(), {})
+                        raise upstream_error(500, data, {})
                     yield chunk
                     if loop.time() > deadline:
                         raise self._total_timeout()
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = transport_error(exc, self._timeouts)
             if not answered:
                 self._observer.attempt(error.status, time.monotonic() - started)
@@ -201,6 +198,20 @@ class AzureClient:
     def _total_timeout(self) -> UpstreamTimeout:
         return UpstreamTimeout(f"Azure did not finish within the total timeout ({self._timeouts.total_s:g} s).",
                                code="upstream_timeout")
+
+
+async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The `data:` payloads of a server-sent-event stream, as they arrive. Lines are split here rather
+    than with `readline`, which refuses lines over 64 KiB (a tool call's arguments can be longer)."""
+    pending = b""
+    async for received in content.iter_any():
+        lines = (pending + received).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()  # blank separators, comments and `event:` lines carry nothing for us
+    if pending.startswith(b"data:"):
+        yield pending[5:].strip()
 
 
 def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
@@ -227,13 +238,10 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upst
     )
 
 
-def transport_error(exc: httpx.TransportError, timeouts: Timeouts) -> OpenAIError:
-    # httpx-aiohttp maps most aiohttp connection failures to ConnectTimeout; the aiohttp cause
-    # says what really happened.
-    cause = exc.__cause__
-    timed_out = isinstance(cause, (TimeoutError, asyncio.TimeoutError)) if cause is not None else isinstance(exc, httpx.TimeoutException)
-    reason = type(cause or exc).__name__
-    if timed_out:
+def transport_error(exc: BaseException, timeouts: Timeouts) -> OpenAIError:
+    # aiohttp's timeouts (connect, socket read) are asyncio.TimeoutError subclasses.
+    reason = type(exc).__name__
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return UpstreamTimeout(
             f"Azure did not answer in time (connect timeout {timeouts.connect_s:g} s, read timeout {timeouts.read_s:g} s; {reason}).",
             code="upstream_timeout",

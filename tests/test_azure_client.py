@@ -6,10 +6,11 @@ import asyncio
 import json
 from typing import Any, AsyncIterator, Callable
 
-import httpx
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 
+from fake_azure import FakeAzure, reply, script, sse
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -17,33 +18,35 @@ from serve_app.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 KEY = "azure-key-0123456789"
 
 
-def client_for(handler: Callable[[httpx.Request], httpx.Response] | None = None, *, base_url: str = "https://res.openai.azure.com/",
-               timeouts: Timeouts | None = None, retries: Retries | None = None) -> AzureClient:
+def client_for(base_url: str, *, timeouts: Timeouts | None = None, retries: Retries | None = None) -> AzureClient:
     return AzureClient(
-        base_url=base_url,
+        base_url=base_url + "/",
         deployment="my gpt",
         query={"api-version": "2024-10-21", "extra": "1"},
         api_key=SecretStr(KEY),
         timeouts=timeouts or Timeouts(),
-        retries=retries or Retries(max_attempts=1),  # error mapping is tested without retries; retries below
-        transport=httpx.MockTransport(handler) if handler else None,
+        retries=retries or Retries(max_attempts=1),  # error mapping is tested without retries; retries in test_retry.py
     )
 
 
+async def call(handler: Callable[[], web.StreamResponse], body: Any = None) -> dict[str, Any]:
+    async with FakeAzure(script(handler)) as azure:
+        client = client_for(azure.url)
+        try:
+            return await client.complete(body or {"messages": []})
+        finally:
+            await client.aclose()
+
+
 async def test_posts_to_the_deployment_path_with_every_default_query_key_and_the_api_key_header() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"choices": []})
-
-    await client_for(handler).complete({"messages": [{"role": "user", "content": "hi"}]})
-    request = seen[0]
-    assert request.method == "POST"
-    assert request.url.raw_path.startswith(b"/openai/deployments/my%20gpt/chat/completions?")
-    assert dict(request.url.params) == {"api-version": "2024-10-21", "extra": "1"}
-    assert request.headers["api-key"] == KEY and "authorization" not in request.headers
-    assert json.loads(request.content) == {"messages": [{"role": "user", "content": "hi"}]}
+    async with FakeAzure(script(lambda: reply(200, {"choices": []}))) as azure:
+        client = client_for(azure.url)
+        await client.complete({"messages": [{"role": "user", "content": "hi"}]})
+        await client.aclose()
+    path, headers, body = azure.requests[0]
+    assert path == "/openai/deployments/my%20gpt/chat/completions?api-version=2024-10-21&extra=1"
+    assert headers["api-key"] == KEY and "Authorization" not in headers
+    assert json.loads(body) == {"messages": [{"role": "user", "content": "hi"}]}
 
 
 AZURE_ERRORS = {
@@ -70,9 +73,8 @@ AZURE_ERRORS = {
 @pytest.mark.parametrize("status, body, headers, expected", AZURE_ERRORS.values(), ids=AZURE_ERRORS.keys())
 async def test_azure_errors_keep_status_code_and_message(status: int, body: dict[str, Any], headers: dict[str, str],
                                                           expected: tuple[str | None, str, str | None]) -> None:
-    client = client_for(lambda request: httpx.Response(status, json=body, headers=headers))
     with pytest.raises(UpstreamError) as info:
-        await client.complete({"messages": []})
+        await call(lambda: reply(status, body, headers))
     error = info.value
     assert error.status == status
     assert (error.code, error.type, error.param) == expected
@@ -82,43 +84,47 @@ async def test_azure_errors_keep_status_code_and_message(status: int, body: dict
 
 
 async def test_a_non_json_error_body_becomes_the_message() -> None:
-    client = client_for(lambda request: httpx.Response(502, text="<html>Bad gateway</html>"))
     with pytest.raises(UpstreamError) as info:
-        await client.complete({"messages": []})
+        await call(lambda: reply(502, raw=b"<html>Bad gateway</html>"))
     assert info.value.status == 502 and "Bad gateway" in info.value.message
 
 
-async def test_the_client_repr_does_not_reveal_the_key() -> None:
-    assert KEY not in repr(client_for(lambda r: httpx.Response(200)))
+async def test_a_success_that_is_not_json_is_a_502() -> None:
+    with pytest.raises(UpstreamUnavailable) as info:
+        await call(lambda: reply(200, raw=b"<html>"))
+    assert info.value.status == 502
 
 
-# --- real transport failures (aiohttp) -----------------------------------------------------------
+def test_the_client_repr_does_not_reveal_the_key() -> None:
+    assert KEY not in repr(client_for("https://res.openai.azure.com"))
 
 
-async def serve_once(behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> tuple[asyncio.Server, str]:
+# --- transport failures ----------------------------------------------------------------------------
+
+
+async def serve_raw(behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> tuple[asyncio.Server, str]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         await behaviour(reader, writer)
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
 async def test_connection_refused_is_a_502() -> None:
-    server, url = await serve_once(lambda r, w: asyncio.sleep(0))
+    server, url = await serve_raw(lambda r, w: asyncio.sleep(0))
     server.close()
     await server.wait_closed()
     with pytest.raises(UpstreamUnavailable) as info:
-        await client_for(base_url=url).complete({"messages": []})
+        await client_for(url).complete({"messages": []})
     assert info.value.status == 502
 
 
 async def test_silence_past_the_read_timeout_is_a_504() -> None:
-    server, url = await serve_once(lambda r, w: asyncio.sleep(5))
+    server, url = await serve_raw(lambda r, w: asyncio.sleep(5))
     async with server:
         with pytest.raises(UpstreamTimeout) as info:
-            await client_for(base_url=url, timeouts=Timeouts(read_s=0.2)).complete({"messages": []})
+            await client_for(url, timeouts=Timeouts(read_s=0.2)).complete({"messages": []})
     assert info.value.status == 504
 
 
@@ -128,53 +134,59 @@ async def test_a_connection_reset_mid_body_is_a_502() -> None:
         await writer.drain()
         writer.transport.abort()
 
-    server, url = await serve_once(half_then_close)
+    server, url = await serve_raw(half_then_close)
     async with server:
         with pytest.raises(UpstreamUnavailable) as info:
-            await client_for(base_url=url).complete({"messages": []})
+            await client_for(url).complete({"messages": []})
     assert info.value.status == 502 and KEY not in info.value.message
 
 
-# --- streaming -----------------------------------------------------------------------------------
-
-
-def sse(*frames: Any) -> bytes:
-    return b"".join(f"data: {f if isinstance(f, str) else json.dumps(f)}\n\n".encode() for f in frames)
+# --- streaming -------------------------------------------------------------------------------------
 
 
 async def collect(stream: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
     return [chunk async for chunk in stream]
 
 
+async def stream_from(handler: Callable[[], web.StreamResponse]) -> tuple[list[dict[str, Any]], FakeAzure]:
+    async with FakeAzure(script(handler)) as azure:
+        client = client_for(azure.url)
+        try:
+            return await collect(client.stream({"messages": []})), azure
+        finally:
+            await client.aclose()
+
+
 async def test_a_stream_asks_for_usage_and_yields_chunks_until_done() -> None:
-    seen: list[dict[str, Any]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content))
-        return httpx.Response(200, content=sse({"choices": [], "id": ""}, {"choices": [{"delta": {"content": "a"}}]}, "[DONE]"),
-                              headers={"content-type": "text/event-stream"})
-
-    chunks = await collect(client_for(handler).stream({"messages": []}))
-    assert seen[0]["stream"] is True and seen[0]["stream_options"] == {"include_usage": True}
+    chunks, azure = await stream_from(lambda: reply(200, raw=sse({"choices": [], "id": ""}, {"choices": [{"delta": {"content": "a"}}]}, "[DONE]"),
+                                                    headers={"content-type": "text/event-stream"}))
+    sent = json.loads(azure.requests[0][2])
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert chunks == [{"choices": [], "id": ""}, {"choices": [{"delta": {"content": "a"}}]}]
 
 
+async def test_a_frame_longer_than_64_kib_is_read_whole() -> None:
+    arguments = "x" * 200_000
+    frame = {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}}]}
+    chunks, _ = await stream_from(lambda: reply(200, raw=sse(frame, "[DONE]")))
+    assert chunks[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == arguments
+
+
 async def test_an_error_status_on_a_stream_raises_before_any_chunk() -> None:
-    client = client_for(lambda r: httpx.Response(429, json={"error": {"code": "429", "message": "slow down"}}, headers={"retry-after": "2"}))
     with pytest.raises(UpstreamError) as info:
-        await collect(client.stream({"messages": []}))
+        await stream_from(lambda: reply(429, {"error": {"code": "429", "message": "slow down"}}, {"retry-after": "2"}))
     assert info.value.status == 429 and info.value.headers == {"retry-after": "2"}
 
 
 async def test_an_in_band_error_frame_raises_after_the_chunks_before_it() -> None:
     body = sse({"choices": [{"delta": {"content": "a"}}]}, {"error": {"code": "server_error", "message": "boom"}})
-    stream = client_for(lambda r: httpx.Response(200, content=body)).stream({"messages": []})
-    assert (await stream.__anext__())["choices"][0]["delta"]["content"] == "a"
-    with pytest.raises(UpstreamError, match="boom"):
-        await stream.__anext__()
+    async with FakeAzure(script(lambda: reply(200, raw=body))) as azure:
+        stream = client_for(azure.url).stream({"messages": []})
+        assert (await stream.__anext__())["choices"][0]["delta"]["content"] == "a"
+        with pytest.raises(UpstreamError, match="boom"):
+            await stream.__anext__()
 
 
 async def test_a_stream_that_ends_without_done_is_an_error() -> None:
-    stream = client_for(lambda r: httpx.Response(200, content=sse({"choices": []}))).stream({"messages": []})
     with pytest.raises(UpstreamUnavailable, match="DONE"):
-        await collect(stream)
+        await stream_from(lambda: reply(200, raw=sse({"choices": []})))

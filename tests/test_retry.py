@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from email.utils import formatdate
 from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 
+from fake_azure import FakeAzure, reply, script, sse
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -73,69 +73,64 @@ def test_no_retry_after_the_last_attempt_or_past_the_deadline() -> None:
 # --- the client's loop ---------------------------------------------------------------------------
 
 
-class Script:
-    """An upstream answering from a script of responses, counting calls."""
-
-    def __init__(self, *answers: httpx.Response) -> None:
-        self.answers = list(answers)
-        self.calls = 0
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.calls += 1
-        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+def client(url: str, retries: Retries = FAST, total_s: float = 30) -> AzureClient:
+    return AzureClient(base_url=url, deployment="d", query={"api-version": "2024-10-21"},
+                       api_key=SecretStr("k"), timeouts=Timeouts(total_s=total_s), retries=retries)
 
 
-def client(script: Script, retries: Retries = FAST, total_s: float = 30) -> AzureClient:
-    return AzureClient(base_url="https://r.openai.azure.com", deployment="d", query={"api-version": "2024-10-21"},
-                       api_key=SecretStr("k"), timeouts=Timeouts(total_s=total_s), retries=retries,
-                       transport=httpx.MockTransport(script))
+def ok() -> web.Response:
+    return reply(200, {"choices": [{"message": {"content": "ok"}}]})
 
 
-OK = httpx.Response(200, json={"choices": [{"message": {"content": "ok"}}]})
-BUSY = httpx.Response(429, json={"error": {"code": "429", "message": "slow down"}}, headers={"retry-after-ms": "10"})
-DOWN = httpx.Response(503, json={"error": {"code": "ServiceUnavailable", "message": "down"}})
+def busy() -> web.Response:
+    return reply(429, {"error": {"code": "429", "message": "slow down"}}, {"retry-after-ms": "10"})
+
+
+def down() -> web.Response:
+    return reply(503, {"error": {"code": "ServiceUnavailable", "message": "down"}})
 
 
 async def test_a_call_succeeds_after_transient_failures() -> None:
-    script = Script(BUSY, DOWN, OK)
-    assert (await client(script).complete({}))["choices"][0]["message"]["content"] == "ok"
-    assert script.calls == 3
+    async with FakeAzure(script(busy, down, ok)) as azure:
+        assert (await client(azure.url).complete({}))["choices"][0]["message"]["content"] == "ok"
+    assert len(azure.requests) == 3
 
 
 async def test_exhausted_retries_return_azures_last_status_body_and_retry_after() -> None:
-    script = Script(DOWN, BUSY)
-    with pytest.raises(UpstreamError) as info:
-        await client(script, Retries(max_attempts=2, backoff_initial_s=0.01)).complete({})
-    assert script.calls == 2
+    async with FakeAzure(script(down, busy)) as azure:
+        with pytest.raises(UpstreamError) as info:
+            await client(azure.url, Retries(max_attempts=2, backoff_initial_s=0.01)).complete({})
+    assert len(azure.requests) == 2
     assert (info.value.status, info.value.code, info.value.headers) == (429, "429", {"retry-after-ms": "10"})
 
 
 async def test_a_client_error_is_not_retried() -> None:
-    script = Script(httpx.Response(400, json={"error": {"code": "invalid", "message": "no"}}), OK)
-    with pytest.raises(UpstreamError):
-        await client(script).complete({})
-    assert script.calls == 1
+    async with FakeAzure(script(lambda: reply(400, {"error": {"code": "invalid", "message": "no"}}), ok)) as azure:
+        with pytest.raises(UpstreamError):
+            await client(azure.url).complete({})
+    assert len(azure.requests) == 1
 
 
 async def test_the_total_deadline_bounds_attempts_and_waits() -> None:
-    script = Script(httpx.Response(503, json={}, headers={"retry-after": "0.3"}))
-    started = time.monotonic()
-    with pytest.raises(UpstreamError):
-        await client(script, Retries(max_attempts=100, retry_after_max_s=5), total_s=1.0).complete({})
-    assert time.monotonic() - started < 1.0 and script.calls <= 4
+    async with FakeAzure(script(lambda: reply(503, {}, {"retry-after": "0.3"}))) as azure:
+        started = time.monotonic()
+        with pytest.raises(UpstreamError):
+            await client(azure.url, Retries(max_attempts=100, retry_after_max_s=5), total_s=1.0).complete({})
+    assert time.monotonic() - started < 1.0 and len(azure.requests) <= 4
 
 
 async def test_a_slow_upstream_is_cut_at_the_total_deadline_with_a_504() -> None:
-    async def slow(request: httpx.Request) -> httpx.Response:
+    async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(5)
-        return OK
+        return ok()
 
-    azure = AzureClient(base_url="https://r", deployment="d", query={"api-version": "v"}, api_key=SecretStr("k"),
-                        timeouts=Timeouts(total_s=0.3), retries=Retries(max_attempts=1), transport=httpx.MockTransport(slow))
-    started = time.monotonic()
-    with pytest.raises(UpstreamTimeout):
-        await azure.complete({})
-    assert time.monotonic() - started < 1.0
+    async with FakeAzure(slow) as azure:
+        azure_client = AzureClient(base_url=azure.url, deployment="d", query={"api-version": "v"}, api_key=SecretStr("k"),
+                                   timeouts=Timeouts(total_s=0.3), retries=Retries(max_attempts=1))
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await azure_client.complete({})
+        assert time.monotonic() - started < 1.0
 
 
 async def test_waits_run_inside_the_callers_wait_scope() -> None:
@@ -148,24 +143,21 @@ async def test_waits_run_inside_the_callers_wait_scope() -> None:
         async def __aexit__(self, *exc: Any) -> None:
             entered.append("reacquired")
 
-    await client(Script(BUSY, OK)).complete({}, while_waiting=Lend)
+    async with FakeAzure(script(busy, ok)) as azure:
+        await client(azure.url).complete({}, while_waiting=Lend)
     assert entered == ["released", "reacquired"]
 
 
-def sse(*frames: Any) -> bytes:
-    return b"".join(f"data: {f if isinstance(f, str) else json.dumps(f)}\n\n".encode() for f in frames)
-
-
 async def test_a_stream_is_retried_before_its_first_chunk() -> None:
-    script = Script(BUSY, httpx.Response(200, content=sse({"choices": []}, "[DONE]")))
-    assert [c async for c in client(script).stream({})] == [{"choices": []}]
-    assert script.calls == 2
+    async with FakeAzure(script(busy, lambda: reply(200, raw=sse({"choices": []}, "[DONE]")))) as azure:
+        assert [c async for c in client(azure.url).stream({})] == [{"choices": []}]
+    assert len(azure.requests) == 2
 
 
 async def test_a_stream_is_not_retried_after_its_first_chunk() -> None:
-    script = Script(httpx.Response(200, content=sse({"choices": []})), OK)  # ends without [DONE]
-    stream = client(script).stream({})
-    assert await stream.__anext__() == {"choices": []}
-    with pytest.raises(UpstreamUnavailable):
-        await stream.__anext__()
-    assert script.calls == 1
+    async with FakeAzure(script(lambda: reply(200, raw=sse({"choices": []})), ok)) as azure:  # ends without [DONE]
+        stream = client(azure.url).stream({})
+        assert await stream.__anext__() == {"choices": []}
+        with pytest.raises(UpstreamUnavailable):
+            await stream.__anext__()
+    assert len(azure.requests) == 1

@@ -10,13 +10,14 @@ What runs, in order (every process below is started and stopped by this one):
    - "haproxy" (the project default) gets the full plan: requests/s and latency at 1-256
      clients, non-streaming and streaming; events/s with 1000-token answers; time from the
      upstream's first chunk to our first event; replica RSS with 2,000 requests held in flight
-     by the 2 s upstream (ours non-streaming and streaming, the `aiohttp` variant, and the no-op
-     app holding requests itself as the floor); and the variants of variants.py, which price
-     the parts of our per-request CPU;
+     by the 2 s upstream (ours non-streaming and streaming, and the no-op app holding requests
+     itself as the floor); and the variants of variants.py, which price the parts of our
+     per-request CPU;
    - "proxy", "haproxy-only", "throughput-only" and "haproxy-thread" get the no-op app and
      /v1/responses at 1 and 64 clients and streaming events/s, to choose the ingress mode and
      flags by measurement (cluster_run.CONFIGS says what each sets).
-3. transport.py: httpx's own pool against the aiohttp transport, 1,000 and 2,000 calls in flight.
+3. transport.py: httpx's own pool, httpx over its aiohttp transport, and aiohttp alone (AzureClient as
+   shipped), 1,000 and 2,000 calls in flight.
 4. retry_slot.py: holding against lending the upstream slot while a call waits to retry, under
    429 storms.
 
@@ -60,15 +61,14 @@ MIN_EVENTS_PER_S = 20_000
 NAMES = {"direct": "direct to simulator", "noop": "no-op Serve app", "responses": "/v1/responses",
          "chat": "/v1/chat/completions"}
 MEMORY_NAMES = {"mem": "/v1/responses", "memstream": "/v1/responses, streaming",
-                "mem_aiohttp": "/v1/responses, variant `aiohttp`", "mem_noop": "no-op app holding each request 2 s (floor)"}
+                "mem_noop": "no-op app holding each request 2 s (floor)"}
 VARIANT_NOTES = {
     "noop": "the floor",
     "responses": "ours, as shipped",
     "canned": "no upstream HTTP call (fixed answer); everything else as shipped",
-    "aiohttp": "upstream call through aiohttp directly instead of httpx over httpx-aiohttp",
     "nolog": "no per-request log line",
     "nometrics": "no per-request Ray metric updates",
-    "lean": "aiohttp + nolog + nometrics",
+    "lean": "nolog + nometrics",
 }
 
 
@@ -339,17 +339,18 @@ def summary(runs: dict[str, Any], transport: list[dict[str, Any]] | None, retry:
         by_name = {r["variant"]: r for r in transport}
         for r in transport:
             if r["variant"].startswith("httpx pool,"):
-                twin = by_name.get(r["variant"].replace("httpx pool", "aiohttp transport"))
-                if twin:
-                    lines.append(f"- Transport, {r['n']:,} calls in flight: httpx's pool used {r['cpu_ms_per_call']:.2f} ms CPU "
-                                 f"per call, the aiohttp transport {twin['cpu_ms_per_call']:.2f} ms "
-                                 f"({r['cpu_ms_per_call'] / twin['cpu_ms_per_call']:.0f}×); wall {r['wall_s']:.1f} s vs "
-                                 f"{twin['wall_s']:.1f} s.")
+                over = by_name.get(r["variant"].replace("httpx pool", "httpx over aiohttp transport"))
+                alone = by_name.get(r["variant"].replace("httpx pool", "aiohttp (AzureClient)"))
+                if over and alone:
+                    lines.append(f"- Transport, {r['n']:,} calls in flight: CPU per call {r['cpu_ms_per_call']:.2f} ms with httpx's "
+                                 f"pool, {over['cpu_ms_per_call']:.2f} ms with httpx over its aiohttp transport, "
+                                 f"{alone['cpu_ms_per_call']:.2f} ms with aiohttp alone (AzureClient); wall {r['wall_s']:.1f} s, "
+                                 f"{over['wall_s']:.1f} s, {alone['wall_s']:.1f} s.")
         waiting = [r for r in transport if "waiting" in r["variant"]]
         if len(waiting) == 2:
             pool, ours = waiting
             lines.append(f"- Transport, calls waiting for a connection: {pool['cpu_ms_per_call']:.2f} ms CPU per call waiting in "
-                         f"httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our Limiter in front of aiohttp.")
+                         f"httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our Limiter in front of AzureClient.")
     if retry:
         storms: dict[str, dict[str, dict[str, Any]]] = {}
         for r in retry:
@@ -470,7 +471,7 @@ def main() -> None:
             runs[config] = load(path) or {"failure": f"no result; see {workdir / (config + '.log')}",
                                           "description": config}
         if "transport" not in skip:
-            log("[transport] httpx pool vs aiohttp transport")
+            log("[transport] httpx pool vs httpx over aiohttp vs aiohttp alone")
             path = workdir / "transport.json"
             run_child("transport", ["tests.benchmark.transport", "--sim", slow.url, "--sizes",
                                     "300" if quick else "1000,2000", *(["--no-waiting"] if quick else []),

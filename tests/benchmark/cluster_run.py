@@ -5,8 +5,8 @@
 Starts Ray (2 CPUs, no dashboard) and Serve through `serve_app.cluster.start` with the
 configuration's flags, deploys the no-op app (noop.py, the floor) and our model server pointed at
 the zero-latency simulator; for the full plan also the variants (variants.py) beside them, and,
-for the memory phase, fresh replicas of ours (plain, streaming, `aiohttp` variant) pointed at the
-2 s simulator plus a fresh no-op. It waits for the ingress to settle, warms up, measures (this
+for the memory phase, fresh replicas of ours (plain, streaming) pointed at the 2 s simulator plus a
+fresh no-op. It waits for the ingress to settle, warms up, measures (this
 process is the load client, on its own event loop thread) and writes JSON. Everything it
 started is stopped with `cluster.stop()` before it exits, also when sent SIGTERM.
 """
@@ -56,7 +56,7 @@ DESCRIPTIONS = {
 HELLO = "hello"
 LONG_TOKENS = 1000
 SLOW_S = 2.0  # the slow simulator's latency and time to first token
-VARIANTS = ("canned", "aiohttp", "nolog", "nometrics", "lean")  # variants.py
+VARIANTS = ("canned", "nolog", "nometrics", "lean")  # variants.py
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class Bench:
                           headers=(("api-key", SIM_KEY),), stream=stream)
         app, path = {"noop": ("noop", "responses"), "responses": ("ours", "responses"), "chat": ("ours", "chat/completions"),
                      "mem": ("mem", "responses"), "memstream": ("memstream", "responses"),
-                     "mem_aiohttp": ("mem_aiohttp", "responses"), "floor": ("floor", "responses"),
+                     "floor": ("floor", "responses"),
                      **{v: (f"v_{v}", "responses") for v in VARIANTS}}[kind]
         body = {"model": "gpt-4o", "messages": messages} if path.startswith("chat") else {"model": "gpt-4o", "input": text}
         if stream:
@@ -356,8 +356,6 @@ async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
         memory.append(await bench.memory("mem", plan.in_flight))
     if plan.stream_in_flight:
         memory.append(await bench.memory("memstream", plan.stream_in_flight))
-    if plan.in_flight and plan.ablation_concurrency:
-        memory.append(await bench.memory("mem_aiohttp", plan.in_flight))
     if plan.in_flight:
         memory.append(await bench.memory("mem_noop", plan.in_flight))
     out["memory"] = memory
@@ -398,8 +396,6 @@ def main() -> None:
             apps.append(model_app("memstream", slow_url, budget=plan.stream_in_flight + 48))
         if plan.in_flight:
             apps.append(noop_app("floor"))
-        if plan.in_flight and plan.ablation_concurrency:
-            apps.append(variant_app("aiohttp", slow_url, budget=plan.in_flight + 48, name="mem_aiohttp"))
         if plan.ablation_concurrency:
             apps += [variant_app(v, fast_url, budget=4096) for v in VARIANTS]
         cluster.deploy(apps)

@@ -1,14 +1,15 @@
-"""The HTTP transport decision: httpx's own connection pool against httpx over aiohttp, as AzureClient uses them.
+"""The HTTP transport decision: httpx's own pool, httpx over its aiohttp transport, and aiohttp alone.
 
     python -m tests.benchmark.transport --sim URL --n 2000 --out F
 
-N concurrent `AzureClient.complete` calls against a simulator that answers after 2 s, in this
-process alone (nothing else on its event loop), each variant with a fresh client. What is
-measured is this process's CPU time per call and the wall time:
+N concurrent Chat Completions calls against a simulator that answers after 2 s, in this process
+alone (nothing else on its event loop), each variant with a fresh client. What is measured is
+this process's CPU time per call and the wall time:
 
-- all N calls on N connections (no waiting), httpx's pool vs the aiohttp transport;
+- all N calls on N connections (no waiting): httpx's pool, httpx over the aiohttp transport, and
+  `AzureClient` as shipped (aiohttp alone, with its retry loop, deadline and error mapping);
 - N calls (the smallest N) with room for only N/4 at a time: waiting inside httpx's pool vs
-  waiting in our `Limiter` in front of the aiohttp transport (the product's arrangement).
+  waiting in our `Limiter` in front of `AzureClient` (the product's arrangement).
 """
 
 from __future__ import annotations
@@ -39,29 +40,53 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def variant(name: str, sim: str, n: int, *, pool: int | None, limiter: int | None) -> dict[str, Any]:
-    transport = None
+URL_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+
+
+def _httpx_caller(sim: str, pool: int | None) -> tuple[Any, Any]:
     if pool is not None:
-        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool))
+        transport: Any = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool))
+    else:
+        from httpx_aiohttp import AiohttpTransport
+        transport = AiohttpTransport(limits=httpx.Limits(max_connections=100_000))
+    client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(120), headers={"api-key": "sim-key"})
+
+    async def call() -> None:
+        response = await client.post(sim + URL_PATH, json=BODY)
+        response.raise_for_status()
+
+    return call, client.aclose
+
+
+def _azure_caller(sim: str) -> tuple[Any, Any]:
     client = AzureClient(base_url=sim, deployment="gpt-4o", query={"api-version": "2024-10-21"},
                          api_key=SecretStr("sim-key"), timeouts=Timeouts(connect_s=120, read_s=120, total_s=300),
-                         retries=Retries(max_attempts=1), transport=transport)
+                         retries=Retries(max_attempts=1))
+
+    async def call() -> None:
+        await client.complete(BODY)
+
+    return call, client.aclose
+
+
+async def variant(name: str, sim: str, n: int, *, kind: str, pool: int | None = None, limiter: int | None = None) -> dict[str, Any]:
+    call, close = _azure_caller(sim) if kind == "aiohttp" else _httpx_caller(sim, pool)
     gate = Limiter(limiter) if limiter is not None else None
     errors = 0
 
-    async def call() -> None:
+    async def one() -> None:
         nonlocal errors
         try:
             async with (gate.slot() if gate is not None else nullcontext()):
-                await client.complete(BODY)
+                await call()
         except Exception:
             errors += 1
 
-    await asyncio.gather(*(call() for _ in range(4)))  # a first connection, code paths used once
+    await asyncio.gather(*(one() for _ in range(4)))  # a first connection, code paths used once
     cpu, start = _cpu(), time.monotonic()
-    await asyncio.gather(*(call() for _ in range(n)))
+    await asyncio.gather(*(one() for _ in range(n)))
     wall, used = time.monotonic() - start, _cpu() - cpu
-    await client.aclose()
+    await close()
     result = {"variant": name, "n": n, "errors": errors, "wall_s": wall, "cpu_s": used, "cpu_ms_per_call": used / n * 1e3}
     print(f"  transport {name:44} n={n}: {used / n * 1e3:6.2f} ms CPU per call, wall {wall:5.2f} s, errors {errors}",
           file=sys.stderr, flush=True)
@@ -71,13 +96,15 @@ async def variant(name: str, sim: str, n: int, *, pool: int | None, limiter: int
 async def measure(sim: str, sizes: list[int], waiting: bool) -> list[dict[str, Any]]:
     results = []
     for n in sizes:
-        results.append(await variant(f"httpx pool, {n} connections", sim, n, pool=n, limiter=None))
-        results.append(await variant(f"aiohttp transport, {n} connections", sim, n, pool=None, limiter=None))
+        results.append(await variant(f"httpx pool, {n} connections", sim, n, kind="httpx", pool=n))
+        results.append(await variant(f"httpx over aiohttp transport, {n} connections", sim, n, kind="httpx"))
+        results.append(await variant(f"aiohttp (AzureClient), {n} connections", sim, n, kind="aiohttp"))
     if not waiting:
         return results
     n = min(sizes)
-    results.append(await variant(f"httpx pool of {n // 4}, {n - n // 4} waiting in it", sim, n, pool=n // 4, limiter=None))
-    results.append(await variant(f"Limiter({n // 4}) + aiohttp, {n - n // 4} waiting in it", sim, n, pool=None, limiter=n // 4))
+    results.append(await variant(f"httpx pool of {n // 4}, {n - n // 4} waiting in it", sim, n, kind="httpx", pool=n // 4))
+    results.append(await variant(f"Limiter({n // 4}) + AzureClient, {n - n // 4} waiting in it", sim, n, kind="aiohttp",
+                                 limiter=n // 4))
     return results
 
 

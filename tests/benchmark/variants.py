@@ -5,11 +5,9 @@ replaces one component after the real constructor has run:
 
 - `canned`: no upstream HTTP at all; the client answers a fixed completion (parsed from JSON
   each time, as a real answer would be). What everything except the upstream hop costs.
-- `aiohttp`: the Azure client's single non-streaming attempt goes straight to aiohttp instead
-  of httpx over the httpx-aiohttp transport (retry loop, deadline, errors unchanged).
 - `nolog`: the per-request log line switched off (the logger call returns at once).
 - `nometrics`: the Ray metrics updated per request (counters, histograms) switched off.
-- `lean`: `aiohttp`, `nolog` and `nometrics` together.
+- `lean`: `nolog` and `nometrics` together.
 
 Only the non-streaming path is changed; streams still use the real client. They exist to show,
 in the same run, what a product change would buy; they are not proposals for code to copy as is.
@@ -17,20 +15,15 @@ in the same run, what a product change would buy; they are not proposals for cod
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from typing import Any, Mapping
-from urllib.parse import urlencode
 
-import aiohttp
 from ray import serve
 from ray.serve import Application
 
 from serve_app import telemetry
-from serve_app.azure import AzureClient, upstream_error
-from serve_app.errors import UpstreamTimeout, UpstreamUnavailable
+from serve_app.azure import AzureClient
 from serve_app.server import AzureModelServer
 
 _CANNED = json.dumps({
@@ -56,46 +49,6 @@ class CannedClient:
 
     async def aclose(self) -> None:
         await self._real.aclose()
-
-
-class AiohttpAzureClient(AzureClient):
-    """AzureClient whose non-streaming attempt uses one aiohttp session directly."""
-
-    def __init__(self, *, api_key: Any, query: Mapping[str, str], **kwargs: Any) -> None:
-        super().__init__(api_key=api_key, query=query, **kwargs)
-        self._direct_url = f"{self._url}?{urlencode(dict(query))}"
-        self._direct_headers = {"api-key": api_key.get_secret_value(), "content-type": "application/json"}
-        self._session: aiohttp.ClientSession | None = None
-
-    async def _complete_once(self, payload: bytes) -> dict[str, Any]:
-        if self._session is None:
-            timeouts = self._timeouts
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(connect=timeouts.connect_s, sock_read=timeouts.read_s))
-        started = time.monotonic()
-        try:
-            async with self._session.post(self._direct_url, data=payload, headers=self._direct_headers) as response:
-                content = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            timed_out = isinstance(exc, asyncio.TimeoutError)
-            error = (UpstreamTimeout if timed_out else UpstreamUnavailable)(
-                f"Could not complete the call to Azure ({type(exc).__name__}).",
-                code="upstream_timeout" if timed_out else "upstream_unavailable")
-            self._observer.attempt(error.status, time.monotonic() - started)
-            raise error from None
-        self._observer.attempt(response.status, time.monotonic() - started)
-        if response.status >= 400:
-            raise upstream_error(response.status, content, response.headers)
-        try:
-            return json.loads(content)
-        except ValueError:
-            raise UpstreamUnavailable("Azure answered with a body that is not JSON.", code="upstream_invalid_response") from None
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        await super().aclose()
 
 
 class _NoMetric:
@@ -130,12 +83,6 @@ class Variant(_Base):  # type: ignore[misc, valid-type]
             _silence_log()
         if variant in ("nometrics", "lean"):
             _silence_metrics(self._telemetry)
-        if variant in ("aiohttp", "lean"):
-            a = self._args
-            real, self._client = self._client, AiohttpAzureClient(
-                base_url=a.openai_base_url, deployment=self._model, query=a.default_query, api_key=a.api_key(),
-                timeouts=a.timeouts, retries=a.retries, observer=self._telemetry)
-            await real.aclose()
         if variant == "canned":
             self._client = CannedClient(self._client)
 
