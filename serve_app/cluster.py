@@ -29,6 +29,7 @@ INGRESS_ENV: dict[str, dict[str, str]] = {"haproxy": HAPROXY_ENV, "proxy": {}}
 
 
 _routes_url: str | None = None
+_ingress: str | None = None
 
 
 def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), num_cpus: int | None = None,
@@ -42,8 +43,9 @@ def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), nu
     os.environ.update(env)
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
-    global _routes_url
+    global _routes_url, _ingress
     _routes_url = f"http://127.0.0.1:{port}/-/routes"
+    _ingress = ingress
 
 
 def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) -> None:
@@ -56,6 +58,8 @@ def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) 
     deadline = time.monotonic() + timeout_s
     wait_running([app["name"] for app in apps], timeout_s=timeout_s)
     wait_routed([app.get("route_prefix", "/") for app in apps], timeout_s=deadline - time.monotonic())
+    if _ingress == "haproxy":
+        wait_ingress_settled([app["name"] for app in apps], timeout_s=deadline - time.monotonic())
 
 
 def wait_running(names: Iterable[str], *, timeout_s: float) -> None:
@@ -91,6 +95,52 @@ def wait_routed(prefixes: Iterable[str], *, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"routes {sorted(wanted)} not served after {timeout_s:.0f} s")
         time.sleep(0.2)
+
+
+# --- HAProxy, through its admin socket (one per node, under Serve's socket directory) ------------------
+
+
+def haproxy_admin(command: str) -> str:
+    import socket
+
+    import ray
+    from ray.serve._private.constants import RAY_SERVE_HAPROXY_SOCKET_PATH
+
+    path = os.path.join(os.path.dirname(RAY_SERVE_HAPROXY_SOCKET_PATH), ray.get_runtime_context().get_node_id(),
+                        os.path.basename(RAY_SERVE_HAPROXY_SOCKET_PATH))
+    with socket.socket(socket.AF_UNIX) as admin:
+        admin.connect(path)
+        admin.sendall(command.encode() + b"\n")
+        return b"".join(iter(lambda: admin.recv(65536), b"")).decode()
+
+
+def wait_ingress_settled(apps: Iterable[str], *, quiet_s: float = 2.0, timeout_s: float = 60.0) -> None:
+    """Wait until HAProxy has stopped reloading and routes each app to its replicas directly.
+
+    After a reload a new replica counts as down until two health checks pass, and its traffic
+    takes Serve's fallback proxy: slower, and a client leaving there does not cancel its call."""
+    wanted = set(apps)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            info = haproxy_admin("show info").splitlines()
+            uptime = int(next(line.split(":")[1] for line in info if line.startswith("Uptime_sec")))
+            rows = [line.split(",") for line in haproxy_admin("show stat").splitlines() if line and not line.startswith("#")]
+            up = {row[0].removeprefix("http-") for row in rows if row[1].startswith("SERVE_REPLICA") and row[17] == "UP"}
+            if uptime >= quiet_s and wanted <= up:
+                return
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass  # between two HAProxy processes
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"HAProxy did not settle on {sorted(wanted)}")
+        time.sleep(0.25)
+
+
+def replica_url(app: str) -> str:
+    """The HTTP address of an app's (first) replica: the hop HAProxy forwards to."""
+    state = haproxy_admin(f"show servers state http-{app}")
+    fields = next(line.split() for line in state.splitlines() if "SERVE_REPLICA" in line)
+    return f"http://{fields[4]}:{fields[18]}/{app}/v1"
 
 
 def stop() -> None:

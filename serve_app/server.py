@@ -44,7 +44,7 @@ from .http import (
 )
 from .limiter import Limiter, QueueFull
 from .schemas import ChatRequest, ResponsesRequest, parse
-from .telemetry import RequestRecord, Telemetry
+from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response
 from .translate.response import new_id
 from .translate.stream import ResponseEventStream
@@ -76,7 +76,8 @@ class AzureModelServer:
         self._args: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
         self._model = self._args.openai_model
         self._gate = Gate(self._args.inbound_keys())
-        self._telemetry = Telemetry()
+        context = serve.get_replica_context()
+        self._telemetry = Telemetry(request_log_path(context.app_name, context.replica_id.unique_id))
         self._client = AzureClient(
             base_url=self._args.openai_base_url,
             deployment=self._model,
@@ -88,7 +89,6 @@ class AzureModelServer:
         )
         # Nothing is admitted upstream until the budget ledger has granted this replica a share.
         self._limiter = Limiter(0)
-        context = serve.get_replica_context()
         sync, self._ledger_leave = ray_ledger(context.app_name, context.deployment)
         self._budget = BudgetMember(self._limiter, context.replica_id.unique_id, sync)
         self._watcher: asyncio.Task[None] | None = None
@@ -108,6 +108,7 @@ class AzureModelServer:
         # Serve calls this once in-flight requests have drained: hand the share back at once.
         if self._watcher is not None:
             self._watcher.cancel()
+        self._telemetry.close()
         await self._budget.leave(self._ledger_leave)
         await self._client.aclose()
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import time
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
 from serve_app import cluster
+from serve_app.cluster import replica_url, wait_ingress_settled  # noqa: F401 (for the tests)
 from serve_app.config import AzureModelConfig, Retries
 from serve_app.serve_config import model_server_app
 from serve_app.simulator import BackgroundSimulator, SimulatorConfig
@@ -61,46 +60,6 @@ def isolated_ports() -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(http + 11000),
         "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(http + 11499),
     }
-
-
-def _haproxy(command: str) -> str:
-    import ray
-    from ray.serve._private.constants import RAY_SERVE_HAPROXY_SOCKET_PATH
-
-    path = os.path.join(os.path.dirname(RAY_SERVE_HAPROXY_SOCKET_PATH), ray.get_runtime_context().get_node_id(),
-                        os.path.basename(RAY_SERVE_HAPROXY_SOCKET_PATH))
-    with socket.socket(socket.AF_UNIX) as admin:
-        admin.connect(path)
-        admin.sendall(command.encode() + b"\n")
-        return b"".join(iter(lambda: admin.recv(65536), b"")).decode()
-
-
-def replica_url(app: str) -> str:
-    """The HTTP address of an app's (first) replica, the hop HAProxy forwards to."""
-    state = _haproxy(f"show servers state http-{app}")
-    fields = next(line.split() for line in state.splitlines() if "SERVE_REPLICA" in line)
-    return f"http://{fields[4]}:{fields[18]}/{app}/v1"
-
-
-def wait_ingress_settled(*apps: str, quiet_s: float = 2.0, timeout_s: float = 60.0) -> None:
-    """Wait until HAProxy has stopped reloading and routes each app to its replicas directly.
-
-    After a reload, a replica counts as down until two health checks pass, and requests go
-    through Serve's fallback proxy, where a departing client does not cancel its call; and a
-    request that straddles a reload is finished by the old HAProxy process, which does not pass a
-    client's departure on either. Tests of disconnects need neither to happen."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            uptime = int(next(line.split(":")[1] for line in _haproxy("show info").splitlines() if line.startswith("Uptime_sec")))
-            rows = [line.split(",") for line in _haproxy("show stat").splitlines() if line and not line.startswith("#")]
-            up = {row[0].removeprefix("http-") for row in rows if row[1].startswith("SERVE_REPLICA") and row[17] == "UP"}
-            if uptime >= quiet_s and set(apps) <= up:
-                return
-        except OSError:
-            pass  # between processes
-        assert time.monotonic() < deadline, "HAProxy did not settle"
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="session")

@@ -116,7 +116,7 @@ def members(app: str) -> dict[str, Any]:
 
 def test_a_replica_killed_under_load_fails_its_calls_and_the_rest_succeed(apps: Serve, sim_admin: SimAdmin) -> None:
     wait_for(lambda: len(members("killable")) == 2, "two replicas in the budget")
-    wait_ingress_settled("killable")
+    wait_ingress_settled(["killable"])
     victim = next(iter(members("killable")))
     sim_admin.configure(latency_s=2.0)
 

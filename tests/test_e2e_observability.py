@@ -31,9 +31,9 @@ def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
 def log_lines(app: str) -> list[dict[str, Any]]:
     session = ray._private.worker._global_node.get_session_dir_path()
     lines = []
-    for path in glob.glob(os.path.join(session, "logs", "serve", f"replica_{app}_*.log")):
+    for path in glob.glob(os.path.join(session, "logs", "serve", f"requests_{app}_*.log")):
         with open(path) as log:
-            lines += [json.loads(line.split("serve_app.request ", 1)[1]) for line in log if "serve_app.request " in line]
+            lines += [json.loads(line) for line in log]
     return lines
 
 
@@ -52,7 +52,8 @@ def test_each_request_logs_one_line_with_the_request_id_it_returned_and_no_body(
         time.sleep(0.2)
     by_id = {line["request_id"]: line for line in log_lines("observed") if line["request_id"] in ids}
     assert len(by_id) == 3
-    assert by_id[plain.headers["x-request-id"]] | {"duration_ms": 0} == {
+    assert by_id[plain.headers["x-request-id"]] | {"duration_ms": 0, "time": 0} == {
+        "time": 0,
         "request_id": plain.headers["x-request-id"], "endpoint": "responses", "stream": False, "status": 200,
         "outcome": None, "error_code": None, "duration_ms": 0, "ttft_ms": None,
         "input_tokens": plain.json()["usage"]["input_tokens"], "output_tokens": plain.json()["usage"]["output_tokens"]}

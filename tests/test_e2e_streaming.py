@@ -198,7 +198,7 @@ def assert_slot_free(apps: Serve) -> None:
 @pytest.mark.parametrize("endpoint", ["responses", "chat/completions"])
 def test_a_client_leaving_mid_stream_closes_the_upstream_stream_and_frees_the_slot(apps: Serve, sim_admin: SimAdmin,
                                                                                    endpoint: str) -> None:
-    wait_ingress_settled("one_slot")
+    wait_ingress_settled(["one_slot"])
     sim_admin.configure(inter_token_s=0.05)
     text = f"a long answer {tokens_trigger(400)}"
     body = {"input": text} if endpoint == "responses" else {"messages": [{"role": "user", "content": text}]}
@@ -215,7 +215,7 @@ def test_a_client_leaving_mid_stream_closes_the_upstream_stream_and_frees_the_sl
 def test_a_client_leaving_a_non_streaming_call_closes_the_upstream_request_and_frees_the_slot(apps: Serve, sim_admin: SimAdmin) -> None:
     # At the replica itself: HAProxy passes a departure on only when it half-closes in time (about
     # half of the non-streaming calls here; streams always, as above). README, "Failure behaviour".
-    wait_ingress_settled("one_slot")
+    wait_ingress_settled(["one_slot"])
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{replica_url('one_slot')}/responses", json={"input": f"wait {HANG}"}, timeout=1.0)
     wait_for(lambda: sim_admin.stats()["requests_closed_by_client"] == 1 and sim_admin.stats()["in_flight"] == 0, sim_admin)

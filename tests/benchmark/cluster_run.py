@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -103,39 +101,6 @@ def variant_app(variant: str, sim_url: str, budget: int, name: str | None = None
     app["import_path"] = "tests.benchmark.variants:build_app"
     app["args"]["variant"] = variant
     return app
-
-
-# --- HAProxy: wait until it routes straight to the replicas -------------------------------------------
-
-def _haproxy(command: str) -> str:
-    import ray
-    from ray.serve._private.constants import RAY_SERVE_HAPROXY_SOCKET_PATH
-
-    path = os.path.join(os.path.dirname(RAY_SERVE_HAPROXY_SOCKET_PATH), ray.get_runtime_context().get_node_id(),
-                        os.path.basename(RAY_SERVE_HAPROXY_SOCKET_PATH))
-    with socket.socket(socket.AF_UNIX) as admin:
-        admin.connect(path)
-        admin.sendall(command.encode() + b"\n")
-        return b"".join(iter(lambda: admin.recv(65536), b"")).decode()
-
-
-def wait_haproxy_settled(apps: list[str], quiet_s: float = 3.0, timeout_s: float = 90.0) -> None:
-    """HAProxy reloads on every change and counts a new replica down until two health checks pass;
-    meanwhile traffic takes Serve's fallback proxy. Measure only once it has settled."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            info = _haproxy("show info").splitlines()
-            uptime = int(next(line.split(":")[1] for line in info if line.startswith("Uptime_sec")))
-            rows = [line.split(",") for line in _haproxy("show stat").splitlines() if line and not line.startswith("#")]
-            up = {row[0].removeprefix("http-") for row in rows if row[1].startswith("SERVE_REPLICA") and row[17] == "UP"}
-            if uptime >= quiet_s and set(apps) <= up:
-                return
-        except (OSError, StopIteration, IndexError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("HAProxy did not settle")
-        time.sleep(0.25)
 
 
 def replica_pids() -> dict[str, int]:
@@ -400,7 +365,7 @@ def main() -> None:
             apps += [variant_app(v, fast_url, budget=4096) for v in VARIANTS]
         cluster.deploy(apps)
         if {**cluster.INGRESS_ENV[ingress], **flags}.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-            wait_haproxy_settled([app["name"] for app in apps])
+            cluster.wait_ingress_settled([app["name"] for app in apps], quiet_s=3.0, timeout_s=90.0)
         pids = replica_pids()
         result["replica_pids"] = pids
         result["setup_s"] = time.monotonic() - started

@@ -5,7 +5,7 @@ replaces one component after the real constructor has run:
 
 - `canned`: no upstream HTTP at all; the client answers a fixed completion (parsed from JSON
   each time, as a real answer would be). What everything except the upstream hop costs.
-- `nolog`: the per-request log line switched off (the logger call returns at once).
+- `nolog`: the request log switched off (lines are still made, not written).
 - `nometrics`: the Ray metrics updated per request (counters, histograms) switched off.
 - `lean`: `nolog` and `nometrics` together.
 
@@ -16,7 +16,6 @@ in the same run, what a product change would buy; they are not proposals for cod
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, Mapping
 
 from ray import serve
@@ -58,11 +57,9 @@ class _NoMetric:
     observe = set = inc
 
 
-def _silence_log() -> None:
-    # This replica only: the module's logger becomes one that drops everything.
-    quiet = logging.getLogger("serve_app.bench.silent")
-    quiet.disabled = True
-    telemetry.logger = quiet
+def _silence_log(tel: telemetry.Telemetry) -> None:
+    # This replica only: the request log goes nowhere.
+    tel._log = None
 
 
 def _silence_metrics(tel: telemetry.Telemetry) -> None:
@@ -71,6 +68,10 @@ def _silence_metrics(tel: telemetry.Telemetry) -> None:
     for name, value in list(vars(tel).items()):
         if isinstance(value, Metric):
             setattr(tel, name, _NoMetric())
+        elif isinstance(value, dict):
+            for key, metric in list(value.items()):
+                if isinstance(metric, Metric):
+                    value[key] = _NoMetric()
 
 
 _Base: Any = AzureModelServer.func_or_class
@@ -80,7 +81,7 @@ class Variant(_Base):  # type: ignore[misc, valid-type]
     async def __init__(self, args: dict[str, Any], variant: str) -> None:
         await super().__init__(args)
         if variant in ("nolog", "lean"):
-            _silence_log()
+            _silence_log(self._telemetry)
         if variant in ("nometrics", "lean"):
             _silence_metrics(self._telemetry)
         if variant == "canned":
