@@ -12,7 +12,6 @@ CPU quadratically in waiting requests, and httpx over the aiohttp transport stil
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
@@ -20,6 +19,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
+import orjson
 from pydantic import SecretStr
 
 from .config import Retries, Timeouts
@@ -36,10 +36,6 @@ _FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
 
 # What a caller may hold released while a call waits to be retried (see `AzureClient.complete`).
 WaitScope = Callable[[], AbstractAsyncContextManager[Any]]
-
-
-def dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class UpstreamObserver(Protocol):
@@ -103,7 +99,7 @@ class AzureClient:
 
         Each wait between attempts runs inside `while_waiting()` (a caller can lend out its
         concurrency slot there)."""
-        payload = dumps(body)
+        payload = orjson.dumps(body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total_s
         attempt = 0
@@ -136,8 +132,8 @@ class AzureClient:
         if status >= 400:
             raise upstream_error(status, content, headers)
         try:
-            return json.loads(content)
-        except ValueError:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
             raise UpstreamUnavailable("Azure answered with a body that is not JSON.", code="upstream_invalid_response") from None
 
     async def stream(self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext) -> AsyncIterator[dict[str, Any]]:
@@ -146,7 +142,7 @@ class AzureClient:
         this generator, so closing the generator (normally, by error, or because our client went
         away) closes it upstream. The total deadline is checked between chunks; a silent Azure
         is cut off by the read timeout."""
-        payload = dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+        payload = orjson.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total_s
         attempt = 0
@@ -180,7 +176,7 @@ class AzureClient:
                 async for data in _sse_data(response.content):
                     if data == b"[DONE]":
                         return
-                    chunk = json.loads(data)
+                    chunk = orjson.loads(data)
                     if "error" in chunk:
                         raise upstream_error(500, data, {})
                     yield chunk
@@ -191,7 +187,7 @@ class AzureClient:
             if not answered:
                 self._observer.attempt(error.status, time.monotonic() - started)
             raise error from None
-        except ValueError:
+        except orjson.JSONDecodeError:
             raise UpstreamUnavailable("Azure sent a stream frame that is not JSON.", code="upstream_invalid_response") from None
         raise UpstreamUnavailable("Azure's stream ended before [DONE].", code="upstream_stream_truncated")
 
@@ -217,8 +213,8 @@ async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """Azure's error answer, in the OpenAI envelope, with Azure's status, code and backoff headers kept."""
     try:
-        data = json.loads(body) if body else None
-    except ValueError:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
         data = None
     # Azure wraps errors in {"error": {...}}, except Entra auth failures: {"statusCode", "message"}.
     error = data.get("error", data) if isinstance(data, dict) else {}

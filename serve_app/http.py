@@ -6,21 +6,20 @@ Nothing here knows Azure or the Responses API; the deployment calls these around
 from __future__ import annotations
 
 import hmac
-import json
 from contextlib import aclosing
 from typing import Any, AsyncIterator
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .azure import dumps
 from .errors import InvalidRequest, OpenAIError, RequestTooLarge, Unauthorized
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(content=dumps(data), status_code=status, headers=headers, media_type="application/json")
+    return Response(content=orjson.dumps(data), status_code=status, headers=headers, media_type="application/json")
 
 
 def error_response(error: OpenAIError) -> Response:
@@ -73,14 +72,9 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks), parse_constant=_not_json)
-    except (ValueError, RecursionError):
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
-
-
-def _not_json(constant: str) -> None:
-    # Python's json accepts NaN and Infinity; JSON (and Azure) do not.
-    raise ValueError(f"{constant} is not JSON")
 
 
 def _too_large(max_bytes: int) -> RequestTooLarge:
@@ -107,7 +101,7 @@ async def response_sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[b
     """Responses events on the wire: `event: <type>` and `data: <json>`."""
     async with aclosing(events):
         async for event in events:
-            yield b"event: " + event["type"].encode() + b"\ndata: " + dumps(event) + b"\n\n"
+            yield b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 async def chat_sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -115,9 +109,9 @@ async def chat_sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes
     async with aclosing(chunks):
         try:
             async for chunk in chunks:
-                yield b"data: " + dumps(chunk) + b"\n\n"
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
         except OpenAIError as exc:
-            yield b"data: " + dumps(exc.body()) + b"\n\n"
+            yield b"data: " + orjson.dumps(exc.body()) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
 

@@ -27,12 +27,13 @@ take in bulk, are observed as they come.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+import orjson
 
 from .limiter import Limiter
 
@@ -63,8 +64,8 @@ class RequestRecord:
             self.input_tokens = chat_usage.get("prompt_tokens") or 0
             self.output_tokens = chat_usage.get("completion_tokens") or 0
 
-    def line(self) -> str:
-        return json.dumps(
+    def line(self) -> bytes:
+        return orjson.dumps(
             {
                 "time": round(time.time(), 3),
                 "request_id": self.request_id,
@@ -77,8 +78,7 @@ class RequestRecord:
                 "ttft_ms": None if self.ttft_s is None else round(self.ttft_s * 1000, 1),
                 "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens,
-            },
-            separators=(",", ":"),
+            }
         )
 
 
@@ -115,8 +115,8 @@ class Telemetry:
                                boundaries=LATENCY_BOUNDS_S, tag_keys=("endpoint",))
         # (counter, tags) -> what to add at the next flush
         self._pending: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
-        self._lines: list[str] = []
-        self._log: IO[str] | None = open(log_path, "a", encoding="utf-8") if log_path else None
+        self._lines: list[bytes] = []
+        self._log: IO[bytes] | None = open(log_path, "ab") if log_path else None
 
     # --- the Azure client's observer ------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class Telemetry:
             self._gauges["waiting"].set(limiter.waiting)
         lines, self._lines = self._lines, []
         if self._log is not None and lines:
-            self._log.write("\n".join(lines) + "\n")
+            self._log.write(b"\n".join(lines) + b"\n")
             self._log.flush()
 
     async def watch(self, limiter: Limiter, period_s: float = 1.0) -> None:

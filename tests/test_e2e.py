@@ -112,6 +112,9 @@ BAD_BODIES = {
     "malformed JSON": (b'{"input": "hi"', "invalid_json", None),
     "not an object": (b'["input"]', None, None),
     "invalid UTF-8": (b'{"input": "\xff\xfe"}', "invalid_json", None),
+    "a lone surrogate": (b'{"input": "\\ud800"}', "invalid_json", None),
+    "NaN": (b'{"input": "hi", "temperature": NaN}', "invalid_json", None),
+    "a number beyond double range": (b'{"input": "hi", "temperature": 1e400}', "invalid_json", None),
     "schema-invalid": (b'{"input": 42}', "invalid_value", "input"),
     "an unknown field": (b'{"input": "hi", "frobnicate": true}', "invalid_value", "frobnicate"),
 }

@@ -69,6 +69,8 @@ VARIANT_NOTES = {
     "nolog": "no per-request log line",
     "nometrics": "no per-request Ray metric updates",
     "lean": "nolog + nometrics",
+    "defaultgc": "Python's default collector threshold (700) instead of ours",
+    "noopgc": "the no-op app with our collector threshold: the floor, tuned as ours is",
 }
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from serve_app import cluster
 from serve_app.config import AzureModelConfig
 from serve_app.serve_config import model_server_app
+from serve_app.server import GC_GEN0_THRESHOLD
 
 from . import loadgen
 from .common import ROOT, CpuMeter, free_port, http_json, rss_bytes
@@ -54,7 +55,7 @@ DESCRIPTIONS = {
 HELLO = "hello"
 LONG_TOKENS = 1000
 SLOW_S = 2.0  # the slow simulator's latency and time to first token
-VARIANTS = ("canned", "nolog", "nometrics", "lean")  # variants.py
+VARIANTS = ("canned", "nolog", "nometrics", "lean", "defaultgc")  # variants.py
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class Bench:
             return Target("direct", "127.0.0.1", self.sim_port,
                           "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", body,
                           headers=(("api-key", SIM_KEY),), stream=stream)
-        app, path = {"noop": ("noop", "responses"), "responses": ("ours", "responses"), "chat": ("ours", "chat/completions"),
+        app, path = {"noop": ("noop", "responses"), "noopgc": ("noopgc", "responses"), "responses": ("ours", "responses"), "chat": ("ours", "chat/completions"),
                      "mem": ("mem", "responses"), "memstream": ("memstream", "responses"),
                      "floor": ("floor", "responses"),
                      **{v: (f"v_{v}", "responses") for v in VARIANTS}}[kind]
@@ -146,7 +147,7 @@ class Bench:
         return Target(kind, "127.0.0.1", self.port, f"/{app}/v1/{path}", body, stream=stream)
 
     def meter(self, kind: str) -> CpuMeter:
-        replica = {"noop": "noop", "responses": "ours", "chat": "ours", **{v: f"v_{v}" for v in VARIANTS}}.get(kind)
+        replica = {"noop": "noop", "noopgc": "noopgc", "responses": "ours", "chat": "ours", **{v: f"v_{v}" for v in VARIANTS}}.get(kind)
         return CpuMeter({"replica": self.pids.get(replica, 0) if replica else 0, "sim": self.sim_pid})
 
     async def cell(self, section: str, kind: str, concurrency: int, *, stream: bool, text: str = HELLO) -> dict[str, Any]:
@@ -311,8 +312,8 @@ async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
     if plan.events_concurrency:
         await bench.sweep("events", plan.events_concurrency, stream=True, text=f"Go on. [sim:tokens={LONG_TOKENS}]")
     if plan.ablation_concurrency:
-        await bench.warm_up(VARIANTS, only=False)
-        await bench.sweep("ablation", plan.ablation_concurrency, stream=False, targets=("noop", "responses", *VARIANTS))
+        await bench.warm_up((*VARIANTS, "noopgc"), only=False)
+        await bench.sweep("ablation", plan.ablation_concurrency, stream=False, targets=("noop", "responses", *VARIANTS, "noopgc"))
     out["cells"] = bench.cells
     if plan.ttfe_requests:
         out["ttfe"] = await bench.ttfe()
@@ -363,6 +364,7 @@ def main() -> None:
             apps.append(noop_app("floor"))
         if plan.ablation_concurrency:
             apps += [variant_app(v, fast_url, budget=4096) for v in VARIANTS]
+            apps.append(noop_app("noopgc", gc_gen0_threshold=GC_GEN0_THRESHOLD))
         cluster.deploy(apps)
         if {**cluster.INGRESS_ENV[ingress], **flags}.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
             cluster.wait_ingress_settled([app["name"] for app in apps], quiet_s=3.0, timeout_s=90.0)

@@ -4,11 +4,14 @@ It reads and parses the JSON body (as ours must) and answers with a fixed object
 request gets `[sim:tokens=N]` events (N from the input, else 1), each about the size of one of
 our `response.output_text.delta` events. `[sim:sleep=S]` in the input holds the request S seconds
 first (the floor for memory per request in flight). Whatever this app costs per request is what Serve,
-the ingress and the HTTP stack cost; the difference to ours is ours.
+the ingress and the HTTP stack cost; the difference to ours is ours. `gc_gen0_threshold` gives it
+our replica's collector setting (server.GC_GEN0_THRESHOLD), to show what that setting is worth to
+the floor itself.
 """
 
 # No `from __future__ import annotations`: FastAPI reads route signatures at runtime.
 import asyncio
+import gc
 import json
 import re
 from typing import Any, AsyncIterator
@@ -47,6 +50,10 @@ async def _events(n: int) -> AsyncIterator[bytes]:
 @serve.deployment(max_ongoing_requests=100_000)
 @serve.ingress(api)
 class NoopServer:
+    def __init__(self, gc_gen0_threshold: int | None = None) -> None:
+        if gc_gen0_threshold is not None:
+            gc.set_threshold(gc_gen0_threshold, *gc.get_threshold()[1:])
+
     @api.post("/v1/responses")
     async def responses(self, request: Request) -> Response:
         return await self._answer(request)
@@ -66,16 +73,16 @@ class NoopServer:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    return NoopServer.bind()
+    return NoopServer.bind(args.get("gc_gen0_threshold"))
 
 
-def noop_app(name: str) -> dict[str, Any]:
+def noop_app(name: str, gc_gen0_threshold: int | None = None) -> dict[str, Any]:
     """Serve config for the floor, with the deployment options our model server uses."""
     return {
         "name": name,
         "route_prefix": f"/{name}",
         "import_path": "tests.benchmark.noop:build_app",
-        "args": {},
+        "args": {} if gc_gen0_threshold is None else {"gc_gen0_threshold": gc_gen0_threshold},
         "deployments": [{
             "name": "NoopServer",
             "max_ongoing_requests": 100_000,

@@ -8,6 +8,7 @@ replaces one component after the real constructor has run:
 - `nolog`: the request log switched off (lines are still made, not written).
 - `nometrics`: the Ray metrics updated per request (counters, histograms) switched off.
 - `lean`: `nolog` and `nometrics` together.
+- `defaultgc`: Python's default collector threshold instead of ours (server.GC_GEN0_THRESHOLD).
 
 Only the non-streaming path is changed; streams still use the real client. They exist to show,
 in the same run, what a product change would buy; they are not proposals for code to copy as is.
@@ -15,7 +16,9 @@ in the same run, what a product change would buy; they are not proposals for cod
 
 from __future__ import annotations
 
-import json
+import gc
+
+import orjson
 from typing import Any, Mapping
 
 from ray import serve
@@ -25,14 +28,14 @@ from serve_app import telemetry
 from serve_app.azure import AzureClient
 from serve_app.server import AzureModelServer
 
-_CANNED = json.dumps({
+_CANNED = orjson.dumps({
     "id": "chatcmpl-0123456789abcdef0123456789abcdef", "object": "chat.completion", "created": 1700000000,
     "model": "gpt-4o-2024-11-20", "system_fingerprint": "fp_0123456789",
     "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                  "message": {"role": "assistant", "content": "hello", "refusal": None, "annotations": []},
                  "content_filter_results": {}}],
     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}, "prompt_filter_results": [],
-}).encode()
+})
 
 
 class CannedClient:
@@ -41,7 +44,7 @@ class CannedClient:
 
     async def complete(self, body: Mapping[str, Any], **_: Any) -> dict[str, Any]:
         self._real._observer.attempt(200, 0.0)
-        return json.loads(_CANNED)
+        return orjson.loads(_CANNED)
 
     def stream(self, body: Mapping[str, Any], **kwargs: Any) -> Any:
         return self._real.stream(body, **kwargs)
@@ -86,6 +89,8 @@ class Variant(_Base):  # type: ignore[misc, valid-type]
             _silence_metrics(self._telemetry)
         if variant == "canned":
             self._client = CannedClient(self._client)
+        if variant == "defaultgc":
+            gc.set_threshold(700, *gc.get_threshold()[1:])
 
 
 VariantServer = serve.deployment(Variant, name="AzureModelServer", max_ongoing_requests=100_000,
