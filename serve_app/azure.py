@@ -19,9 +19,9 @@ from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import orjson
 from pydantic import SecretStr
 
+from . import jsonwire
 from .config import Retries, Timeouts
 from .errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .retry import RetryPolicy
@@ -99,7 +99,7 @@ class AzureClient:
 
         Each wait between attempts runs inside `while_waiting()` (a caller can lend out its
         concurrency slot there)."""
-        payload = orjson.dumps(body)
+        payload = jsonwire.dumps(body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total_s
         attempt = 0
@@ -132,8 +132,8 @@ class AzureClient:
         if status >= 400:
             raise upstream_error(status, content, headers)
         try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError:
+            return jsonwire.loads(content)
+        except jsonwire.JSONDecodeError:
             raise UpstreamUnavailable("Azure answered with a body that is not JSON.", code="upstream_invalid_response") from None
 
     async def stream(self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext) -> AsyncIterator[dict[str, Any]]:
@@ -142,7 +142,7 @@ class AzureClient:
         this generator, so closing the generator (normally, by error, or because our client went
         away) closes it upstream. The total deadline is checked between chunks; a silent Azure
         is cut off by the read timeout."""
-        payload = orjson.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+        payload = jsonwire.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total_s
         attempt = 0
@@ -176,7 +176,7 @@ class AzureClient:
                 async for data in _sse_data(response.content):
                     if data == b"[DONE]":
                         return
-                    chunk = orjson.loads(data)
+                    chunk = jsonwire.loads(data)
                     if "error" in chunk:
                         raise upstream_error(500, data, {})
                     yield chunk
@@ -187,7 +187,7 @@ class AzureClient:
             if not answered:
                 self._observer.attempt(error.status, time.monotonic() - started)
             raise error from None
-        except orjson.JSONDecodeError:
+        except jsonwire.JSONDecodeError:
             raise UpstreamUnavailable("Azure sent a stream frame that is not JSON.", code="upstream_invalid_response") from None
         raise UpstreamUnavailable("Azure's stream ended before [DONE].", code="upstream_stream_truncated")
 
@@ -213,8 +213,8 @@ async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """Azure's error answer, in the OpenAI envelope, with Azure's status, code and backoff headers kept."""
     try:
-        data = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
+        data = jsonwire.loads(body) if body else None
+    except jsonwire.JSONDecodeError:
         data = None
     # Azure wraps errors in {"error": {...}}, except Entra auth failures: {"statusCode", "message"}.
     error = data.get("error", data) if isinstance(data, dict) else {}

@@ -9,17 +9,17 @@ import hmac
 from contextlib import aclosing
 from typing import Any, AsyncIterator
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from . import jsonwire
 from .errors import InvalidRequest, OpenAIError, RequestTooLarge, Unauthorized
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(content=orjson.dumps(data), status_code=status, headers=headers, media_type="application/json")
+    return Response(content=jsonwire.dumps(data), status_code=status, headers=headers, media_type="application/json")
 
 
 def error_response(error: OpenAIError) -> Response:
@@ -72,8 +72,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     try:
-        return orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError:
+        return jsonwire.loads(b"".join(chunks))
+    except jsonwire.JSONDecodeError:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
 
 
@@ -101,7 +101,7 @@ async def response_sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[b
     """Responses events on the wire: `event: <type>` and `data: <json>`."""
     async with aclosing(events):
         async for event in events:
-            yield b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+            yield b"event: " + event["type"].encode() + b"\ndata: " + jsonwire.dumps(event) + b"\n\n"
 
 
 async def chat_sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -109,9 +109,9 @@ async def chat_sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes
     async with aclosing(chunks):
         try:
             async for chunk in chunks:
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                yield b"data: " + jsonwire.dumps(chunk) + b"\n\n"
         except OpenAIError as exc:
-            yield b"data: " + orjson.dumps(exc.body()) + b"\n\n"
+            yield b"data: " + jsonwire.dumps(exc.body()) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
 

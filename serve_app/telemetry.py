@@ -33,8 +33,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import orjson
 
+from . import jsonwire
 from .limiter import Limiter
 
 LATENCY_BOUNDS_S = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600]
@@ -65,7 +65,7 @@ class RequestRecord:
             self.output_tokens = chat_usage.get("completion_tokens") or 0
 
     def line(self) -> bytes:
-        return orjson.dumps(
+        return jsonwire.dumps(
             {
                 "time": round(time.time(), 3),
                 "request_id": self.request_id,
