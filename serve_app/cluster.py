@@ -17,10 +17,6 @@ from typing import Any, Iterable, Mapping
 HAPROXY_ENV: dict[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    # The throughput-optimized mode runs user code on the replica's HTTP event loop; back on its
-    # own thread, streams ran 1.4-1.6x the events/s, non-streaming throughput was even (-4% and +8%
-    # in two runs), and one client's p50 rose 0.2 ms (tests/benchmark/RESULTS.md, "Ingress modes").
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
     # HAProxy reloads whenever anything in the cluster changes, and cuts connections older than
     # this from the old process: it must outlast the longest call (Timeouts.total_s + margin).
     "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": "1320",

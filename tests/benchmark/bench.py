@@ -13,7 +13,7 @@ What runs, in order (every process below is started and stopped by this one):
      by the 2 s upstream (ours non-streaming and streaming, and the no-op app holding requests
      itself as the floor); and the variants of variants.py, which price the parts of our
      per-request CPU;
-   - "proxy", "haproxy-only", "throughput-only" and "haproxy-mainthread" get the no-op app and
+   - "proxy", "haproxy-only", "throughput-only" and "haproxy-thread" get the no-op app and
      /v1/responses at 1 and 64 clients and streaming events/s, to choose the ingress mode and
      flags by measurement (cluster_run.CONFIGS says what each sets).
 3. transport.py: httpx's own pool, httpx over its aiohttp transport, and aiohttp alone (AzureClient as
@@ -50,7 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # What a measuring process prints about its own progress (the rest of its output is Ray's, kept in the log).
 PROGRESS = re.compile(r"^(  \S|\[[a-z-]+\] |Traceback|\S*Error: )")
 MAIN_CONFIG = "haproxy"
-OTHER_CONFIGS = ("proxy", "haproxy-only", "throughput-only", "haproxy-mainthread")
+OTHER_CONFIGS = ("proxy", "haproxy-only", "throughput-only", "haproxy-thread")
 # Targets from the issue.
 MIN_RATIO_64 = 0.5
 MAX_ADDED_P50_MS = 1.0

@@ -36,22 +36,21 @@ from .noop import noop_app
 KEY_ENV = "BENCH_SIM_API_KEY"
 SIM_KEY = "sim-key"
 # Flags per measured configuration: (ingress argument of cluster.start, extra environment).
-_HAPROXY_ONLY = {k: v for k, v in cluster.HAPROXY_ENV.items()
-                 if k not in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD")}
+_HAPROXY_ONLY = {k: v for k, v in cluster.HAPROXY_ENV.items() if k != "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
 CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
-    "haproxy": ("haproxy", {}),  # the project default: HAProxy + throughput-optimized + user code on its own thread
+    "haproxy": ("haproxy", {}),  # the project default: HAProxy + throughput-optimized
     "proxy": ("proxy", {}),  # Serve's classic proxy
     "haproxy-only": ("proxy", _HAPROXY_ONLY),
     "throughput-only": ("proxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
-    # Throughput-optimized as Serve ships it: user code on the replica's HTTP event loop.
-    "haproxy-mainthread": ("haproxy", {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}),
+    # Throughput-optimized runs user code on the replica's main thread; this puts it back on its own.
+    "haproxy-thread": ("haproxy", {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}),
 }
 DESCRIPTIONS = {
-    "haproxy": "RAY_SERVE_ENABLE_HA_PROXY=1 + RAY_SERVE_THROUGHPUT_OPTIMIZED=1 + RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1 (project default)",
+    "haproxy": "RAY_SERVE_ENABLE_HA_PROXY=1 + RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (project default)",
     "proxy": "no flags (Serve's proxy actor)",
     "haproxy-only": "RAY_SERVE_ENABLE_HA_PROXY=1 only",
     "throughput-only": "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 only (direct ingress, no HAProxy)",
-    "haproxy-mainthread": "HAProxy + throughput-optimized, user code on the HTTP loop (RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0)",
+    "haproxy-thread": "project default + RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1",
 }
 HELLO = "hello"
 LONG_TOKENS = 1000
