@@ -135,11 +135,7 @@ class _Connection(asyncio.Protocol):
             elif state == 1:
                 if not buf:
                     return
-                take = min(len(buf), self._remaining)
-                self._body(buf, take)
-                del buf[:take]
-                self._remaining -= take
-                if self._remaining == 0:
+                if self._take(buf):
                     return self._finish(None)
             elif state == 2:
                 end = buf.find(b"\r\n")
@@ -154,11 +150,7 @@ class _Connection(asyncio.Protocol):
             elif state == 3:
                 if not buf:
                     return
-                take = min(len(buf), self._remaining)
-                self._body(buf, take)
-                del buf[:take]
-                self._remaining -= take
-                if self._remaining == 0:
+                if self._take(buf):
                     self._state = 4
             elif state == 4:
                 if len(buf) < 2:
@@ -172,6 +164,14 @@ class _Connection(asyncio.Protocol):
                 del buf[: end + 2]
                 if end == 0:
                     return self._finish(None)
+
+    def _take(self, buf: bytearray) -> bool:
+        """Consume up to `_remaining` bytes of the body (or of a chunk); True once that part is complete."""
+        take = min(len(buf), self._remaining)
+        self._body(buf, take)
+        del buf[:take]
+        self._remaining -= take
+        return self._remaining == 0
 
     def _body(self, buf: bytearray, take: int) -> None:
         if not self._count_events:
