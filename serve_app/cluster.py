@@ -29,7 +29,7 @@ INGRESS_ENV: dict[str, dict[str, str]] = {"haproxy": HAPROXY_ENV, "proxy": {}}
 
 
 _routes_url: str | None = None
-_ingress: str | None = None
+_haproxy = False  # whether this Ray runs Serve's HAProxy ingress (whichever way the flag was set)
 
 
 def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), num_cpus: int | None = None,
@@ -43,9 +43,9 @@ def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), nu
     os.environ.update(env)
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
-    global _routes_url, _ingress
+    global _routes_url, _haproxy
     _routes_url = f"http://127.0.0.1:{port}/-/routes"
-    _ingress = ingress
+    _haproxy = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
 
 
 def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) -> None:
@@ -58,7 +58,7 @@ def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) 
     deadline = time.monotonic() + timeout_s
     wait_running([app["name"] for app in apps], timeout_s=timeout_s)
     wait_routed([app.get("route_prefix", "/") for app in apps], timeout_s=deadline - time.monotonic())
-    if _ingress == "haproxy":
+    if _haproxy:
         wait_ingress_settled([app["name"] for app in apps], timeout_s=deadline - time.monotonic())
 
 

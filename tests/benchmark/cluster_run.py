@@ -365,9 +365,7 @@ def main() -> None:
         if plan.ablation_concurrency:
             apps += [variant_app(v, fast_url, budget=4096) for v in VARIANTS]
             apps.append(noop_app("noopgc", gc_gen0_threshold=GC_GEN0_THRESHOLD))
-        cluster.deploy(apps)
-        if {**cluster.INGRESS_ENV[ingress], **flags}.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-            cluster.wait_ingress_settled([app["name"] for app in apps], quiet_s=3.0, timeout_s=90.0)
+        cluster.deploy(apps)  # also waits for HAProxy, when on, to route every app to its replicas
         pids = replica_pids()
         result["replica_pids"] = pids
         result["setup_s"] = time.monotonic() - started
