@@ -88,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: serveConfigV2 is up to date")
         return 0
     if options.check:
-        print(f"{name}: serveConfigV2 differs from {CONFIG.relative_to(ROOT)}; "
-              "run .venv/bin/python k8s/sync_serve_config.py", file=sys.stderr)
+        print(
+            f"{name}: serveConfigV2 differs from {CONFIG.relative_to(ROOT)}; "
+            "run .venv/bin/python k8s/sync_serve_config.py",
+            file=sys.stderr,
+        )
         return 1
     MANIFEST.write_text(wanted)
     print(f"{name}: serveConfigV2 updated from {CONFIG.relative_to(ROOT)}")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
-from typing import Any, AsyncIterator, Callable, Mapping, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -71,7 +72,9 @@ class AzureClient:
         self._url = f"{path}?{urlencode(dict(query))}" if query else path
         self._headers = {"api-key": api_key.get_secret_value(), "content-type": "application/json"}
         self._timeouts = timeouts
-        self._http_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s)
+        self._http_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
+        )
         self._policy = RetryPolicy(retries or Retries())
         self._observer = observer or _Unobserved()
         self._session: aiohttp.ClientSession | None = None
@@ -134,9 +137,13 @@ class AzureClient:
         try:
             return jsonwire.loads(content)
         except jsonwire.JSONDecodeError:
-            raise UpstreamUnavailable("Azure answered with a body that is not JSON.", code="upstream_invalid_response") from None
+            raise UpstreamUnavailable(
+                "Azure answered with a body that is not JSON.", code="upstream_invalid_response"
+            ) from None
 
-    async def stream(self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext
+    ) -> AsyncIterator[dict[str, Any]]:
         """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
         that a retry would repeat what the client already has). The HTTP stream lives inside
         this generator, so closing the generator (normally, by error, or because our client went
@@ -188,12 +195,15 @@ class AzureClient:
                 self._observer.attempt(error.status, time.monotonic() - started)
             raise error from None
         except jsonwire.JSONDecodeError:
-            raise UpstreamUnavailable("Azure sent a stream frame that is not JSON.", code="upstream_invalid_response") from None
+            raise UpstreamUnavailable(
+                "Azure sent a stream frame that is not JSON.", code="upstream_invalid_response"
+            ) from None
         raise UpstreamUnavailable("Azure's stream ended before [DONE].", code="upstream_stream_truncated")
 
     def _total_timeout(self) -> UpstreamTimeout:
-        return UpstreamTimeout(f"Azure did not finish within the total timeout ({self._timeouts.total_s:g} s).",
-                               code="upstream_timeout")
+        return UpstreamTimeout(
+            f"Azure did not finish within the total timeout ({self._timeouts.total_s:g} s).", code="upstream_timeout"
+        )
 
 
 async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
@@ -220,7 +230,11 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upst
     error = data.get("error", data) if isinstance(data, dict) else {}
     if not isinstance(error, dict):
         error = {"message": str(error)}
-    message = error.get("message") or (body.decode(errors="replace")[:500] if body else "") or f"Azure answered HTTP {status}."
+    message = (
+        error.get("message")
+        or (body.decode(errors="replace")[:500] if body else "")
+        or f"Azure answered HTTP {status}."
+    )
     code = error.get("code")
     param = error.get("param")
     kind = error.get("type")

@@ -29,10 +29,12 @@ replicas ask it for their share:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .limiter import Limiter
 
@@ -103,8 +105,10 @@ class BudgetLedger:
         self._expire(self._clock())
         return {
             "total": self._total,
-            "members": {rid: {"rank": m.rank, "granted": m.granted, "capacity": m.capacity, "in_flight": m.in_flight}
-                        for rid, m in sorted(self._members.items(), key=lambda kv: (kv[1].rank, kv[0]))},
+            "members": {
+                rid: {"rank": m.rank, "granted": m.granted, "capacity": m.capacity, "in_flight": m.in_flight}
+                for rid, m in sorted(self._members.items(), key=lambda kv: (kv[1].rank, kv[0]))
+            },
         }
 
     def idle(self) -> bool:
@@ -202,8 +206,16 @@ def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
 class BudgetMember:
     """The replica's side: keeps `limiter` at the capacity the ledger grants."""
 
-    def __init__(self, limiter: Limiter, replica_id: str, sync: SyncFn, *, lease_s: float = LEASE_S,
-                 interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        replica_id: str,
+        sync: SyncFn,
+        *,
+        lease_s: float = LEASE_S,
+        interval_s: float = INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limiter = limiter
         self._replica_id = replica_id
         self._sync = sync
@@ -226,12 +238,16 @@ class BudgetMember:
     async def sync_once(self) -> None:
         sent = self._clock()
         try:
-            granted, self.entitled = await self._sync(self._replica_id, self._rank, self._total,
-                                                      self._limiter.capacity, self._limiter.in_use)
+            granted, self.entitled = await self._sync(
+                self._replica_id, self._rank, self._total, self._limiter.capacity, self._limiter.in_use
+            )
         except Exception as exc:  # the ledger is restarting or unreachable: keep what we hold, for a while
             if sent - self._last_ok > self._lease_s * 0.8 and self._limiter.capacity:
-                logger.warning("budget ledger unreachable for %.0f s; admitting no new upstream calls (%r)",
-                               sent - self._last_ok, exc)
+                logger.warning(
+                    "budget ledger unreachable for %.0f s; admitting no new upstream calls (%r)",
+                    sent - self._last_ok,
+                    exc,
+                )
                 self._limiter.resize(0)
             raise
         self._last_ok = sent  # measured from sending, so we fence before the ledger expires our lease
@@ -249,10 +265,8 @@ class BudgetMember:
             except Exception:
                 settled = False
             delay = self._interval_s if settled else CATCH_UP_INTERVAL_S
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
 
     async def leave(self, leave: LeaveFn) -> None:
         if self._task is not None:

@@ -6,8 +6,9 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -46,23 +47,36 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="serve every azure_openai_model server in the config (blocks)")
-    serve_cmd.add_argument("--config", nargs="+", default=[str(DEFAULT_CONFIG)], metavar="FILE",
-                           help="NeMo Gym YAML files, merged in order (default: configs/azure_openai_model.yaml)")
+    serve_cmd.add_argument(
+        "--config",
+        nargs="+",
+        default=[str(DEFAULT_CONFIG)],
+        metavar="FILE",
+        help="NeMo Gym YAML files, merged in order (default: configs/azure_openai_model.yaml)",
+    )
     serve_cmd.add_argument("--env-file", default="env.yaml", help="values for ${...} (default: env.yaml, if present)")
     serve_cmd.add_argument("--port", type=int, default=8000)
-    serve_cmd.add_argument("--host", default="127.0.0.1",
-                           help="interface to listen on; anyone who can reach it spends your Azure quota")
+    serve_cmd.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on; anyone who can reach it spends your Azure quota"
+    )
     serve_cmd.add_argument("--replicas", type=int, default=1, help="replicas per model server; they share its budget")
-    serve_cmd.add_argument("--simulate", action="store_true",
-                           help="also run the Azure simulator and point every model server at it")
-    serve_cmd.add_argument("--ingress", choices=sorted(cluster.INGRESS_ENV), default="haproxy",
-                           help="HTTP front: HAProxy to each replica (default, fastest) or Serve's proxy")
+    serve_cmd.add_argument(
+        "--simulate", action="store_true", help="also run the Azure simulator and point every model server at it"
+    )
+    serve_cmd.add_argument(
+        "--ingress",
+        choices=sorted(cluster.INGRESS_ENV),
+        default="haproxy",
+        help="HTTP front: HAProxy to each replica (default, fastest) or Serve's proxy",
+    )
 
     sim_cmd = commands.add_parser("simulate", help="run the Azure OpenAI simulator alone (blocks)")
     sim_cmd.add_argument("--port", type=int, default=8000)
     sim_cmd.add_argument("--host", default="127.0.0.1")
 
-    check_cmd = commands.add_parser("check-config", help="check Serve config files for budget, route and secret mistakes")
+    check_cmd = commands.add_parser(
+        "check-config", help="check Serve config files for budget, route and secret mistakes"
+    )
     check_cmd.add_argument("files", nargs="+", metavar="FILE")
     return parser
 
@@ -79,9 +93,13 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
     apps: list[dict[str, Any]] = []
     if options.simulate:
         deployments = {config.openai_model: SIMULATED_DEPLOYMENT for config in servers.values()}
-        apps.append(simulator_app(SIMULATOR_APP, f"/{SIMULATOR_APP}", {"api_keys": [SIMULATOR_KEY], "deployments": deployments}))
-        _banner(f"SIMULATED AZURE: every model server answers from the built-in simulator at {simulator_url}; "
-                "nothing leaves this machine. Give real credentials (env.yaml) and drop --simulate to use Azure.")
+        apps.append(
+            simulator_app(SIMULATOR_APP, f"/{SIMULATOR_APP}", {"api_keys": [SIMULATOR_KEY], "deployments": deployments})
+        )
+        _banner(
+            f"SIMULATED AZURE: every model server answers from the built-in simulator at {simulator_url}; "
+            "nothing leaves this machine. Give real credentials (env.yaml) and drop --simulate to use Azure."
+        )
     for name, config in servers.items():
         app = model_server_app(name, config, num_replicas=options.replicas)
         # Replicas are I/O bound; on one machine, CPU reservations would only stop them from starting.

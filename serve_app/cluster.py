@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 # Serve's process-wide switches, read when Ray starts its workers. "haproxy" (the default, chosen
 # by measurement: README, "Performance") puts HAProxy in front of each replica's own HTTP server;
@@ -32,8 +33,14 @@ _routes_url: str | None = None
 _haproxy = False  # whether this Ray runs Serve's HAProxy ingress (whichever way the flag was set)
 
 
-def start(*, port: int, host: str = "127.0.0.1", env: Mapping[str, str] = (), num_cpus: int | None = None,
-          ingress: str = "haproxy") -> None:
+def start(
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    env: Mapping[str, str] = (),
+    num_cpus: int | None = None,
+    ingress: str = "haproxy",
+) -> None:
     """Start Ray and Serve in this process. `env` reaches every Ray worker (keys, Serve flags)."""
     import ray
     from ray import serve
@@ -106,8 +113,11 @@ def haproxy_admin(command: str) -> str:
     import ray
     from ray.serve._private.constants import RAY_SERVE_HAPROXY_SOCKET_PATH
 
-    path = os.path.join(os.path.dirname(RAY_SERVE_HAPROXY_SOCKET_PATH), ray.get_runtime_context().get_node_id(),
-                        os.path.basename(RAY_SERVE_HAPROXY_SOCKET_PATH))
+    path = os.path.join(
+        os.path.dirname(RAY_SERVE_HAPROXY_SOCKET_PATH),
+        ray.get_runtime_context().get_node_id(),
+        os.path.basename(RAY_SERVE_HAPROXY_SOCKET_PATH),
+    )
     with socket.socket(socket.AF_UNIX) as admin:
         admin.connect(path)
         admin.sendall(command.encode() + b"\n")
@@ -125,8 +135,12 @@ def wait_ingress_settled(apps: Iterable[str], *, quiet_s: float = 2.0, timeout_s
         try:
             info = haproxy_admin("show info").splitlines()
             uptime = int(next(line.split(":")[1] for line in info if line.startswith("Uptime_sec")))
-            rows = [line.split(",") for line in haproxy_admin("show stat").splitlines() if line and not line.startswith("#")]
-            up = {row[0].removeprefix("http-") for row in rows if row[1].startswith("SERVE_REPLICA") and row[17] == "UP"}
+            rows = [
+                line.split(",") for line in haproxy_admin("show stat").splitlines() if line and not line.startswith("#")
+            ]
+            up = {
+                row[0].removeprefix("http-") for row in rows if row[1].startswith("SERVE_REPLICA") and row[17] == "UP"
+            }
             if uptime >= quiet_s and wanted <= up:
                 return
         except (OSError, StopIteration, IndexError, ValueError):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -98,7 +99,9 @@ class Inbound(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)")
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)"
+    )
     inbound_api_keys_env: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -111,7 +114,9 @@ class Inbound(BaseModel):
             return ()
         keys = tuple(k.strip() for k in os.environ.get(self.inbound_api_keys_env, "").split(",") if k.strip())
         if not keys:
-            raise ConfigError([f"environment variable {self.inbound_api_keys_env} (accepted client keys) is empty or unset"])
+            raise ConfigError(
+                [f"environment variable {self.inbound_api_keys_env} (accepted client keys) is empty or unset"]
+            )
         return keys
 
 
@@ -246,12 +251,12 @@ def find_model_servers(tree: DictConfig) -> dict[str, DictConfig]:
     """Each top-level key holding `responses_api_models.azure_openai_model` is one model server."""
     servers: dict[str, DictConfig] = {}
     problems = []
-    for name in tree.keys():
+    for name in tree:
         section = tree._get_node(name)
         if not isinstance(section, DictConfig) or "responses_api_models" not in section:
             continue  # env values such as policy_base_url, or other NeMo Gym servers
         models = section.responses_api_models
-        for kind in models.keys():
+        for kind in models:
             if kind != MODEL_SERVER_KIND[1]:
                 problems.append(f"{name}.responses_api_models.{kind}: only azure_openai_model servers are served here")
         if MODEL_SERVER_KIND[1] in models:

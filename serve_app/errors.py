@@ -6,7 +6,8 @@ place where they turn into HTTP.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # The OpenAI `type` for a status when the upstream body does not carry one.
 _TYPE_BY_STATUS = {
@@ -82,7 +83,9 @@ class UnsupportedField(InvalidRequest):
     """
 
     def __init__(self, param: str, reason: str) -> None:
-        super().__init__(f"'{param}' is not supported by this server: {reason}", param=param, code="unsupported_parameter")
+        super().__init__(
+            f"'{param}' is not supported by this server: {reason}", param=param, code="unsupported_parameter"
+        )
 
 
 class RequestTooLarge(OpenAIError):

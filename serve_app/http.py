@@ -6,8 +6,9 @@ Nothing here knows Azure or the Responses API; the deployment calls these around
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,7 +58,9 @@ class Gate:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         offered = token.strip().encode() if scheme.lower() == "bearer" else b""
         if not any([hmac.compare_digest(offered, key) for key in self._keys]):
-            raise Unauthorized("Missing or invalid API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key")
+            raise Unauthorized(
+                "Missing or invalid API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key"
+            )
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -78,8 +81,9 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 
 def _too_large(max_bytes: int) -> RequestTooLarge:
-    return RequestTooLarge(f"The request body is larger than this server accepts ({max_bytes} bytes).",
-                           code="request_too_large")
+    return RequestTooLarge(
+        f"The request body is larger than this server accepts ({max_bytes} bytes).", code="request_too_large"
+    )
 
 
 class EventStreamResponse(StreamingResponse):
@@ -87,7 +91,9 @@ class EventStreamResponse(StreamingResponse):
     while the source waits at a `yield` (Starlette would leave it suspended until GC)."""
 
     def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
-        super().__init__(events, media_type="text/event-stream", headers={"cache-control": "no-cache", **(headers or {})})
+        super().__init__(
+            events, media_type="text/event-stream", headers={"cache-control": "no-cache", **(headers or {})}
+        )
         self._events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

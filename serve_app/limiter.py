@@ -87,7 +87,7 @@ class Limiter:
                 self._in_use += 1
                 waiter.set_result(None)
 
-    def slot(self) -> "_Slot":
+    def slot(self) -> _Slot:
         """`async with limiter.slot():` holds one permit and records how long it was held."""
         return _Slot(self)
 

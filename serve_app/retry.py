@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Callable, Mapping
 
 from .config import Retries
 from .errors import OpenAIError, UpstreamTimeout, UpstreamUnavailable

@@ -8,7 +8,8 @@ Anything the OpenAI API does not define at all is rejected here (`extra="forbid"
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
@@ -74,13 +75,7 @@ def _tagger(prefix: str, unsupported: frozenset[str] = frozenset(), untyped: str
 
 
 ContentPart = Annotated[
-    Union[
-        Annotated[InputText, Tag("part:input_text")],
-        Annotated[InputImage, Tag("part:input_image")],
-        Annotated[OutputText, Tag("part:output_text")],
-        Annotated[RefusalPart, Tag("part:refusal")],
-        Annotated[UnsupportedPart, Tag("part:unsupported")],
-    ],
+    Annotated[InputText, Tag("part:input_text")] | Annotated[InputImage, Tag("part:input_image")] | Annotated[OutputText, Tag("part:output_text")] | Annotated[RefusalPart, Tag("part:refusal")] | Annotated[UnsupportedPart, Tag("part:unsupported")],
     Discriminator(_tagger("part", _UNSUPPORTED_PARTS)),
 ]
 
@@ -147,45 +142,41 @@ class UnsupportedItem(_Loose):
     pass
 
 
-_UNSUPPORTED_ITEMS = frozenset({
-    "item_reference",
-    "additional_tools",
-    "configuration_update",
-    "compaction_trigger",
-    "program",
-    "program_output",
-    "tool_search_call",
-    "tool_search_output",
-    "file_search_call",
-    "web_search_call",
-    "computer_call",
-    "computer_call_output",
-    "code_interpreter_call",
-    "image_generation_call",
-    "local_shell_call",
-    "local_shell_call_output",
-    "shell_call",
-    "shell_call_output",
-    "apply_patch_call",
-    "apply_patch_call_output",
-    "mcp_list_tools",
-    "mcp_approval_request",
-    "mcp_approval_response",
-    "mcp_call",
-    "custom_tool_call",
-    "custom_tool_call_output",
-    "compaction",
-})
+_UNSUPPORTED_ITEMS = frozenset(
+    {
+        "item_reference",
+        "additional_tools",
+        "configuration_update",
+        "compaction_trigger",
+        "program",
+        "program_output",
+        "tool_search_call",
+        "tool_search_output",
+        "file_search_call",
+        "web_search_call",
+        "computer_call",
+        "computer_call_output",
+        "code_interpreter_call",
+        "image_generation_call",
+        "local_shell_call",
+        "local_shell_call_output",
+        "shell_call",
+        "shell_call_output",
+        "apply_patch_call",
+        "apply_patch_call_output",
+        "mcp_list_tools",
+        "mcp_approval_request",
+        "mcp_approval_response",
+        "mcp_call",
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "compaction",
+    }
+)
 
 
 InputItem = Annotated[
-    Union[
-        Annotated[MessageItem, Tag("item:message")],
-        Annotated[FunctionCallItem, Tag("item:function_call")],
-        Annotated[FunctionCallOutputItem, Tag("item:function_call_output")],
-        Annotated[ReasoningItem, Tag("item:reasoning")],
-        Annotated[UnsupportedItem, Tag("item:unsupported")],
-    ],
+    Annotated[MessageItem, Tag("item:message")] | Annotated[FunctionCallItem, Tag("item:function_call")] | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")] | Annotated[ReasoningItem, Tag("item:reasoning")] | Annotated[UnsupportedItem, Tag("item:unsupported")],
     # An "easy" input message ({"role", "content"}) carries no type.
     Discriminator(_tagger("item", _UNSUPPORTED_ITEMS, untyped="message")),
 ]
@@ -216,7 +207,7 @@ def _tool_tag(value: Any) -> str:
 
 
 Tool = Annotated[
-    Union[Annotated[FunctionTool, Tag("tool:function")], Annotated[UnsupportedTool, Tag("tool:unsupported")]],
+    Annotated[FunctionTool, Tag("tool:function")] | Annotated[UnsupportedTool, Tag("tool:unsupported")],
     Discriminator(_tool_tag),
 ]
 
@@ -238,11 +229,7 @@ def _tool_choice_tag(value: Any) -> str:
 
 
 ToolChoice = Annotated[
-    Union[
-        Annotated[Literal["none", "auto", "required"], Tag("choice:mode")],
-        Annotated[ToolChoiceFunction, Tag("choice:function")],
-        Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
-    ],
+    Annotated[Literal["none", "auto", "required"], Tag("choice:mode")] | Annotated[ToolChoiceFunction, Tag("choice:function")] | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
     Discriminator(_tool_choice_tag),
 ]
 
@@ -266,11 +253,7 @@ class FormatJsonSchema(_Strict):
 
 
 TextFormat = Annotated[
-    Union[
-        Annotated[FormatText, Tag("format:text")],
-        Annotated[FormatJsonObject, Tag("format:json_object")],
-        Annotated[FormatJsonSchema, Tag("format:json_schema")],
-    ],
+    Annotated[FormatText, Tag("format:text")] | Annotated[FormatJsonObject, Tag("format:json_object")] | Annotated[FormatJsonSchema, Tag("format:json_schema")],
     Discriminator(_tagger("format")),
 ]
 

@@ -99,8 +99,10 @@ def check(config: dict[str, Any]) -> list[str]:
         prefixes.setdefault(prefix, name)
         for var, value in ((app.get("runtime_env") or {}).get("env_vars") or {}).items():
             if _SECRET_NAME.search(var) and value:
-                problems.append(f"{name}.runtime_env.env_vars.{var}: a secret written inline; "
-                                "set it in the environment from a Secret instead")
+                problems.append(
+                    f"{name}.runtime_env.env_vars.{var}: a secret written inline; "
+                    "set it in the environment from a Secret instead"
+                )
         if app.get("import_path") == IMPORT_PATH:
             problems += [f"{name}.{p}" for p in _check_model_server(app)]
     return problems
@@ -110,8 +112,10 @@ def _check_model_server(app: dict[str, Any]) -> list[str]:
     problems = []
     args = dict(app.get("args") or {})
     if "openai_api_key" in args:
-        problems.append("args.openai_api_key: a secret written inline; put the key in the environment variable "
-                        "named by args.openai_api_key_env (from a Kubernetes Secret)")
+        problems.append(
+            "args.openai_api_key: a secret written inline; put the key in the environment variable "
+            "named by args.openai_api_key_env (from a Kubernetes Secret)"
+        )
         args.pop("openai_api_key")
     try:
         parsed: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
@@ -127,21 +131,31 @@ def _check_model_server(app: dict[str, Any]) -> list[str]:
     except ConfigError as exc:
         return problems + exc.problems
     if "autoscaling_config" in deployment or deployment.get("num_replicas") == "auto":
-        return problems + [f"{where}.autoscaling_config: the budget N, not replicas, limits throughput; "
-                           "more replicas only split N thinner. Set num_replicas instead"]
+        return problems + [
+            f"{where}.autoscaling_config: the budget N, not replicas, limits throughput; "
+            "more replicas only split N thinner. Set num_replicas instead"
+        ]
     replicas = deployment.get("num_replicas", 1)
     if budget.num_concurrent_requests < replicas:
-        problems.append(f"{where}: budget {budget.num_concurrent_requests} is below the replica count {replicas}; "
-                        "some replicas would never call Azure")
+        problems.append(
+            f"{where}: budget {budget.num_concurrent_requests} is below the replica count {replicas}; "
+            "some replicas would never call Azure"
+        )
     needed = math.ceil(budget.num_concurrent_requests / replicas) + budget.max_queued_requests
     if deployment.get("max_ongoing_requests", 5) < needed:
-        problems.append(f"{where}.max_ongoing_requests: below a replica's share plus its queue ({needed}); Serve would "
-                        "hold requests back where no slot can reach them")
+        problems.append(
+            f"{where}.max_ongoing_requests: below a replica's share plus its queue ({needed}); Serve would "
+            "hold requests back where no slot can reach them"
+        )
     if deployment.get("max_queued_requests", -1) != -1:
-        problems.append(f"{where}.max_queued_requests: leave it unset; the replica's own queue "
-                        "(user_config.max_queued_requests) answers 429 in the OpenAI envelope, Serve's in plain text")
+        problems.append(
+            f"{where}.max_queued_requests: leave it unset; the replica's own queue "
+            "(user_config.max_queued_requests) answers 429 in the OpenAI envelope, Serve's in plain text"
+        )
     shutdown = deployment.get("graceful_shutdown_timeout_s", 20)
     if shutdown < parsed.timeouts.total_s:
-        problems.append(f"{where}.graceful_shutdown_timeout_s: {shutdown} s cuts calls that may last "
-                        f"{parsed.timeouts.total_s:g} s (args.timeouts.total_s)")
+        problems.append(
+            f"{where}.graceful_shutdown_timeout_s: {shutdown} s cuts calls that may last "
+            f"{parsed.timeouts.total_s:g} s (args.timeouts.total_s)"
+        )
     return problems

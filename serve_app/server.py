@@ -19,8 +19,9 @@ import asyncio
 import gc
 import math
 import time
+from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -159,15 +160,23 @@ class AzureModelServer:
             async with self._upstream_slot():
                 completion = await self._client.complete(chat_body)
             record.tokens(completion.get("usage"))
-            return to_response(completion, req, model=self._model, response_id=new_id("resp"),
-                               created_at=created_at, completed_at=int(time.time()))
+            return to_response(
+                completion,
+                req,
+                model=self._model,
+                response_id=new_id("resp"),
+                created_at=created_at,
+                completed_at=int(time.time()),
+            )
 
     async def create_response_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
         """Responses stream events. The first event is yielded only after Azure has answered, so
         errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
         async with self._recorded("responses", stream=True) as record:
             req: ResponsesRequest = parse(ResponsesRequest, body)
-            machine = ResponseEventStream(req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()))
+            machine = ResponseEventStream(
+                req, model=self._model, response_id=new_id("resp"), created_at=int(time.time())
+            )
             async with aclosing(self._upstream_stream(to_chat_request(req), record)) as chunks:
                 first = await anext(chunks, None)
                 for event in machine.start():
@@ -222,8 +231,11 @@ class AzureModelServer:
                 yield
         except QueueFull:
             wait = math.ceil(self._limiter.estimated_wait_s())
-            raise Overloaded(f"All {self._limiter.capacity} upstream slots are busy and the queue is full; retry later.",
-                             code="server_overloaded", headers={"retry-after": str(max(1, wait))}) from None
+            raise Overloaded(
+                f"All {self._limiter.capacity} upstream slots are busy and the queue is full; retry later.",
+                code="server_overloaded",
+                headers={"retry-after": str(max(1, wait))},
+            ) from None
 
     async def _upstream_stream(self, body: dict[str, Any], record: RequestRecord) -> AsyncIterator[dict[str, Any]]:
         """Azure's chunks, holding one upstream slot from before the call until the stream is closed."""

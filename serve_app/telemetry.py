@@ -33,7 +33,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-
 from . import jsonwire
 from .limiter import Limiter
 
@@ -96,11 +95,13 @@ class Telemetry:
         from ray.serve.metrics import Gauge, Histogram
 
         self._counters = {
-            "requests": RayCounter("serve_app_requests", "Requests answered, by endpoint and HTTP status",
-                                   tag_keys=("endpoint", "status")),
+            "requests": RayCounter(
+                "serve_app_requests", "Requests answered, by endpoint and HTTP status", tag_keys=("endpoint", "status")
+            ),
             "attempts": RayCounter("serve_app_upstream_attempts", "Calls to Azure, by status", tag_keys=("status",)),
-            "retries": RayCounter("serve_app_upstream_retries", "Retried calls, by the status that caused them",
-                                  tag_keys=("status",)),
+            "retries": RayCounter(
+                "serve_app_upstream_retries", "Retried calls, by the status that caused them", tag_keys=("status",)
+            ),
             "rate_limited": RayCounter("serve_app_upstream_rate_limited", "429 answers from Azure"),
             "tokens": RayCounter("serve_app_tokens", "Tokens, as Azure counted them", tag_keys=("kind",)),
         }
@@ -109,10 +110,18 @@ class Telemetry:
             "capacity": Gauge("serve_app_upstream_capacity", "This replica's granted share of the budget"),
             "waiting": Gauge("serve_app_upstream_waiting", "Requests waiting for an upstream slot"),
         }
-        self._latency = Histogram("serve_app_upstream_latency_s", "Azure call duration (to headers for streams)",
-                                  boundaries=LATENCY_BOUNDS_S, tag_keys=("status",))
-        self._ttft = Histogram("serve_app_time_to_first_token_s", "Request start to first streamed token",
-                               boundaries=LATENCY_BOUNDS_S, tag_keys=("endpoint",))
+        self._latency = Histogram(
+            "serve_app_upstream_latency_s",
+            "Azure call duration (to headers for streams)",
+            boundaries=LATENCY_BOUNDS_S,
+            tag_keys=("status",),
+        )
+        self._ttft = Histogram(
+            "serve_app_time_to_first_token_s",
+            "Request start to first streamed token",
+            boundaries=LATENCY_BOUNDS_S,
+            tag_keys=("endpoint",),
+        )
         # (counter, tags) -> what to add at the next flush
         self._pending: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self._lines: list[bytes] = []

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -73,10 +74,15 @@ def serve_instance() -> Iterator[Serve]:
     port = free_port()
     # A stopping replica keeps accepting for the draining period (30 s by default) so that HAProxy
     # notices; with one HAProxy on one machine, a second is plenty and keeps redeploys quick.
-    env = {KEY_ENV: SIM_KEY, WRONG_KEY_ENV: "not-the-key", INBOUND_KEYS_ENV: "client-key-1, client-key-2",
-           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-           # Serve batches request-path log lines by the thousand in throughput mode; tests read them at once.
-           "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1", **isolated_ports()}
+    env = {
+        KEY_ENV: SIM_KEY,
+        WRONG_KEY_ENV: "not-the-key",
+        INBOUND_KEYS_ENV: "client-key-1, client-key-2",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        # Serve batches request-path log lines by the thousand in throughput mode; tests read them at once.
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+        **isolated_ports(),
+    }
     cluster.start(port=port, env=env, num_cpus=2)
     try:
         yield Serve(port)
@@ -84,9 +90,17 @@ def serve_instance() -> Iterator[Serve]:
         cluster.stop()
 
 
-def sim_app(name: str, simulator: BackgroundSimulator, *, budget: int = 4, replicas: int = 1,
-            deployment: str = "gpt-4o", base_url: str | None = None, key_env: str = KEY_ENV,
-            **upstream: Any) -> dict[str, Any]:
+def sim_app(
+    name: str,
+    simulator: BackgroundSimulator,
+    *,
+    budget: int = 4,
+    replicas: int = 1,
+    deployment: str = "gpt-4o",
+    base_url: str | None = None,
+    key_env: str = KEY_ENV,
+    **upstream: Any,
+) -> dict[str, Any]:
     """A model server app pointed at the simulator, as the CLI would generate it (with quick retries)."""
     upstream.setdefault("retries", Retries(backoff_initial_s=0.05, backoff_max_s=0.2))
     config = AzureModelConfig(
@@ -117,7 +131,9 @@ class SimAdmin:
         self._http.post("/sim/config", json=patch).raise_for_status()
 
     def fault(self, status: int, count: int = 1, retry_after_s: float | None = None) -> None:
-        self._http.post("/sim/faults", json={"status": status, "count": count, "retry_after_s": retry_after_s}).raise_for_status()
+        self._http.post(
+            "/sim/faults", json={"status": status, "count": count, "retry_after_s": retry_after_s}
+        ).raise_for_status()
 
     def requests(self) -> list[dict[str, Any]]:
         return self._http.get("/sim/requests").json()["requests"]
@@ -129,5 +145,10 @@ def sim_admin(simulator: BackgroundSimulator) -> Iterator[SimAdmin]:
     admin.reset()
     defaults = simulator.app.state.simulator.config
     yield admin
-    admin.configure(latency_s=defaults.latency_s, ttft_s=defaults.ttft_s, inter_token_s=defaults.inter_token_s,
-                    rpm=defaults.rpm, tpm=defaults.tpm)
+    admin.configure(
+        latency_s=defaults.latency_s,
+        ttft_s=defaults.ttft_s,
+        inter_token_s=defaults.inter_token_s,
+        rpm=defaults.rpm,
+        tpm=defaults.tpm,
+    )

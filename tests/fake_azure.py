@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def reply(status: int = 200, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None) -> web.Response:
+def reply(
+    status: int = 200, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> web.Response:
     payload = raw if raw is not None else json.dumps(body if body is not None else {}).encode()
-    return web.Response(status=status, body=payload, headers=headers, content_type=None if raw is not None else "application/json")
+    return web.Response(
+        status=status, body=payload, headers=headers, content_type=None if raw is not None else "application/json"
+    )
 
 
 def sse(*frames: Any) -> bytes:
@@ -32,7 +37,7 @@ class FakeAzure:
         self.requests.append((request.path_qs, dict(request.headers), await request.read()))
         return await self._handler(request)
 
-    async def __aenter__(self) -> "FakeAzure":
+    async def __aenter__(self) -> FakeAzure:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)

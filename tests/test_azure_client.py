@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
+from fake_azure import FakeAzure, reply, script, sse
 from pydantic import SecretStr
 
-from fake_azure import FakeAzure, reply, script, sse
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -50,29 +51,70 @@ async def test_posts_to_the_deployment_path_with_every_default_query_key_and_the
 
 
 AZURE_ERRORS = {
-    "bad key": (401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key."}}, {},
-                ("401", "authentication_error", None)),
-    "Entra token without the error wrapper": (401, {"statusCode": 401, "message": "Unauthorized. Access token is missing"}, {},
-                                              (None, "authentication_error", None)),
-    "unknown deployment": (404, {"error": {"code": "DeploymentNotFound", "message": "The API deployment does not exist."}}, {},
-                           ("DeploymentNotFound", "not_found_error", None)),
-    "prompt content filter": (400, {"error": {"code": "content_filter", "param": "prompt", "status": 400, "message": "filtered",
-                                              "innererror": {"code": "ResponsibleAIPolicyViolation"}}}, {},
-                              ("content_filter", "invalid_request_error", "prompt")),
-    "unsupported parameter keeps Azure's type": (400, {"error": {"message": "Unsupported parameter: 'max_tokens'", "type": "invalid_request_error",
-                                                                  "param": "max_tokens", "code": "unsupported_parameter"}}, {},
-                                                  ("unsupported_parameter", "invalid_request_error", "max_tokens")),
-    "rate limit with retry headers": (429, {"error": {"code": "429", "message": "Please retry after 6 seconds."}},
-                                      {"retry-after": "6", "retry-after-ms": "5500", "x-ratelimit-remaining-requests": "0"},
-                                      ("429", "rate_limit_error", None)),
-    "server error": (500, {"error": {"code": "InternalServerError", "message": "The server had an error."}}, {},
-                     ("InternalServerError", "server_error", None)),
+    "bad key": (
+        401,
+        {"error": {"code": "401", "message": "Access denied due to invalid subscription key."}},
+        {},
+        ("401", "authentication_error", None),
+    ),
+    "Entra token without the error wrapper": (
+        401,
+        {"statusCode": 401, "message": "Unauthorized. Access token is missing"},
+        {},
+        (None, "authentication_error", None),
+    ),
+    "unknown deployment": (
+        404,
+        {"error": {"code": "DeploymentNotFound", "message": "The API deployment does not exist."}},
+        {},
+        ("DeploymentNotFound", "not_found_error", None),
+    ),
+    "prompt content filter": (
+        400,
+        {
+            "error": {
+                "code": "content_filter",
+                "param": "prompt",
+                "status": 400,
+                "message": "filtered",
+                "innererror": {"code": "ResponsibleAIPolicyViolation"},
+            }
+        },
+        {},
+        ("content_filter", "invalid_request_error", "prompt"),
+    ),
+    "unsupported parameter keeps Azure's type": (
+        400,
+        {
+            "error": {
+                "message": "Unsupported parameter: 'max_tokens'",
+                "type": "invalid_request_error",
+                "param": "max_tokens",
+                "code": "unsupported_parameter",
+            }
+        },
+        {},
+        ("unsupported_parameter", "invalid_request_error", "max_tokens"),
+    ),
+    "rate limit with retry headers": (
+        429,
+        {"error": {"code": "429", "message": "Please retry after 6 seconds."}},
+        {"retry-after": "6", "retry-after-ms": "5500", "x-ratelimit-remaining-requests": "0"},
+        ("429", "rate_limit_error", None),
+    ),
+    "server error": (
+        500,
+        {"error": {"code": "InternalServerError", "message": "The server had an error."}},
+        {},
+        ("InternalServerError", "server_error", None),
+    ),
 }
 
 
 @pytest.mark.parametrize("status, body, headers, expected", AZURE_ERRORS.values(), ids=AZURE_ERRORS.keys())
-async def test_azure_errors_keep_status_code_and_message(status: int, body: dict[str, Any], headers: dict[str, str],
-                                                          expected: tuple[str | None, str, str | None]) -> None:
+async def test_azure_errors_keep_status_code_and_message(
+    status: int, body: dict[str, Any], headers: dict[str, str], expected: tuple[str | None, str, str | None]
+) -> None:
     with pytest.raises(UpstreamError) as info:
         await call(lambda: reply(status, body, headers))
     error = info.value
@@ -102,7 +144,9 @@ def test_the_client_repr_does_not_reveal_the_key() -> None:
 # --- transport failures ----------------------------------------------------------------------------
 
 
-async def serve_raw(behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> tuple[asyncio.Server, str]:
+async def serve_raw(
+    behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+) -> tuple[asyncio.Server, str]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         await behaviour(reader, writer)
@@ -130,7 +174,7 @@ async def test_silence_past_the_read_timeout_is_a_504() -> None:
 
 async def test_a_connection_reset_mid_body_is_a_502() -> None:
     async def half_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"choi")
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"choi')
         await writer.drain()
         writer.transport.abort()
 
@@ -158,8 +202,13 @@ async def stream_from(handler: Callable[[], web.StreamResponse]) -> tuple[list[d
 
 
 async def test_a_stream_asks_for_usage_and_yields_chunks_until_done() -> None:
-    chunks, azure = await stream_from(lambda: reply(200, raw=sse({"choices": [], "id": ""}, {"choices": [{"delta": {"content": "a"}}]}, "[DONE]"),
-                                                    headers={"content-type": "text/event-stream"}))
+    chunks, azure = await stream_from(
+        lambda: reply(
+            200,
+            raw=sse({"choices": [], "id": ""}, {"choices": [{"delta": {"content": "a"}}]}, "[DONE]"),
+            headers={"content-type": "text/event-stream"},
+        )
+    )
     sent = json.loads(azure.requests[0][2])
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert chunks == [{"choices": [], "id": ""}, {"choices": [{"delta": {"content": "a"}}]}]

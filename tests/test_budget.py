@@ -19,8 +19,17 @@ class Clock:
         return self.now
 
 
-@pytest.mark.parametrize("total, count, expected", [(8, 3, [3, 3, 2]), (8, 2, [4, 4]), (4, 4, [1, 1, 1, 1]),
-                                                     (10, 4, [3, 3, 2, 2]), (3, 5, [1, 1, 1, 0, 0]), (1, 1, [1])])
+@pytest.mark.parametrize(
+    "total, count, expected",
+    [
+        (8, 3, [3, 3, 2]),
+        (8, 2, [4, 4]),
+        (4, 4, [1, 1, 1, 1]),
+        (10, 4, [3, 3, 2, 2]),
+        (3, 5, [1, 1, 1, 0, 0]),
+        (1, 1, [1]),
+    ],
+)
 def test_replica_i_of_r_gets_n_div_r_plus_one_below_n_mod_r(total: int, count: int, expected: list[int]) -> None:
     assert [share(total, count, i) for i in range(count)] == expected
     assert sum(expected) == total
@@ -36,7 +45,9 @@ class Replica:
         self.entitled = 0
 
     def sync(self, total: int) -> int:
-        grant = self.ledger.sync(self.rid, rank=self.rank, total=total, capacity=self.capacity, in_flight=self.in_flight)
+        grant = self.ledger.sync(
+            self.rid, rank=self.rank, total=total, capacity=self.capacity, in_flight=self.in_flight
+        )
         self.capacity, self.entitled = grant.capacity, grant.entitled
         return grant.capacity
 
@@ -138,7 +149,7 @@ def test_random_changes_never_let_possibly_in_flight_exceed_n() -> None:
     ledger = BudgetLedger()
     replicas = [Replica(ledger, f"r{i}", i) for i in range(3)]
     total, next_id = 8, 3
-    for step in range(3000):
+    for _step in range(3000):
         r = rng.choice(replicas)
         action = rng.random()
         if action < 0.05:

@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
-
 from conftest import free_port, isolated_ports
+
 from serve_app.cli import SIMULATED_API_VERSION, SIMULATED_DEPLOYMENT, SIMULATOR_KEY, point_at_simulator
 from serve_app.config import DEFAULT_CONFIG, load_tree, model_servers_from_tree
 
@@ -32,8 +32,13 @@ def test_simulate_fills_what_is_missing_and_keeps_what_the_config_gives() -> Non
 
 
 def test_without_simulate_missing_credentials_are_an_error_naming_them() -> None:
-    run = subprocess.run([sys.executable, "-m", "serve_app", "serve", "--env-file", "/nonexistent"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "serve_app", "serve", "--env-file", "/nonexistent"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     for key in ("openai_base_url", "openai_api_key", "openai_model", "default_query.api-version"):
         assert f"policy_model.responses_api_models.azure_openai_model.{key}" in run.stderr
@@ -41,14 +46,21 @@ def test_without_simulate_missing_credentials_are_an_error_naming_them() -> None
 
 def test_simulate_alone_serves_azures_contract() -> None:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "serve_app", "simulate", "--port", str(port)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serve_app", "simulate", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
         deadline = time.monotonic() + 30
         while True:
             try:
-                response = httpx.post(url, headers={"api-key": SIMULATOR_KEY}, json={"messages": [{"role": "user", "content": "hi"}]})
+                response = httpx.post(
+                    url, headers={"api-key": SIMULATOR_KEY}, json={"messages": [{"role": "user", "content": "hi"}]}
+                )
                 break
             except httpx.ConnectError:
                 assert time.monotonic() < deadline and server.poll() is None
@@ -66,8 +78,23 @@ def simulated_server(tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "serve.log"
     env = {**os.environ, **isolated_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
     with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "serve_app", "serve", "--simulate", "--env-file", "/nonexistent",
-                                   "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serve_app",
+                "serve",
+                "--simulate",
+                "--env-file",
+                "/nonexistent",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 180
         while "Serving;" not in log.read_text():

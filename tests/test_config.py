@@ -36,7 +36,7 @@ def test_the_shipped_config_with_env_yaml_values_loads(tmp_path: Path) -> None:
         tmp_path,
         "env.yaml",
         "policy_base_url: https://example.openai.azure.com\npolicy_api_key: k1\npolicy_model_name: gpt-4o\n"
-        f"policy_model:\n  responses_api_models:\n    azure_openai_model:\n      default_query:\n        api-version: 2024-10-21\n",
+        "policy_model:\n  responses_api_models:\n    azure_openai_model:\n      default_query:\n        api-version: 2024-10-21\n",
     )
     servers = load_model_servers([DEFAULT_CONFIG], env_file=env)
     config = servers["policy_model"]
@@ -60,7 +60,9 @@ def test_nemo_gym_plus_overrides_fill_and_override_values(tmp_path: Path) -> Non
 
 
 def test_overrides_win_over_env_yaml(tmp_path: Path) -> None:
-    env = write(tmp_path, "env.yaml", "policy_base_url: https://a.openai.azure.com\npolicy_api_key: k\npolicy_model_name: m\n")
+    env = write(
+        tmp_path, "env.yaml", "policy_base_url: https://a.openai.azure.com\npolicy_api_key: k\npolicy_model_name: m\n"
+    )
     servers = load_model_servers(
         [DEFAULT_CONFIG], ["+policy_model_name=other", f"+{PREFIX}.default_query.api-version=2024-10-21"], env_file=env
     )
@@ -80,7 +82,8 @@ def test_every_missing_and_unresolved_key_is_named_in_one_message() -> None:
 def test_unknown_keys_are_an_error_by_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_model_servers(
-            [DEFAULT_CONFIG], [*CREDENTIALS, f"+{PREFIX}.default_query.api-version=2024-10-21", f"+{PREFIX}.entrypoint=app.py"],
+            [DEFAULT_CONFIG],
+            [*CREDENTIALS, f"+{PREFIX}.default_query.api-version=2024-10-21", f"+{PREFIX}.entrypoint=app.py"],
             env_file=None,
         )
     assert f"{PREFIX}.entrypoint: unknown key" in str(info.value)
@@ -90,8 +93,14 @@ def test_nemo_gym_config_paths_override_is_accepted(tmp_path: Path) -> None:
     judge = Path(DEFAULT_CONFIG).parent / "judge_model.yaml"
     servers = load_model_servers(
         [DEFAULT_CONFIG],
-        [f"+config_paths=[{judge}]", *CREDENTIALS, f"+{PREFIX}.default_query.api-version=2024-10-21",
-         "+judge_base_url=https://j.openai.azure.com", "+judge_api_key=jk", "+judge_model_name=gpt-4o-mini"],
+        [
+            f"+config_paths=[{judge}]",
+            *CREDENTIALS,
+            f"+{PREFIX}.default_query.api-version=2024-10-21",
+            "+judge_base_url=https://j.openai.azure.com",
+            "+judge_api_key=jk",
+            "+judge_model_name=gpt-4o-mini",
+        ],
         env_file=None,
     )
     assert set(servers) == {"policy_model", "judge_model"}
@@ -99,7 +108,9 @@ def test_nemo_gym_config_paths_override_is_accepted(tmp_path: Path) -> None:
 
 
 def test_other_model_server_kinds_are_refused(tmp_path: Path) -> None:
-    other = write(tmp_path, "other.yaml", "x_model:\n  responses_api_models:\n    vllm_model:\n      base_url: http://x\n")
+    other = write(
+        tmp_path, "other.yaml", "x_model:\n  responses_api_models:\n    vllm_model:\n      base_url: http://x\n"
+    )
     with pytest.raises(ConfigError, match="x_model.responses_api_models.vllm_model"):
         load_model_servers([other], env_file=None)
 
@@ -149,7 +160,10 @@ def test_default_query_values_become_strings() -> None:
 
 def test_serve_args_name_the_key_variable_instead_of_holding_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     args = validate_model(
-        ModelServerArgs, {k: v for k, v in VALID.items() if k not in ("openai_api_key", "num_concurrent_requests")} | {"openai_api_key_env": "MY_KEY"}, "args"
+        ModelServerArgs,
+        {k: v for k, v in VALID.items() if k not in ("openai_api_key", "num_concurrent_requests")}
+        | {"openai_api_key_env": "MY_KEY"},
+        "args",
     )
     monkeypatch.delenv("MY_KEY", raising=False)
     with pytest.raises(ConfigError, match="MY_KEY"):

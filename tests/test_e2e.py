@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
-
 from conftest import WRONG_KEY_ENV, Serve, SimAdmin, free_port, sim_app
+
 from serve_app.simulator import CONTENT_FILTER_PROMPT, BackgroundSimulator
 
 pytestmark = pytest.mark.serve
@@ -18,7 +19,12 @@ WEATHER = {
     "type": "function",
     "name": "get_weather",
     "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False},
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
     "strict": True,
 }
 
@@ -44,7 +50,9 @@ def sdk(apps: Serve, app: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=apps.base_url(app), api_key="not-checked", max_retries=0)
 
 
-def test_responses_create_returns_a_completed_response_with_usage_and_the_deployment_as_model(client: openai.OpenAI) -> None:
+def test_responses_create_returns_a_completed_response_with_usage_and_the_deployment_as_model(
+    client: openai.OpenAI,
+) -> None:
     response = client.responses.create(model="anything-the-client-likes", input="Hello, Azure.")
     assert response.status == "completed"
     assert response.model == "gpt-4o"
@@ -85,14 +93,21 @@ def test_models_lists_the_deployment(apps: Serve) -> None:
 UPSTREAM_ERRORS = {
     "a bad key is a 401": ("bad_key", "hi", openai.AuthenticationError, 401, "401"),
     "an unknown deployment is a 404": ("no_deployment", "hi", openai.NotFoundError, 404, "DeploymentNotFound"),
-    "a filtered prompt is a 400 content_filter": ("policy_model", f"bad {CONTENT_FILTER_PROMPT}", openai.BadRequestError, 400, "content_filter"),
+    "a filtered prompt is a 400 content_filter": (
+        "policy_model",
+        f"bad {CONTENT_FILTER_PROMPT}",
+        openai.BadRequestError,
+        400,
+        "content_filter",
+    ),
     "an unreachable Azure is a 502": ("unreachable", "hi", openai.InternalServerError, 502, "upstream_unavailable"),
 }
 
 
 @pytest.mark.parametrize("app, text, kind, status, code", UPSTREAM_ERRORS.values(), ids=UPSTREAM_ERRORS.keys())
-def test_upstream_errors_keep_status_and_code_in_the_openai_envelope(apps: Serve, app: str, text: str, kind: type,
-                                                                     status: int, code: str) -> None:
+def test_upstream_errors_keep_status_and_code_in_the_openai_envelope(
+    apps: Serve, app: str, text: str, kind: type, status: int, code: str
+) -> None:
     with sdk(apps, app) as client, pytest.raises(kind) as info:
         client.responses.create(model="m", input=text)
     assert info.value.status_code == status
@@ -122,12 +137,17 @@ BAD_BODIES = {
 
 @pytest.mark.parametrize("endpoint", ["responses", "chat/completions"])
 @pytest.mark.parametrize("body, code, param", BAD_BODIES.values(), ids=BAD_BODIES.keys())
-def test_bad_bodies_are_400_in_the_openai_envelope(apps: Serve, endpoint: str, body: bytes, code: str | None,
-                                                   param: str | None) -> None:
+def test_bad_bodies_are_400_in_the_openai_envelope(
+    apps: Serve, endpoint: str, body: bytes, code: str | None, param: str | None
+) -> None:
     if endpoint == "chat/completions" and param is not None:
         body = body.replace(b'"input"', b'"messages"')
-    response = httpx.post(f"{apps.base_url('policy_model')}/{endpoint}", content=body,
-                          headers={"content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        f"{apps.base_url('policy_model')}/{endpoint}",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
@@ -169,7 +189,9 @@ def test_the_handle_methods_answer_like_the_endpoints_and_raise_the_same_errors(
     assert response["status"] == "completed" and response["output"][0]["content"][0]["text"] == "by handle"
     chat = handle.create_chat_completion.remote({"messages": [{"role": "user", "content": "hi"}]}).result()
     assert chat["choices"][0]["message"]["content"] == "hi" and chat["model"] == "gpt-4o"
-    events = list(handle.options(stream=True).create_response_stream.remote({"input": "streamed by handle", "stream": True}))
+    events = list(
+        handle.options(stream=True).create_response_stream.remote({"input": "streamed by handle", "stream": True})
+    )
     assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "streamed by handle"
     with pytest.raises(OpenAIError) as info:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 import ray
-
 from conftest import Serve, SimAdmin, sim_app
+
 from serve_app.budget import LEDGER_NAMESPACE, ledger_name
 from serve_app.config import Timeouts
 from serve_app.serve_config import DEPLOYMENT
@@ -39,8 +40,13 @@ def settled(total: int, replicas: int) -> Callable[[], bool]:
     def check() -> bool:
         state = ledger()
         members = list(state["members"].values())
-        return (state["total"] == total and len(members) == replicas
-                and sorted(m["capacity"] for m in members) == sorted(total // replicas + (i < total % replicas) for i in range(replicas)))
+        return (
+            state["total"] == total
+            and len(members) == replicas
+            and sorted(m["capacity"] for m in members)
+            == sorted(total // replicas + (i < total % replicas) for i in range(replicas))
+        )
+
     return check
 
 
@@ -48,6 +54,7 @@ async def drive(url: str, requests: int, concurrency: int) -> tuple[list[int], f
     statuses: list[int] = []
     queue = iter(range(requests))
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
+
         async def worker() -> None:
             for _ in queue:
                 response = await client.post(url, json={"input": "hi"})
@@ -58,8 +65,9 @@ async def drive(url: str, requests: int, concurrency: int) -> tuple[list[int], f
         return statuses, time.monotonic() - started
 
 
-def test_eight_slots_over_three_replicas_are_used_exactly_and_fully(serve_instance: Serve, simulator: BackgroundSimulator,
-                                                                    sim_admin: SimAdmin) -> None:
+def test_eight_slots_over_three_replicas_are_used_exactly_and_fully(
+    serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
+) -> None:
     serve_instance.deploy(sim_app(APP, simulator, budget=8, replicas=3))
     wait_until(settled(8, 3), what="shares 3, 3, 2")
     sim_admin.configure(latency_s=0.2)
@@ -86,15 +94,19 @@ class Load:
 
     async def _run(self) -> None:
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=self._concurrency)) as client:
+
             async def worker() -> None:
                 while not self._stop.is_set():
                     response = await client.post(self._url, json={"input": "hi"})
                     self.statuses.append(response.status_code)
                     if response.status_code != 200:
-                        self.failures.append(f"{response.status_code} {response.headers.get('server')} {response.text[:200]}")
+                        self.failures.append(
+                            f"{response.status_code} {response.headers.get('server')} {response.text[:200]}"
+                        )
+
             await asyncio.gather(*(worker() for _ in range(self._concurrency)))
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self._thread.start()
         return self
 
@@ -104,7 +116,8 @@ class Load:
 
 
 def test_resizing_through_a_redeployed_config_restarts_nothing_and_never_exceeds_the_budget_in_force(
-        serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin) -> None:
+    serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
+) -> None:
     serve_instance.deploy(sim_app(APP, simulator, budget=8, replicas=2))
     wait_until(settled(8, 2), what="shares 4, 4")
     original = set(ledger()["members"])
@@ -133,9 +146,14 @@ def test_resizing_through_a_redeployed_config_restarts_nothing_and_never_exceeds
 
 
 def test_a_handle_call_from_another_app_works_and_counts_against_the_same_budget(
-        serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin) -> None:
-    judge = {"name": "judge", "route_prefix": "/judge", "import_path": "serve_app.examples.judge:build_app",
-             "args": {"model_app": APP}}
+    serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
+) -> None:
+    judge = {
+        "name": "judge",
+        "route_prefix": "/judge",
+        "import_path": "serve_app.examples.judge:build_app",
+        "args": {"model_app": APP},
+    }
     serve_instance.deploy(sim_app(APP, simulator, budget=2, replicas=1), judge)
     wait_until(settled(2, 1), what="share 2")
     sim_admin.configure(latency_s=0.3)
@@ -144,7 +162,10 @@ def test_a_handle_call_from_another_app_works_and_counts_against_the_same_budget
     async def both() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60) as client:
             http = [client.post(f"{serve_instance.base_url(APP)}/responses", json={"input": "hi"}) for _ in range(4)]
-            handle = [client.post(f"{serve_instance.url}/judge/grade", json={"question": "2+2?", "answer": "4"}) for _ in range(4)]
+            handle = [
+                client.post(f"{serve_instance.url}/judge/grade", json={"question": "2+2?", "answer": "4"})
+                for _ in range(4)
+            ]
             return await asyncio.gather(*http, *handle)
 
     responses = asyncio.run(both())
@@ -156,7 +177,8 @@ def test_a_handle_call_from_another_app_works_and_counts_against_the_same_budget
 
 
 def test_a_rolling_restart_shares_one_budget_across_old_and_new_replicas(
-        serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin) -> None:
+    serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
+) -> None:
     serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=2))
     wait_until(settled(4, 2), what="shares 2, 2")
     before = set(ledger()["members"])

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from bad_input import bodies, raw_bytes
+from conftest import INBOUND_KEYS_ENV, Serve, SimAdmin, sim_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bad_input import bodies, raw_bytes
-from conftest import INBOUND_KEYS_ENV, Serve, SimAdmin, sim_app
 from serve_app.simulator import BackgroundSimulator
 
 pytestmark = pytest.mark.serve
@@ -59,8 +59,12 @@ AUTH = {
 
 @pytest.mark.parametrize("headers, status", AUTH.values(), ids=AUTH.keys())
 def test_with_inbound_keys_set_only_a_valid_bearer_gets_in_and_others_never_reach_azure(
-        apps: Serve, sim_admin: SimAdmin, headers: dict[str, str], status: int) -> None:
-    for path, kwargs in (("responses", {"json": {"input": "hi"}}), ("chat/completions", {"json": {"messages": [{"role": "user", "content": "hi"}]}})):
+    apps: Serve, sim_admin: SimAdmin, headers: dict[str, str], status: int
+) -> None:
+    for path, kwargs in (
+        ("responses", {"json": {"input": "hi"}}),
+        ("chat/completions", {"json": {"messages": [{"role": "user", "content": "hi"}]}}),
+    ):
         response = post(apps, "guarded", path, headers=headers, **kwargs)
         if status == 401:
             assert_envelope(response, 401, "invalid_api_key")
@@ -90,8 +94,9 @@ def test_a_full_queue_is_a_429_with_retry_after_in_the_openai_envelope(apps: Ser
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(client.post(f"{apps.base_url('queued')}/responses", json={"input": "hi"})
-                                          for _ in range(6)))
+            return await asyncio.gather(
+                *(client.post(f"{apps.base_url('queued')}/responses", json={"input": "hi"}) for _ in range(6))
+            )
 
     responses = asyncio.run(burst())
     statuses = sorted(r.status_code for r in responses)
@@ -108,8 +113,10 @@ def test_models_never_waits_for_an_upstream_slot(apps: Serve, sim_admin: SimAdmi
 
     async def busy_then_models() -> tuple[float, int]:
         async with httpx.AsyncClient(timeout=30) as client:
-            calls = [asyncio.create_task(client.post(f"{apps.base_url('queued')}/responses", json={"input": "hi"}))
-                     for _ in range(3)]
+            calls = [
+                asyncio.create_task(client.post(f"{apps.base_url('queued')}/responses", json={"input": "hi"}))
+                for _ in range(3)
+            ]
             await asyncio.sleep(0.3)
             started = asyncio.get_running_loop().time()
             models = await client.get(f"{apps.base_url('queued')}/models")
@@ -123,13 +130,16 @@ def test_models_never_waits_for_an_upstream_slot(apps: Serve, sim_admin: SimAdmi
 
 # --- bad input of every shape -----------------------------------------------------------------------
 
+
 def assert_never_a_server_error(response: httpx.Response) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:300])
     if response.status_code >= 400:
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(body=bodies, endpoint=st.sampled_from(["responses", "chat/completions"]))
 def test_any_json_body_gets_an_answer_or_a_4xx_never_a_5xx(apps: Serve, body: Any, endpoint: str) -> None:
     if isinstance(body, dict) and body.get("stream") is True:
@@ -137,7 +147,9 @@ def test_any_json_body_gets_an_answer_or_a_4xx_never_a_5xx(apps: Serve, body: An
     assert_never_a_server_error(post(apps, "policy_model", endpoint, json=body))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(body=raw_bytes, endpoint=st.sampled_from(["responses", "chat/completions"]))
 def test_any_bytes_get_a_4xx_never_a_5xx(apps: Serve, body: bytes, endpoint: str) -> None:
     response = post(apps, "policy_model", endpoint, content=body, headers={"content-type": "application/json"})

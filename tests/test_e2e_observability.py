@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import ray
-
 from conftest import Serve, SimAdmin, sim_app
+
 from serve_app.simulator import BackgroundSimulator
 
 pytestmark = pytest.mark.serve
@@ -37,13 +37,22 @@ def log_lines(app: str) -> list[dict[str, Any]]:
     return lines
 
 
-def test_each_request_logs_one_line_with_the_request_id_it_returned_and_no_body(apps: Serve, sim_admin: SimAdmin) -> None:
+def test_each_request_logs_one_line_with_the_request_id_it_returned_and_no_body(
+    apps: Serve, sim_admin: SimAdmin
+) -> None:
     url = apps.base_url("observed")
     plain = httpx.post(f"{url}/responses", json={"input": SECRET_TEXT}, timeout=30)
     failed = httpx.post(f"{url}/responses", json={"input": SECRET_TEXT, "background": True}, timeout=30)
-    with httpx.stream("POST", f"{url}/chat/completions", timeout=30,
-                      json={"messages": [{"role": "user", "content": SECRET_TEXT}], "stream": True,
-                            "stream_options": {"include_usage": True}}) as streamed:
+    with httpx.stream(
+        "POST",
+        f"{url}/chat/completions",
+        timeout=30,
+        json={
+            "messages": [{"role": "user", "content": SECRET_TEXT}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as streamed:
         streamed.read()
     ids = {r.headers["x-request-id"]: r for r in (plain, failed, streamed)}
     deadline = time.monotonic() + 20
@@ -54,11 +63,21 @@ def test_each_request_logs_one_line_with_the_request_id_it_returned_and_no_body(
     assert len(by_id) == 3
     assert by_id[plain.headers["x-request-id"]] | {"duration_ms": 0, "time": 0} == {
         "time": 0,
-        "request_id": plain.headers["x-request-id"], "endpoint": "responses", "stream": False, "status": 200,
-        "outcome": None, "error_code": None, "duration_ms": 0, "ttft_ms": None,
-        "input_tokens": plain.json()["usage"]["input_tokens"], "output_tokens": plain.json()["usage"]["output_tokens"]}
-    assert (by_id[failed.headers["x-request-id"]]["status"], by_id[failed.headers["x-request-id"]]["error_code"]) == \
-           (400, "unsupported_parameter")
+        "request_id": plain.headers["x-request-id"],
+        "endpoint": "responses",
+        "stream": False,
+        "status": 200,
+        "outcome": None,
+        "error_code": None,
+        "duration_ms": 0,
+        "ttft_ms": None,
+        "input_tokens": plain.json()["usage"]["input_tokens"],
+        "output_tokens": plain.json()["usage"]["output_tokens"],
+    }
+    assert (by_id[failed.headers["x-request-id"]]["status"], by_id[failed.headers["x-request-id"]]["error_code"]) == (
+        400,
+        "unsupported_parameter",
+    )
     stream_line = by_id[streamed.headers["x-request-id"]]
     assert stream_line["stream"] and stream_line["outcome"] == "completed" and stream_line["ttft_ms"] is not None
     assert stream_line["output_tokens"] > 0
@@ -84,7 +103,9 @@ EXPECTED_METRICS = [
 ]
 
 
-def test_metrics_cover_requests_in_flight_retries_429s_latency_ttft_and_tokens(apps: Serve, sim_admin: SimAdmin) -> None:
+def test_metrics_cover_requests_in_flight_retries_429s_latency_ttft_and_tokens(
+    apps: Serve, sim_admin: SimAdmin
+) -> None:
     url = apps.base_url("observed")
     sim_admin.fault(429, count=1, retry_after_s=0.1)
     assert httpx.post(f"{url}/responses", json={"input": "hi"}, timeout=30).status_code == 200

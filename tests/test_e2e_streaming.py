@@ -4,13 +4,15 @@ the Response (or chat completion) that the non-streaming call returns for the sa
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
-
 from conftest import WRONG_KEY_ENV, Serve, SimAdmin, free_port, replica_url, sim_app, wait_ingress_settled
+from stream_checks import check_event_sequence, without_volatile
+
 from serve_app.simulator import (
     CONTENT_FILTER_OUTPUT,
     CONTENT_FILTER_PROMPT,
@@ -22,14 +24,17 @@ from serve_app.simulator import (
     BackgroundSimulator,
     tokens_trigger,
 )
-from stream_checks import check_event_sequence, without_volatile
 
 pytestmark = pytest.mark.serve
 
 
 def tool(name: str) -> dict[str, Any]:
-    return {"type": "function", "name": name, "description": f"{name} tool",
-            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}
+    return {
+        "type": "function",
+        "name": name,
+        "description": f"{name} tool",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +63,26 @@ CASES: dict[str, dict[str, Any]] = {
     "text": {"input": "The quick brown fox jumps over the lazy dog."},
     "refusal": {"input": f"Do something bad {REFUSAL}"},
     "one tool call, tool only": {"input": "Look it up", "tools": [tool("lookup")]},
-    "several tool calls": {"input": f"Look everything up {PARALLEL_TOOLS}", "tools": [tool("lookup"), tool("search"), tool("fetch")]},
-    "JSON mode": {"input": "Grade this", "text": {"format": {"type": "json_schema", "name": "grade", "strict": True, "schema": {
-        "type": "object", "properties": {"score": {"type": "integer"}, "reason": {"type": "string"}},
-        "required": ["score", "reason"], "additionalProperties": False}}}},
+    "several tool calls": {
+        "input": f"Look everything up {PARALLEL_TOOLS}",
+        "tools": [tool("lookup"), tool("search"), tool("fetch")],
+    },
+    "JSON mode": {
+        "input": "Grade this",
+        "text": {
+            "format": {
+                "type": "json_schema",
+                "name": "grade",
+                "strict": True,
+                "schema": {
+                    "type": "object",
+                    "properties": {"score": {"type": "integer"}, "reason": {"type": "string"}},
+                    "required": ["score", "reason"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+    },
     "truncated by length": {"input": f"Write at length {tokens_trigger(80)}", "max_output_tokens": 16},
     "content filter": {"input": f"Say something {CONTENT_FILTER_OUTPUT}"},
 }
@@ -110,15 +131,21 @@ def test_terminal_events_follow_the_upstream_finish(client: openai.OpenAI) -> No
 
 CHAT_CASES: dict[str, dict[str, Any]] = {
     "text": {"messages": [{"role": "user", "content": "one two three four"}]},
-    "tool calls": {"messages": [{"role": "user", "content": f"call them {PARALLEL_TOOLS}"}],
-                   "tools": [{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {}}}}
-                             for n in ("a", "b")]},
+    "tool calls": {
+        "messages": [{"role": "user", "content": f"call them {PARALLEL_TOOLS}"}],
+        "tools": [
+            {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {}}}}
+            for n in ("a", "b")
+        ],
+    },
     "refusal": {"messages": [{"role": "user", "content": f"no {REFUSAL}"}]},
 }
 
 
 @pytest.mark.parametrize("params", CHAT_CASES.values(), ids=CHAT_CASES.keys())
-def test_a_chat_stream_accumulates_to_the_non_streaming_completion(client: openai.OpenAI, params: dict[str, Any]) -> None:
+def test_a_chat_stream_accumulates_to_the_non_streaming_completion(
+    client: openai.OpenAI, params: dict[str, Any]
+) -> None:
     plain = client.chat.completions.create(model="m", **params)
     with client.chat.completions.stream(model="m", stream_options={"include_usage": True}, **params) as stream:
         for _ in stream:
@@ -126,15 +153,20 @@ def test_a_chat_stream_accumulates_to_the_non_streaming_completion(client: opena
         streamed = stream.get_final_completion()
     a, b = plain.choices[0].message, streamed.choices[0].message
     assert (a.content, a.refusal) == (b.content, b.refusal)
-    assert [(c.id, c.function.name, c.function.arguments) for c in a.tool_calls or []] == \
-           [(c.id, c.function.name, c.function.arguments) for c in b.tool_calls or []]
+    assert [(c.id, c.function.name, c.function.arguments) for c in a.tool_calls or []] == [
+        (c.id, c.function.name, c.function.arguments) for c in b.tool_calls or []
+    ]
     assert plain.usage.model_dump() == streamed.usage.model_dump()
     assert streamed.model == "gpt-4o"
 
 
 def test_a_chat_stream_without_include_usage_has_no_usage_and_ends_with_done(apps: Serve) -> None:
-    with httpx.stream("POST", f"{apps.base_url('policy_model')}/chat/completions", timeout=30,
-                      json={"messages": [{"role": "user", "content": "a b"}], "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        f"{apps.base_url('policy_model')}/chat/completions",
+        timeout=30,
+        json={"messages": [{"role": "user", "content": "a b"}], "stream": True},
+    ) as response:
         frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert frames[-1] == "[DONE]"
     assert all('"usage"' not in frame for frame in frames[:-1])
@@ -152,8 +184,9 @@ BEFORE_FIRST_BYTE = {
 
 @pytest.mark.parametrize("endpoint", ["responses", "chat"])
 @pytest.mark.parametrize("app, text, fault, kind, status", BEFORE_FIRST_BYTE.values(), ids=BEFORE_FIRST_BYTE.keys())
-def test_errors_before_the_first_byte_keep_their_status(apps: Serve, sim_admin: SimAdmin, endpoint: str, app: str, text: str,
-                                                        fault: int | None, kind: type, status: int) -> None:
+def test_errors_before_the_first_byte_keep_their_status(
+    apps: Serve, sim_admin: SimAdmin, endpoint: str, app: str, text: str, fault: int | None, kind: type, status: int
+) -> None:
     if fault:
         sim_admin.fault(fault, count=1, retry_after_s=120)  # longer than we wait: no retry
     with sdk(apps, app) as client, pytest.raises(kind) as info:
@@ -176,8 +209,12 @@ def test_an_upstream_failure_mid_stream_ends_in_response_failed(client: openai.O
 
 @pytest.mark.parametrize("trigger", [ERROR_MID_STREAM, DROP_MID_STREAM], ids=["in-band error", "dropped connection"])
 def test_a_chat_stream_failing_midway_sends_an_error_frame_then_done(apps: Serve, trigger: str) -> None:
-    with httpx.stream("POST", f"{apps.base_url('policy_model')}/chat/completions", timeout=30,
-                      json={"messages": [{"role": "user", "content": f"go {tokens_trigger(30)} {trigger}"}], "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        f"{apps.base_url('policy_model')}/chat/completions",
+        timeout=30,
+        json={"messages": [{"role": "user", "content": f"go {tokens_trigger(30)} {trigger}"}], "stream": True},
+    ) as r:
         frames = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert frames[-1] == "[DONE]" and '"error"' in frames[-2]
 
@@ -196,27 +233,36 @@ def assert_slot_free(apps: Serve) -> None:
 
 
 @pytest.mark.parametrize("endpoint", ["responses", "chat/completions"])
-def test_a_client_leaving_mid_stream_closes_the_upstream_stream_and_frees_the_slot(apps: Serve, sim_admin: SimAdmin,
-                                                                                   endpoint: str) -> None:
+def test_a_client_leaving_mid_stream_closes_the_upstream_stream_and_frees_the_slot(
+    apps: Serve, sim_admin: SimAdmin, endpoint: str
+) -> None:
     wait_ingress_settled(["one_slot"])
     sim_admin.configure(inter_token_s=0.05)
     text = f"a long answer {tokens_trigger(400)}"
     body = {"input": text} if endpoint == "responses" else {"messages": [{"role": "user", "content": text}]}
-    with httpx.stream("POST", f"{apps.base_url('one_slot')}/{endpoint}", json={**body, "stream": True}, timeout=30) as r:
+    with httpx.stream(
+        "POST", f"{apps.base_url('one_slot')}/{endpoint}", json={**body, "stream": True}, timeout=30
+    ) as r:
         lines = r.iter_lines()
         for _ in range(12):
             next(lines)
         assert sim_admin.stats()["in_flight"] == 1
-    wait_for(lambda: sim_admin.stats()["streams_closed_by_client"] == 1 and sim_admin.stats()["in_flight"] == 0, sim_admin)
+    wait_for(
+        lambda: sim_admin.stats()["streams_closed_by_client"] == 1 and sim_admin.stats()["in_flight"] == 0, sim_admin
+    )
     sim_admin.configure(inter_token_s=0)
     assert_slot_free(apps)
 
 
-def test_a_client_leaving_a_non_streaming_call_closes_the_upstream_request_and_frees_the_slot(apps: Serve, sim_admin: SimAdmin) -> None:
+def test_a_client_leaving_a_non_streaming_call_closes_the_upstream_request_and_frees_the_slot(
+    apps: Serve, sim_admin: SimAdmin
+) -> None:
     # At the replica itself: HAProxy passes a departure on only when it half-closes in time (about
     # half of the non-streaming calls here; streams always, as above). README, "Failure behaviour".
     wait_ingress_settled(["one_slot"])
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{replica_url('one_slot')}/responses", json={"input": f"wait {HANG}"}, timeout=1.0)
-    wait_for(lambda: sim_admin.stats()["requests_closed_by_client"] == 1 and sim_admin.stats()["in_flight"] == 0, sim_admin)
+    wait_for(
+        lambda: sim_admin.stats()["requests_closed_by_client"] == 1 and sim_admin.stats()["in_flight"] == 0, sim_admin
+    )
     assert_slot_free(apps)

@@ -161,7 +161,8 @@ def test_serve_config_v2_is_the_shipped_serve_config() -> None:
 def test_serve_config_v2_is_byte_for_byte_what_the_sync_script_writes() -> None:
     current = (K8S / "rayservice.yaml").read_text()
     assert sync_script().embed(current, SERVE_CONFIG_FILE.read_text()) == current, (
-        "k8s/rayservice.yaml is stale: run .venv/bin/python k8s/sync_serve_config.py")
+        "k8s/rayservice.yaml is stale: run .venv/bin/python k8s/sync_serve_config.py"
+    )
 
 
 def test_the_sync_script_replaces_only_the_serve_config_v2_block() -> None:
@@ -179,7 +180,8 @@ def test_every_model_server_requires_client_keys() -> None:
     args = model_server_args(EMBEDDED)
     assert args, "no model server in serveConfigV2"
     assert [name for name, a in args.items() if a.inbound_api_keys_env is None] == [], (
-        "add `inbound_api_keys_env: INBOUND_API_KEYS` to these model servers' args in configs/serve_config.yaml")
+        "add `inbound_api_keys_env: INBOUND_API_KEYS` to these model servers' args in configs/serve_config.yaml"
+    )
 
 
 # --- keys -------------------------------------------------------------------------------------------
@@ -190,25 +192,34 @@ def test_every_key_the_serve_config_names_comes_from_the_secret(where: str) -> N
     env = env_of(RAY_CONTAINERS[where])
     names = {a.openai_api_key_env for a in model_server_args(EMBEDDED).values()}
     names |= {a.inbound_api_keys_env for a in model_server_args(EMBEDDED).values() if a.inbound_api_keys_env}
-    wrong = {name: env.get(name) for name in sorted(names)
-             if (env.get(name) or {}).get("valueFrom", {}).get("secretKeyRef") != {"name": SECRET, "key": name}}
+    wrong = {
+        name: env.get(name)
+        for name in sorted(names)
+        if (env.get(name) or {}).get("valueFrom", {}).get("secretKeyRef") != {"name": SECRET, "key": name}
+    }
     assert wrong == {}
 
 
 @pytest.mark.parametrize("where", ALL_CONTAINERS)
 def test_no_secret_is_written_into_a_container(where: str) -> None:
     container = ALL_CONTAINERS[where]
-    inline = [entry["name"] for entry in container.get("env", []) if SECRET_NAME.search(entry["name"])
-              and ("value" in entry or "secretKeyRef" not in entry.get("valueFrom", {}))]
+    inline = [
+        entry["name"]
+        for entry in container.get("env", [])
+        if SECRET_NAME.search(entry["name"]) and ("value" in entry or "secretKeyRef" not in entry.get("valueFrom", {}))
+    ]
     assert inline == []
     assert [source for source in container.get("envFrom", []) if "configMapRef" in source] == []
 
 
 def test_the_example_secret_holds_every_key_the_containers_read_and_no_real_value() -> None:
     secret = load("secret.example.yaml")[0]
-    read = {entry["valueFrom"]["secretKeyRef"]["key"]
-            for container in ALL_CONTAINERS.values() for entry in container.get("env", [])
-            if entry.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == SECRET}
+    read = {
+        entry["valueFrom"]["secretKeyRef"]["key"]
+        for container in ALL_CONTAINERS.values()
+        for entry in container.get("env", [])
+        if entry.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == SECRET
+    }
     assert secret["metadata"]["name"] == SECRET
     assert set(secret["stringData"]) == read
     # Only the simulator's own key, or empty: applied by mistake, the model servers refuse to start.
@@ -241,8 +252,12 @@ def test_ray_start_params_are_strings(where: str) -> None:
 @pytest.mark.parametrize("where", ALL_CONTAINERS)
 def test_every_container_requests_and_limits_cpu_and_memory(where: str) -> None:
     resources = ALL_CONTAINERS[where].get("resources", {})
-    missing = [f"{kind}.{name}" for kind in ("requests", "limits") for name in ("cpu", "memory")
-               if name not in resources.get(kind, {})]
+    missing = [
+        f"{kind}.{name}"
+        for kind in ("requests", "limits")
+        for name in ("cpu", "memory")
+        if name not in resources.get(kind, {})
+    ]
     assert missing == []
 
 
@@ -276,8 +291,10 @@ def test_worker_group_bounds_are_consistent(where: str) -> None:
 
 
 def test_the_serve_port_is_the_serve_configs_http_port() -> None:
-    ports = {where: [p["containerPort"] for p in c.get("ports", []) if p.get("name") == "serve"]
-             for where, c in RAY_CONTAINERS.items()}
+    ports = {
+        where: [p["containerPort"] for p in c.get("ports", []) if p.get("name") == "serve"]
+        for where, c in RAY_CONTAINERS.items()
+    }
     assert ports["head"] == [EMBEDDED["http_options"]["port"]]  # KubeRay's Serve Service takes it from the head
     assert all(found in ([], ports["head"]) for found in ports.values())
 
@@ -287,8 +304,11 @@ def test_the_serve_port_is_the_serve_configs_http_port() -> None:
 
 def test_an_old_cluster_outlives_the_longest_call_on_it() -> None:
     longest = max(a.timeouts.total_s for a in model_server_args(EMBEDDED).values())
-    drain = max(d.get("graceful_shutdown_timeout_s", 20) for app in model_servers(EMBEDDED).values()
-                for d in app.get("deployments", []))
+    drain = max(
+        d.get("graceful_shutdown_timeout_s", 20)
+        for app in model_servers(EMBEDDED).values()
+        for d in app.get("deployments", [])
+    )
     delay = SPEC["rayClusterDeletionDelaySeconds"]
     assert delay >= longest + DELETION_MARGIN_S and delay >= drain
 

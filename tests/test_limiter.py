@@ -101,7 +101,7 @@ async def test_never_more_holders_than_capacity_under_churn() -> None:
             current -= 1
 
     tasks = [asyncio.create_task(work(i)) for i in range(200)]
-    for i, capacity in enumerate([2, 6, 1, 4]):
+    for _i, capacity in enumerate([2, 6, 1, 4]):
         await asyncio.sleep(0.01)
         limiter.resize(capacity)
     await asyncio.gather(*tasks)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from fake_azure import FakeAzure, reply, script, sse
 from pydantic import SecretStr
 
-from fake_azure import FakeAzure, reply, script, sse
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -26,9 +26,17 @@ def error(status: int, headers: dict[str, str] | None = None) -> OpenAIError:
 
 
 RETRYABLE = {
-    "408": (error(408), True), "409": (error(409), True), "429": (error(429), True), "500": (error(500), True),
-    "503": (error(503), True), "connection failure": (UpstreamUnavailable("x"), True), "timeout": (UpstreamTimeout("x"), True),
-    "400": (error(400), False), "401": (error(401), False), "403": (error(403), False), "404": (error(404), False),
+    "408": (error(408), True),
+    "409": (error(409), True),
+    "429": (error(429), True),
+    "500": (error(500), True),
+    "503": (error(503), True),
+    "connection failure": (UpstreamUnavailable("x"), True),
+    "timeout": (UpstreamTimeout("x"), True),
+    "400": (error(400), False),
+    "401": (error(401), False),
+    "403": (error(403), False),
+    "404": (error(404), False),
     "422": (error(422), False),
 }
 
@@ -38,14 +46,18 @@ def test_what_is_retried(err: OpenAIError, retried: bool) -> None:
     assert (RetryPolicy(FAST).delay(1, err, remaining_s=60) is not None) == retried
 
 
-@pytest.mark.parametrize("headers, expected", [
-    ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
-    ({"retry-after": "6"}, 6.0),
-    ({"retry-after": "0.25"}, 0.25),
-    ({"retry-after": formatdate(1_000_000 + 4, usegmt=True)}, 4.0),
-    ({"retry-after": "soon"}, None),
-    ({}, None),
-], ids=["ms wins", "seconds", "fractional seconds", "HTTP date", "unreadable", "absent"])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after": "6"}, 6.0),
+        ({"retry-after": "0.25"}, 0.25),
+        ({"retry-after": formatdate(1_000_000 + 4, usegmt=True)}, 4.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+    ids=["ms wins", "seconds", "fractional seconds", "HTTP date", "unreadable", "absent"],
+)
 def test_retry_after_headers(headers: dict[str, str], expected: float | None) -> None:
     assert retry_after_s(headers, now=lambda: 1_000_000) == expected
 
@@ -74,8 +86,14 @@ def test_no_retry_after_the_last_attempt_or_past_the_deadline() -> None:
 
 
 def client(url: str, retries: Retries = FAST, total_s: float = 30) -> AzureClient:
-    return AzureClient(base_url=url, deployment="d", query={"api-version": "2024-10-21"},
-                       api_key=SecretStr("k"), timeouts=Timeouts(total_s=total_s), retries=retries)
+    return AzureClient(
+        base_url=url,
+        deployment="d",
+        query={"api-version": "2024-10-21"},
+        api_key=SecretStr("k"),
+        timeouts=Timeouts(total_s=total_s),
+        retries=retries,
+    )
 
 
 def ok() -> web.Response:
@@ -125,8 +143,14 @@ async def test_a_slow_upstream_is_cut_at_the_total_deadline_with_a_504() -> None
         return ok()
 
     async with FakeAzure(slow) as azure:
-        azure_client = AzureClient(base_url=azure.url, deployment="d", query={"api-version": "v"}, api_key=SecretStr("k"),
-                                   timeouts=Timeouts(total_s=0.3), retries=Retries(max_attempts=1))
+        azure_client = AzureClient(
+            base_url=azure.url,
+            deployment="d",
+            query={"api-version": "v"},
+            api_key=SecretStr("k"),
+            timeouts=Timeouts(total_s=0.3),
+            retries=Retries(max_attempts=1),
+        )
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout):
             await azure_client.complete({})

@@ -11,13 +11,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
-
 from conftest import free_port, isolated_ports
+
 from serve_app.config import DEFAULT_CONFIG, AzureModelConfig
 from serve_app.serve_config import model_server_app
 from serve_app.simulator import CONTENT_FILTER_PROMPT, BackgroundSimulator, SimulatorConfig, status_trigger
@@ -30,8 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def env_yaml(path: Path, base_url: str, key: str, api_version: str | None = "2024-10-21") -> Path:
     lines = [f"policy_base_url: {base_url}", f"policy_api_key: {key}", "policy_model_name: gpt-4o"]
     if api_version:
-        lines += ["policy_model:", "  responses_api_models:", "    azure_openai_model:", "      default_query:",
-                  f"        api-version: '{api_version}'", "      num_concurrent_requests: 2"]
+        lines += [
+            "policy_model:",
+            "  responses_api_models:",
+            "    azure_openai_model:",
+            "      default_query:",
+            f"        api-version: '{api_version}'",
+            "      num_concurrent_requests: 2",
+        ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -73,18 +79,47 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
     with BackgroundSimulator(SimulatorConfig(api_keys=(key,))) as sim:
         # A config that fails to load names its problems, not the key.
         broken = subprocess.run(
-            [sys.executable, "-m", "serve_app", "serve", "--config", str(DEFAULT_CONFIG),
-             "--env-file", str(env_yaml(tmp_path / "broken.yaml", sim.base_url, key, api_version=None)), "--port", str(port)],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "serve_app",
+                "serve",
+                "--config",
+                str(DEFAULT_CONFIG),
+                "--env-file",
+                str(env_yaml(tmp_path / "broken.yaml", sim.base_url, key, api_version=None)),
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert broken.returncode == 2 and "api-version" in broken.stderr
         outputs += [broken.stdout, broken.stderr]
 
         log = tmp_path / "serve.log"
         with open(log, "w") as out:
             server = subprocess.Popen(
-                [sys.executable, "-m", "serve_app", "serve", "--config", str(DEFAULT_CONFIG),
-                 "--env-file", str(env_yaml(tmp_path / "env.yaml", sim.base_url, key)), "--port", str(port)],
-                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "serve_app",
+                    "serve",
+                    "--config",
+                    str(DEFAULT_CONFIG),
+                    "--env-file",
+                    str(env_yaml(tmp_path / "env.yaml", sim.base_url, key)),
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             deadline = time.monotonic() + 180
             while "Serving;" not in log.read_text():
@@ -99,7 +134,10 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
                     client.post(f"{url}/responses", json={"input": "hello", "background": True}),
                     client.post(f"{url}/responses", json={"input": f"x {CONTENT_FILTER_PROMPT}"}),
                     client.post(f"{url}/responses", json={"input": f"x {status_trigger(401)}"}),
-                    client.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": f"x {status_trigger(404)}"}]}),
+                    client.post(
+                        f"{url}/chat/completions",
+                        json={"messages": [{"role": "user", "content": f"x {status_trigger(404)}"}]},
+                    ),
                     client.get(f"{url}/models"),
                     client.get(f"http://127.0.0.1:{port}/-/healthz"),
                     client.get(f"http://127.0.0.1:{port}/-/routes"),
@@ -116,6 +154,11 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
     # The search does read the run's logs: Ray logged the app's args, which name the key's variable.
     assert files_containing(scratch, b"POLICY_MODEL_API_KEY")
     assert files_containing(os.path.join(scratch, "hap"), b"policy_model")
-    config = AzureModelConfig(openai_base_url="https://x.openai.azure.com", openai_api_key=key, openai_model="m",
-                              default_query={"api-version": "2024-10-21"}, num_concurrent_requests=1)
+    config = AzureModelConfig(
+        openai_base_url="https://x.openai.azure.com",
+        openai_api_key=key,
+        openai_model="m",
+        default_query={"api-version": "2024-10-21"},
+        num_concurrent_requests=1,
+    )
     assert key not in repr(config) and key not in str(model_server_app("policy_model", config))

@@ -304,10 +304,10 @@ async def test_azure_accepts_the_request(
 
 
 def test_the_recognised_parameters_are_exactly_the_chat_completions_ones() -> None:
-    assert CHAT_COMPLETION_PARAMETERS == {
+    assert {
         "messages", "model", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
         "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop", "stream",
         "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
         "functions", "function_call", "reasoning_effort", "data_sources", "store", "metadata", "modalities",
         "prediction", "audio", "prompt_cache_key", "safety_identifier", "verbosity", "user_security_context",
-    }  # fmt: skip
+    } == CHAT_COMPLETION_PARAMETERS  # fmt: skip

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from bad_input import bodies
 from hypothesis import given, settings
 
-from bad_input import bodies
 from serve_app.errors import InvalidRequest, OpenAIError, UnsupportedField
 from serve_app.schemas import ResponsesRequest, parse
 from serve_app.translate import to_chat_request
@@ -38,7 +38,10 @@ MESSAGE_CASES = {
                 USER,
             ],
         },
-        [{"role": "system", "content": "Be brief.\n\nYou grade answers.\n\nUse JSON."}, {"role": "user", "content": "hi"}],
+        [
+            {"role": "system", "content": "Be brief.\n\nYou grade answers.\n\nUse JSON."},
+            {"role": "user", "content": "hi"},
+        ],
     ),
     "a later developer message stays in place as system": (
         {"input": [USER, {"role": "developer", "content": "now stop"}]},
@@ -85,9 +88,19 @@ MESSAGE_CASES = {
             "input": [
                 USER,
                 {"type": "reasoning", "id": "rs_1", "summary": []},
-                {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
-                 "content": [{"type": "output_text", "text": "Sure.", "annotations": []}]},
-                {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "s"}], "encrypted_content": "gAAA"},
+                {
+                    "type": "message",
+                    "role": "assistant",
+                    "id": "msg_1",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "Sure.", "annotations": []}],
+                },
+                {
+                    "type": "reasoning",
+                    "id": "rs_2",
+                    "summary": [{"type": "summary_text", "text": "s"}],
+                    "encrypted_content": "gAAA",
+                },
                 fc("call_a"),
             ]
         },
@@ -165,12 +178,33 @@ SETTING_CASES = {
     ),
     "reasoning.effort becomes reasoning_effort": ({"reasoning": {"effort": "low"}}, {"reasoning_effort": "low"}),
     "top_logprobs turns logprobs on": ({"top_logprobs": 3}, {"logprobs": True, "top_logprobs": 3}),
-    "include of output_text logprobs turns logprobs on": ({"include": ["message.output_text.logprobs"]}, {"logprobs": True}),
+    "include of output_text logprobs turns logprobs on": (
+        {"include": ["message.output_text.logprobs"]},
+        {"logprobs": True},
+    ),
     "json_schema format becomes response_format json_schema": (
-        {"text": {"format": {"type": "json_schema", "name": "grade", "schema": {"type": "object"}, "strict": True,
-                             "description": "A grade"}}},
-        {"response_format": {"type": "json_schema", "json_schema": {"name": "grade", "schema": {"type": "object"},
-                                                                     "strict": True, "description": "A grade"}}},
+        {
+            "text": {
+                "format": {
+                    "type": "json_schema",
+                    "name": "grade",
+                    "schema": {"type": "object"},
+                    "strict": True,
+                    "description": "A grade",
+                }
+            }
+        },
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "grade",
+                    "schema": {"type": "object"},
+                    "strict": True,
+                    "description": "A grade",
+                },
+            }
+        },
     ),
     "json_object format becomes response_format json_object": (
         {"text": {"format": {"type": "json_object"}}},
@@ -184,9 +218,19 @@ SETTING_CASES = {
     ),
     "the request's model is ignored": ({"model": "gpt-4o-mini"}, {}),
     "a direct caller is the plain case": (
-        {"input": [USER, {**fc("c"), "caller": {"type": "direct"}}, {"type": "function_call_output", "call_id": "c", "output": "1", "name": "lookup"}],
-         "tools": [TOOL]},
-        {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]},
+        {
+            "input": [
+                USER,
+                {**fc("c"), "caller": {"type": "direct"}},
+                {"type": "function_call_output", "call_id": "c", "output": "1", "name": "lookup"},
+            ],
+            "tools": [TOOL],
+        },
+        {
+            "tools": [
+                {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+            ]
+        },
     ),
 }
 
@@ -199,8 +243,19 @@ def test_settings(extra: dict[str, Any], expected: dict[str, Any]) -> None:
 
 TOOL_CASES = {
     "function tools keep description and strict": (
-        {"tools": [{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True}]},
-        {"tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True}}]},
+        {
+            "tools": [
+                {"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True}
+            ]
+        },
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True},
+                }
+            ]
+        },
     ),
     "tool_choice strings pass through": (
         {"tools": [TOOL], "tool_choice": "required"},
@@ -210,7 +265,10 @@ TOOL_CASES = {
         {"tools": [TOOL], "tool_choice": {"type": "function", "name": "lookup"}},
         {"tool_choice": {"type": "function", "function": {"name": "lookup"}}},
     ),
-    "parallel_tool_calls passes with tools": ({"tools": [TOOL], "parallel_tool_calls": False}, {"parallel_tool_calls": False}),
+    "parallel_tool_calls passes with tools": (
+        {"tools": [TOOL], "parallel_tool_calls": False},
+        {"parallel_tool_calls": False},
+    ),
     "without tools, tool_choice and parallel_tool_calls are omitted": (
         {"tool_choice": "auto", "parallel_tool_calls": True},
         {"tools": None, "tool_choice": None, "parallel_tool_calls": None},
@@ -239,7 +297,10 @@ REFUSED = {
     "web_search tool": ({"tools": [{"type": "web_search"}]}, "tools[0]"),
     "file_search tool": ({"tools": [TOOL, {"type": "file_search", "vector_store_ids": ["vs"]}]}, "tools[1]"),
     "mcp tool": ({"tools": [{"type": "mcp", "server_label": "x", "server_url": "https://x"}]}, "tools[0]"),
-    "allowed_tools tool_choice": ({"tools": [TOOL], "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}}, "tool_choice"),
+    "allowed_tools tool_choice": (
+        {"tools": [TOOL], "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}},
+        "tool_choice",
+    ),
     "hosted tool_choice": ({"tools": [TOOL], "tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
     "input_file part": (
         {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}]},
@@ -250,25 +311,60 @@ REFUSED = {
         "input[0].content[0].file_id",
     ),
     "item_reference": ({"input": [USER, {"type": "item_reference", "id": "msg_1"}]}, "input[1]"),
-    "hosted tool call item": ({"input": [USER, {"type": "web_search_call", "id": "ws_1", "status": "completed"}]}, "input[1]"),
+    "hosted tool call item": (
+        {"input": [USER, {"type": "web_search_call", "id": "ws_1", "status": "completed"}]},
+        "input[1]",
+    ),
     "image in a tool output": (
-        {"input": [USER, fc("c"), {"type": "function_call_output", "call_id": "c",
-                                    "output": [{"type": "input_image", "image_url": "https://x/y.png"}]}]},
+        {
+            "input": [
+                USER,
+                fc("c"),
+                {
+                    "type": "function_call_output",
+                    "call_id": "c",
+                    "output": [{"type": "input_image", "image_url": "https://x/y.png"}],
+                },
+            ]
+        },
         "input[2].output[0]",
     ),
-    "a message phase": ({"input": [USER, {"role": "assistant", "content": "x", "phase": "commentary"}]}, "input[1].phase"),
-    "a programmatic caller": ({"input": [USER, {**fc("c"), "caller": {"type": "program", "caller_id": "p"}}]}, "input[1].caller"),
+    "a message phase": (
+        {"input": [USER, {"role": "assistant", "content": "x", "phase": "commentary"}]},
+        "input[1].phase",
+    ),
+    "a programmatic caller": (
+        {"input": [USER, {**fc("c"), "caller": {"type": "program", "caller_id": "p"}}]},
+        "input[1].caller",
+    ),
     "a tool namespace": ({"input": [USER, {**fc("c"), "namespace": "ns"}]}, "input[1].namespace"),
     "a prompt cache breakpoint": (
-        {"input": [{"role": "user", "content": [{"type": "input_text", "text": "x", "prompt_cache_breakpoint": {"mode": "explicit"}}]}]},
+        {
+            "input": [
+                {
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "x", "prompt_cache_breakpoint": {"mode": "explicit"}}],
+                }
+            ]
+        },
         "input[0].content[0].prompt_cache_breakpoint",
     ),
     "image detail original": (
-        {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png", "detail": "original"}]}]},
+        {
+            "input": [
+                {
+                    "role": "user",
+                    "content": [{"type": "input_image", "image_url": "https://x/y.png", "detail": "original"}],
+                }
+            ]
+        },
         "input[0].content[0].detail",
     ),
     "deferred tool loading": ({"tools": [{**TOOL, "defer_loading": True}]}, "tools[0].defer_loading"),
-    "programmatic callers of a tool": ({"tools": [{**TOOL, "allowed_callers": ["programmatic"]}]}, "tools[0].allowed_callers"),
+    "programmatic callers of a tool": (
+        {"tools": [{**TOOL, "allowed_callers": ["programmatic"]}]},
+        "tools[0].allowed_callers",
+    ),
     "OpenAI moderation policy": ({"moderation": {"model": "omni-moderation-latest"}}, "moderation"),
     "context management": ({"context_management": [{"type": "compaction"}]}, "context_management"),
     "stream obfuscation": ({"stream_options": {"include_obfuscation": True}}, "stream_options.include_obfuscation"),
@@ -287,10 +383,16 @@ def test_fields_we_cannot_honour_are_refused_by_name(extra: dict[str, Any], para
 INVALID = {
     "tool_choice required without tools": ({"tool_choice": "required"}, "tool_choice"),
     "named tool_choice without tools": ({"tool_choice": {"type": "function", "name": "f"}}, "tool_choice"),
-    "named tool_choice not among tools": ({"tools": [TOOL], "tool_choice": {"type": "function", "name": "other"}}, "tool_choice.name"),
+    "named tool_choice not among tools": (
+        {"tools": [TOOL], "tool_choice": {"type": "function", "name": "other"}},
+        "tool_choice.name",
+    ),
     "an unknown parameter": ({"frobnicate": 1}, "frobnicate"),
     "an unknown item type": ({"input": [{"type": "telepathy"}]}, "input[0].type"),
-    "a wrong type deep inside": ({"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]}, "input[0].content[0].text"),
+    "a wrong type deep inside": (
+        {"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
+        "input[0].content[0].text",
+    ),
     "output_text in a user message": (
         {"input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]},
         "input[0].content[0]",

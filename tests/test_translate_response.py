@@ -11,14 +11,25 @@ from serve_app.schemas import ResponsesRequest, parse
 from serve_app.translate import to_response
 
 
-def completion(message: dict[str, Any], finish_reason: str = "stop", usage: dict[str, Any] | None = None,
-               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+def completion(
+    message: dict[str, Any],
+    finish_reason: str = "stop",
+    usage: dict[str, Any] | None = None,
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "model": "gpt-4o-2024-11-20",
-        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason,
-                     "logprobs": logprobs, "content_filter_results": {}}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", **message},
+                "finish_reason": finish_reason,
+                "logprobs": logprobs,
+                "content_filter_results": {},
+            }
+        ],
         "usage": usage,
         "prompt_filter_results": [],
     }
@@ -26,7 +37,9 @@ def completion(message: dict[str, Any], finish_reason: str = "stop", usage: dict
 
 def respond(chat: dict[str, Any], request: dict[str, Any] | None = None) -> dict[str, Any]:
     req = parse(ResponsesRequest, request or {"input": "hi", "model": "ignored-model"})
-    return to_response(chat, req, model="my-deployment", response_id="resp_1", created_at=1700000000, completed_at=1700000002)
+    return to_response(
+        chat, req, model="my-deployment", response_id="resp_1", created_at=1700000000, completed_at=1700000002
+    )
 
 
 def test_text_becomes_a_message_with_output_text_and_empty_annotations() -> None:
@@ -54,7 +67,10 @@ def test_tool_calls_become_function_call_items_after_the_message_in_upstream_ord
     ]
     out = respond(completion({"content": "Let me look.", "tool_calls": calls}, "tool_calls"))["output"]
     assert [item["type"] for item in out] == ["message", "function_call", "function_call"]
-    assert [(i["call_id"], i["name"], i["arguments"]) for i in out[1:]] == [("call_1", "a", '{"x":1}'), ("call_2", "b", "{}")]
+    assert [(i["call_id"], i["name"], i["arguments"]) for i in out[1:]] == [
+        ("call_1", "a", '{"x":1}'),
+        ("call_2", "b", "{}"),
+    ]
     assert all(i["id"].startswith("fc_") and i["id"] != i["call_id"] and i["status"] == "completed" for i in out[1:])
 
 
@@ -82,21 +98,46 @@ def test_finish_reason_sets_status(finish_reason: str, status: str, details: dic
 
 USAGE = {
     "all details present": (
-        {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30,
-         "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 12}},
-        {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0}, "output_tokens": 20,
-         "output_tokens_details": {"reasoning_tokens": 12}, "total_tokens": 30},
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 20,
+            "total_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 12},
+        },
+        {
+            "input_tokens": 10,
+            "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
+            "output_tokens": 20,
+            "output_tokens_details": {"reasoning_tokens": 12},
+            "total_tokens": 30,
+        },
     ),
     "details omitted by Azure are 0": (
         {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
-        {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}, "output_tokens": 20,
-         "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 30},
+        {
+            "input_tokens": 10,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 20,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 30,
+        },
     ),
     "null details are 0": (
-        {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3,
-         "prompt_tokens_details": None, "completion_tokens_details": {"reasoning_tokens": None}},
-        {"input_tokens": 1, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}, "output_tokens": 2,
-         "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 3},
+        {
+            "prompt_tokens": 1,
+            "completion_tokens": 2,
+            "total_tokens": 3,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": {"reasoning_tokens": None},
+        },
+        {
+            "input_tokens": 1,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 2,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 3,
+        },
     ),
 }
 
@@ -107,18 +148,35 @@ def test_usage_maps_to_responses_names(chat_usage: dict[str, Any], expected: dic
 
 
 def test_logprobs_are_carried_on_output_text() -> None:
-    logprobs = {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105],
-                             "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}]}]}
+    logprobs = {
+        "content": [
+            {
+                "token": "Hi",
+                "logprob": -0.1,
+                "bytes": [72, 105],
+                "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}],
+            }
+        ]
+    }
     part = respond(completion({"content": "Hi"}, logprobs=logprobs))["output"][0]["content"][0]
     assert part["logprobs"] == logprobs["content"]
 
 
 def test_request_settings_are_echoed() -> None:
     request = {
-        "input": "hi", "instructions": "Be brief.", "max_output_tokens": 50, "temperature": 0.3, "top_p": 0.8,
+        "input": "hi",
+        "instructions": "Be brief.",
+        "max_output_tokens": 50,
+        "temperature": 0.3,
+        "top_p": 0.8,
         "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": True}],
-        "tool_choice": {"type": "function", "name": "f"}, "parallel_tool_calls": False, "store": True,
-        "metadata": {"k": "v"}, "user": "u", "reasoning": {"effort": "high"}, "top_logprobs": 2,
+        "tool_choice": {"type": "function", "name": "f"},
+        "parallel_tool_calls": False,
+        "store": True,
+        "metadata": {"k": "v"},
+        "user": "u",
+        "reasoning": {"effort": "high"},
+        "top_logprobs": 2,
         "text": {"format": {"type": "json_schema", "name": "g", "schema": {"type": "object"}}},
     }
     response = respond(completion({"content": "x"}), request)
@@ -131,7 +189,10 @@ def test_request_settings_are_echoed() -> None:
     assert response["parallel_tool_calls"] is False
     assert response["store"] is True and response["metadata"] == {"k": "v"}
     assert response["reasoning"] == {"effort": "high", "summary": None}
-    assert response["text"] == {"format": {"type": "json_schema", "name": "g", "schema": {"type": "object"}}, "verbosity": None}
+    assert response["text"] == {
+        "format": {"type": "json_schema", "name": "g", "schema": {"type": "object"}},
+        "verbosity": None,
+    }
     assert response["top_logprobs"] == 2 and response["truncation"] == "disabled"
 
 
@@ -150,7 +211,10 @@ def test_completed_at_is_set_only_when_completed() -> None:
 SDK_SHAPES = {
     "text": completion({"content": "x"}, usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
     "refusal": completion({"content": None, "refusal": "no"}),
-    "tools": completion({"content": "t", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, "tool_calls"),
+    "tools": completion(
+        {"content": "t", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        "tool_calls",
+    ),
     "incomplete": completion({"content": "part"}, "length"),
 }
 
@@ -159,8 +223,11 @@ SDK_SHAPES = {
 def test_every_response_is_a_valid_openai_sdk_response(chat: dict[str, Any]) -> None:
     from openai.types.responses import Response
 
-    request = {"input": "hi", "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": True}],
-               "text": {"format": {"type": "json_schema", "name": "g", "schema": {"type": "object"}}}}
+    request = {
+        "input": "hi",
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": True}],
+        "text": {"format": {"type": "json_schema", "name": "g", "schema": {"type": "object"}}},
+    }
     parsed = Response.model_validate(respond(chat, request))
     # `store` is echoed by the API (and asked of us) though this SDK version does not model it.
     assert set(parsed.model_extra or {}) <= {"store"}

@@ -6,29 +6,50 @@ import json
 from typing import Any
 
 import pytest
+from stream_checks import check_event_sequence, without_volatile
 
 from serve_app.errors import UpstreamError
 from serve_app.schemas import ResponsesRequest, parse
 from serve_app.translate import to_response
 from serve_app.translate.chat import stream_chunk
 from serve_app.translate.stream import ResponseEventStream
-from stream_checks import check_event_sequence, without_volatile
 
 REQUEST = parse(ResponsesRequest, {"input": "hi", "stream": True})
 FILTERS = {"hate": {"filtered": False, "severity": "safe"}}
-USAGE = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12, "completion_tokens_details": {"reasoning_tokens": 2}}
+USAGE = {
+    "prompt_tokens": 5,
+    "completion_tokens": 7,
+    "total_tokens": 12,
+    "completion_tokens_details": {"reasoning_tokens": 2},
+}
 
 
-def azure_chunks(content: str | None = None, refusal: str | None = None, calls: list[tuple[str, str, str]] = (),
-                 finish_reason: str = "stop", usage: dict[str, Any] | None = USAGE, interleave: bool = False) -> list[dict[str, Any]]:
+def azure_chunks(
+    content: str | None = None,
+    refusal: str | None = None,
+    calls: list[tuple[str, str, str]] = (),
+    finish_reason: str = "stop",
+    usage: dict[str, Any] | None = USAGE,
+    interleave: bool = False,
+) -> list[dict[str, Any]]:
     """An answer as Azure streams it: the prompt-filter frame, word deltas, annotation frames,
     tool-call arguments in pieces, the finish chunk, then usage (not after a content filter)."""
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-11-20"}
-    chunks: list[dict[str, Any]] = [{"choices": [], "created": 0, "id": "", "model": "", "object": "",
-                                     "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTERS}]}]
+    chunks: list[dict[str, Any]] = [
+        {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTERS}],
+        }
+    ]
 
     def delta(d: dict[str, Any]) -> None:
-        chunks.append({**base, "choices": [{"index": 0, "delta": d, "finish_reason": None, "content_filter_results": FILTERS}]})
+        chunks.append(
+            {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None, "content_filter_results": FILTERS}]}
+        )
 
     delta({"role": "assistant", "content": ""})
     for word in (content or "").split(" ") if content else ():
@@ -39,10 +60,14 @@ def azure_chunks(content: str | None = None, refusal: str | None = None, calls: 
     pieces = []
     for i, (call_id, name, arguments) in enumerate(calls):
         half = len(arguments) // 2
-        pieces.append([{"index": i, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}},
-                       {"index": i, "function": {"arguments": arguments[:half]}},
-                       {"index": i, "function": {"arguments": arguments[half:]}}])
-    order = [p for group in zip(*pieces) for p in group] if interleave else [p for group in pieces for p in group]
+        pieces.append(
+            [
+                {"index": i, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}},
+                {"index": i, "function": {"arguments": arguments[:half]}},
+                {"index": i, "function": {"arguments": arguments[half:]}},
+            ]
+        )
+    order = [p for group in zip(*pieces, strict=False) for p in group] if interleave else [p for group in pieces for p in group]
     for piece in order:
         delta({"tool_calls": [piece]})
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]})
@@ -51,16 +76,26 @@ def azure_chunks(content: str | None = None, refusal: str | None = None, calls: 
     return chunks
 
 
-def completion_for(content: str | None = None, refusal: str | None = None, calls: list[tuple[str, str, str]] = (),
-                   finish_reason: str = "stop", usage: dict[str, Any] | None = USAGE, interleave: bool = False) -> dict[str, Any]:
+def completion_for(
+    content: str | None = None,
+    refusal: str | None = None,
+    calls: list[tuple[str, str, str]] = (),
+    finish_reason: str = "stop",
+    usage: dict[str, Any] | None = USAGE,
+    interleave: bool = False,
+) -> dict[str, Any]:
     def words(text: str | None) -> str | None:
         return "".join(w + " " for w in text.split(" ")) if text else None
 
     message: dict[str, Any] = {"role": "assistant", "content": words(content), "refusal": words(refusal)}
     if calls:
-        message["tool_calls"] = [{"id": c, "type": "function", "function": {"name": n, "arguments": a}} for c, n, a in calls]
-    return {"choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-            "usage": usage if finish_reason != "content_filter" else None}
+        message["tool_calls"] = [
+            {"id": c, "type": "function", "function": {"name": n, "arguments": a}} for c, n, a in calls
+        ]
+    return {
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": usage if finish_reason != "content_filter" else None,
+    }
 
 
 def run(chunks: list[dict[str, Any]], req: ResponsesRequest = REQUEST) -> list[dict[str, Any]]:
@@ -76,8 +111,13 @@ CASES = {
     "refusal": dict(refusal="I cannot help"),
     "one tool call": dict(calls=[("call_1", "lookup", '{"q": "x"}')], finish_reason="tool_calls"),
     "several tool calls interleaved by index": dict(
-        calls=[("call_1", "a", '{"x": 1}'), ("call_2", "b", '{"y": 2}'), ("call_3", "c", "{}")], finish_reason="tool_calls", interleave=True),
-    "text then tool calls": dict(content="Let me check", calls=[("call_1", "lookup", '{"q": "x"}')], finish_reason="tool_calls"),
+        calls=[("call_1", "a", '{"x": 1}'), ("call_2", "b", '{"y": 2}'), ("call_3", "c", "{}")],
+        finish_reason="tool_calls",
+        interleave=True,
+    ),
+    "text then tool calls": dict(
+        content="Let me check", calls=[("call_1", "lookup", '{"q": "x"}')], finish_reason="tool_calls"
+    ),
     "tool call forced by name finishes with stop": dict(calls=[("call_1", "lookup", "{}")], finish_reason="stop"),
     "json mode": dict(content='{"answer": 42}'),
     "truncated by length": dict(content="cut off mid", finish_reason="length"),
@@ -89,12 +129,21 @@ CASES = {
 def test_the_stream_is_well_formed_and_ends_in_the_non_streaming_response(answer: dict[str, Any]) -> None:
     events = run(azure_chunks(**answer))
     final = check_event_sequence(events)
-    expected = to_response(completion_for(**answer), REQUEST, model="dep", response_id="resp_x", created_at=9, completed_at=9)
+    expected = to_response(
+        completion_for(**answer), REQUEST, model="dep", response_id="resp_x", created_at=9, completed_at=9
+    )
     assert without_volatile(final) == without_volatile(expected)
 
 
-@pytest.mark.parametrize("finish_reason, terminal", [("stop", "response.completed"), ("tool_calls", "response.completed"),
-                                                      ("length", "response.incomplete"), ("content_filter", "response.incomplete")])
+@pytest.mark.parametrize(
+    "finish_reason, terminal",
+    [
+        ("stop", "response.completed"),
+        ("tool_calls", "response.completed"),
+        ("length", "response.incomplete"),
+        ("content_filter", "response.incomplete"),
+    ],
+)
 def test_the_terminal_event_follows_the_finish_reason(finish_reason: str, terminal: str) -> None:
     assert run(azure_chunks(content="a b", finish_reason=finish_reason))[-1]["type"] == terminal
 
@@ -102,9 +151,16 @@ def test_the_terminal_event_follows_the_finish_reason(finish_reason: str, termin
 def test_text_events_in_order() -> None:
     kinds = [e["type"] for e in run(azure_chunks(content="a b"))]
     assert kinds == [
-        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
-        "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
-        "response.content_part.done", "response.output_item.done", "response.completed",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
     ]
 
 
@@ -117,7 +173,12 @@ def test_a_tool_only_answer_starts_its_output_at_index_0() -> None:
 def test_call_id_and_name_are_set_once_and_arguments_arrive_as_deltas() -> None:
     events = run(azure_chunks(calls=[("call_1", "lookup", '{"q": "abc"}')], finish_reason="tool_calls"))
     added = next(e for e in events if e["type"] == "response.output_item.added")["item"]
-    assert (added["call_id"], added["name"], added["arguments"], added["status"]) == ("call_1", "lookup", "", "in_progress")
+    assert (added["call_id"], added["name"], added["arguments"], added["status"]) == (
+        "call_1",
+        "lookup",
+        "",
+        "in_progress",
+    )
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta")
     done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
     assert deltas == done["arguments"] == '{"q": "abc"}' and done["name"] == "lookup"
@@ -129,8 +190,15 @@ def test_usage_from_the_final_chunk_is_in_the_terminal_response() -> None:
 
 
 def test_logprobs_travel_on_deltas_and_into_the_final_part() -> None:
-    chunk = {"choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": {"content": [
-        {"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": []}]}}]}
+    chunk = {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"content": "Hi"},
+                "logprobs": {"content": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": []}]},
+            }
+        ]
+    }
     events = run([chunk, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}])
     delta = next(e for e in events if e["type"] == "response.output_text.delta")
     assert delta["logprobs"][0]["token"] == "Hi"
@@ -145,7 +213,10 @@ def test_an_upstream_failure_mid_stream_ends_in_response_failed() -> None:
     final = events[-1]
     assert final["type"] == "response.failed" and final["sequence_number"] == len(events) - 1
     assert final["response"]["status"] == "failed"
-    assert final["response"]["error"]["code"] == "server_error" and "connection reset" in final["response"]["error"]["message"]
+    assert (
+        final["response"]["error"]["code"] == "server_error"
+        and "connection reset" in final["response"]["error"]["message"]
+    )
     assert final["response"]["output"][0]["status"] == "incomplete"
 
 
@@ -159,6 +230,7 @@ def test_events_are_json_and_valid_openai_sdk_events() -> None:
 
 
 # --- chat completions stream normalisation --------------------------------------------------------
+
 
 def test_chat_stream_drops_azure_only_frames_and_names_the_deployment() -> None:
     chunks = azure_chunks(content="a b")

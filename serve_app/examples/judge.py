@@ -68,8 +68,13 @@ class Judge:
             response: dict[str, Any] = await self._model.create_response.remote(body)
         except OpenAIError as exc:
             return error_response(exc)
-        text = next(part["text"] for item in response["output"] if item["type"] == "message"
-                    for part in item["content"] if part["type"] == "output_text")
+        text = next(
+            part["text"]
+            for item in response["output"]
+            if item["type"] == "message"
+            for part in item["content"]
+            if part["type"] == "output_text"
+        )
         return JSONResponse({"grade": json.loads(text), "usage": response["usage"]})
 
 

@@ -155,7 +155,9 @@ def _messages(req: ResponsesRequest) -> list[dict[str, Any]]:
         elif isinstance(item, ReasoningItem):
             continue
         elif isinstance(item, UnsupportedItem):
-            raise UnsupportedField(f"input[{index}]", f"input items of type {item.type!r} have no Azure Chat Completions equivalent")
+            raise UnsupportedField(
+                f"input[{index}]", f"input items of type {item.type!r} have no Azure Chat Completions equivalent"
+            )
     if not messages:
         raise InvalidRequest("'input' must contain at least one message.", param="input")
     return messages
@@ -222,7 +224,9 @@ def _assistant_message(item: MessageItem, index: int) -> dict[str, Any]:
 
 def _image_part(part: InputImage, param: str) -> dict[str, Any]:
     if part.image_url is None:
-        raise UnsupportedField(f"{param}.file_id", "uploaded files are not reachable from Azure; send image_url (a URL or data: URL)")
+        raise UnsupportedField(
+            f"{param}.file_id", "uploaded files are not reachable from Azure; send image_url (a URL or data: URL)"
+        )
     if part.detail == "original":
         raise UnsupportedField(f"{param}.detail", "Azure Chat Completions takes detail 'low', 'high' or 'auto'")
     _refuse_if_set(f"{param}.prompt_cache_breakpoint", part.prompt_cache_breakpoint, _CACHE_BREAKPOINT)
@@ -233,7 +237,9 @@ def _refuse_part(part: Any, param: str, role: str) -> None:
     if isinstance(part, UnsupportedPart):
         raise UnsupportedField(param, f"content parts of type {part.type!r} have no Azure Chat Completions equivalent")
     if isinstance(part, InputImage):
-        raise UnsupportedField(param, f"images are only accepted in user messages and tool outputs, not {role} messages")
+        raise UnsupportedField(
+            param, f"images are only accepted in user messages and tool outputs, not {role} messages"
+        )
     raise InvalidRequest(f"Invalid '{param}': a {role} message cannot hold a {part.type!r} part.", param=param)
 
 
@@ -268,11 +274,18 @@ def _add_tools(body: dict[str, Any], req: ResponsesRequest) -> set[str]:
     tools = []
     for i, tool in enumerate(req.tools or ()):
         if isinstance(tool, UnsupportedTool):
-            raise UnsupportedField(f"tools[{i}]", f"hosted tools ({tool.type!r}) do not exist on Azure Chat Completions; only function tools")
+            raise UnsupportedField(
+                f"tools[{i}]",
+                f"hosted tools ({tool.type!r}) do not exist on Azure Chat Completions; only function tools",
+            )
         assert isinstance(tool, FunctionTool)
         if tool.allowed_callers is not None and "programmatic" in tool.allowed_callers:
             raise UnsupportedField(f"tools[{i}].allowed_callers", _PROGRAMMATIC)
-        _refuse_if_set(f"tools[{i}].defer_loading", tool.defer_loading, "deferred tool loading needs tool search, which Azure Chat Completions lacks")
+        _refuse_if_set(
+            f"tools[{i}].defer_loading",
+            tool.defer_loading,
+            "deferred tool loading needs tool search, which Azure Chat Completions lacks",
+        )
         _refuse_if_set(f"tools[{i}].output_schema", tool.output_schema, _PROGRAMMATIC)
         function: dict[str, Any] = {"name": tool.name}
         for key in ("description", "parameters", "strict"):
@@ -289,7 +302,9 @@ def _add_tools(body: dict[str, Any], req: ResponsesRequest) -> set[str]:
 def _add_tool_choice(body: dict[str, Any], req: ResponsesRequest, tool_names: set[str]) -> None:
     choice = req.tool_choice
     if isinstance(choice, UnsupportedToolChoice):
-        raise UnsupportedField("tool_choice", f"tool_choice of type {choice.type!r} has no Azure Chat Completions equivalent")
+        raise UnsupportedField(
+            "tool_choice", f"tool_choice of type {choice.type!r} has no Azure Chat Completions equivalent"
+        )
     if not tool_names:
         # Azure rejects tool_choice and parallel_tool_calls without tools; "none"/"auto" mean nothing then.
         if choice == "required" or isinstance(choice, ToolChoiceFunction):
@@ -297,7 +312,9 @@ def _add_tool_choice(body: dict[str, Any], req: ResponsesRequest, tool_names: se
         return
     if isinstance(choice, ToolChoiceFunction):
         if choice.name not in tool_names:
-            raise InvalidRequest(f"Invalid 'tool_choice': no function named {choice.name!r} in 'tools'.", param="tool_choice.name")
+            raise InvalidRequest(
+                f"Invalid 'tool_choice': no function named {choice.name!r} in 'tools'.", param="tool_choice.name"
+            )
         body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
     elif choice is not None:
         body["tool_choice"] = choice

@@ -55,7 +55,11 @@ def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, cr
         "temperature": req.temperature,
         "text": _text_echo(req),
         "tool_choice": _tool_choice_echo(req),
-        "tools": [tool.model_dump(by_alias=True, exclude_unset=True) for tool in req.tools or () if isinstance(tool, FunctionTool)],
+        "tools": [
+            tool.model_dump(by_alias=True, exclude_unset=True)
+            for tool in req.tools or ()
+            if isinstance(tool, FunctionTool)
+        ],
         "top_logprobs": req.top_logprobs,
         "top_p": req.top_p,
         "truncation": req.truncation or "disabled",
@@ -79,11 +83,19 @@ def _tool_choice_echo(req: ResponsesRequest) -> Any:
 
 
 def to_response(
-    completion: dict[str, Any], req: ResponsesRequest, *, model: str, response_id: str, created_at: int, completed_at: int
+    completion: dict[str, Any],
+    req: ResponsesRequest,
+    *,
+    model: str,
+    response_id: str,
+    created_at: int,
+    completed_at: int,
 ) -> dict[str, Any]:
     choices = completion.get("choices") or []
     if not choices:
-        raise UpstreamError("Azure returned a completion without choices.", status=502, code="upstream_invalid_response")
+        raise UpstreamError(
+            "Azure returned a completion without choices.", status=502, code="upstream_invalid_response"
+        )
     choice = choices[0]
     message = choice.get("message") or {}
     status, incomplete = finish_status(choice.get("finish_reason"))
@@ -92,7 +104,11 @@ def to_response(
         output.append(message_item(new_id("msg"), message.get("content"), message.get("refusal"), _logprobs(choice)))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
-        output.append(function_call_item(new_id("fc"), call.get("id", ""), function.get("name", ""), function.get("arguments", "")))
+        output.append(
+            function_call_item(
+                new_id("fc"), call.get("id", ""), function.get("name", ""), function.get("arguments", "")
+            )
+        )
     mark_incomplete(output, status)
     response = response_envelope(req, model=model, response_id=response_id, created_at=created_at)
     finish(response, status, incomplete, output, usage(completion.get("usage")), completed_at)
@@ -127,7 +143,14 @@ def message_item(item_id: str, text: str | None, refusal: str | None, logprobs: 
 
 
 def function_call_item(item_id: str, call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"}
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": "completed",
+    }
 
 
 def mark_incomplete(output: list[dict[str, Any]], status: str) -> None:

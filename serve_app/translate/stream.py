@@ -136,13 +136,19 @@ class ResponseEventStream:
         self._message = _Message(new_id("msg"), len(self._items))
         self._items.append(self._message)
         item = {"id": self._message.id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
-        return self._message, [self._event("response.output_item.added", output_index=self._message.output_index, item=item)]
+        return self._message, [
+            self._event("response.output_item.added", output_index=self._message.output_index, item=item)
+        ]
 
     def _open_part(self, message: _Message, kind: str) -> list[dict[str, Any]]:
         if kind in message.parts:
             return []
         message.parts[kind] = len(message.parts)
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []} if kind == "text" else {"type": "refusal", "refusal": ""}
+        part = (
+            {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            if kind == "text"
+            else {"type": "refusal", "refusal": ""}
+        )
         return [self._event("response.content_part.added", **self._where(message, kind), part=part)]
 
     def _where(self, message: _Message, kind: str) -> dict[str, Any]:
@@ -154,7 +160,9 @@ class ResponseEventStream:
         entries = logprob_entries(logprobs)
         message.text.append(text)
         message.logprobs += entries
-        events.append(self._event("response.output_text.delta", **self._where(message, "text"), delta=text, logprobs=entries))
+        events.append(
+            self._event("response.output_text.delta", **self._where(message, "text"), delta=text, logprobs=entries)
+        )
         return events
 
     def _refusal(self, text: str) -> list[dict[str, Any]]:
@@ -179,8 +187,12 @@ class ResponseEventStream:
         if function.get("arguments"):
             call.arguments.append(function["arguments"])
             events.append(
-                self._event("response.function_call_arguments.delta", item_id=call.id, output_index=call.output_index,
-                            delta=function["arguments"])
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=call.id,
+                    output_index=call.output_index,
+                    delta=function["arguments"],
+                )
             )
         return events
 
@@ -197,20 +209,29 @@ class ResponseEventStream:
                 item["status"] = "incomplete"
         self._closed = output
         events: list[dict[str, Any]] = []
-        for state, item in zip(self._items, output):
+        for state, item in zip(self._items, output, strict=False):
             if isinstance(state, _Message):
                 for part in item["content"]:
                     kind = "text" if part["type"] == "output_text" else "refusal"
                     where = self._where(state, kind)
                     if kind == "text":
-                        events.append(self._event("response.output_text.done", **where, text=part["text"], logprobs=part["logprobs"]))
+                        events.append(
+                            self._event(
+                                "response.output_text.done", **where, text=part["text"], logprobs=part["logprobs"]
+                            )
+                        )
                     else:
                         events.append(self._event("response.refusal.done", **where, refusal=part["refusal"]))
                     events.append(self._event("response.content_part.done", **where, part=part))
             else:
                 events.append(
-                    self._event("response.function_call_arguments.done", item_id=state.id, output_index=state.output_index,
-                                name=state.name, arguments=item["arguments"])
+                    self._event(
+                        "response.function_call_arguments.done",
+                        item_id=state.id,
+                        output_index=state.output_index,
+                        name=state.name,
+                        arguments=item["arguments"],
+                    )
                 )
             events.append(self._event("response.output_item.done", output_index=state.output_index, item=item))
         return events

@@ -58,10 +58,17 @@ IN_FLIGHT = 2000
 MAX_KB_PER_REQUEST = 50.0
 MAX_FIRST_EVENT_MS = 2.0
 MIN_EVENTS_PER_S = 20_000
-NAMES = {"direct": "direct to simulator", "noop": "no-op Serve app", "responses": "/v1/responses",
-         "chat": "/v1/chat/completions"}
-MEMORY_NAMES = {"mem": "/v1/responses", "memstream": "/v1/responses, streaming",
-                "mem_noop": "no-op app holding each request 2 s (floor)"}
+NAMES = {
+    "direct": "direct to simulator",
+    "noop": "no-op Serve app",
+    "responses": "/v1/responses",
+    "chat": "/v1/chat/completions",
+}
+MEMORY_NAMES = {
+    "mem": "/v1/responses",
+    "memstream": "/v1/responses, streaming",
+    "mem_noop": "no-op app holding each request 2 s (floor)",
+}
 VARIANT_NOTES = {
     "noop": "the floor",
     "responses": "ours, as shipped",
@@ -83,8 +90,15 @@ def run_child(name: str, args: list[str], workdir: Path, timeout_s: float) -> in
     log_path = workdir / f"{name}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log_path, "w") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=log_file,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
         def echo() -> None:
             assert process.stderr is not None
@@ -99,7 +113,9 @@ def run_child(name: str, args: list[str], workdir: Path, timeout_s: float) -> in
             code = process.wait(timeout_s)
         except (subprocess.TimeoutExpired, KeyboardInterrupt) as reason:
             # It runs in its own session (a Ctrl-C here does not reach it): stop it, and with it its Ray.
-            log(f"{name}: {'over its time limit' if isinstance(reason, subprocess.TimeoutExpired) else 'interrupted'}; stopping it")
+            log(
+                f"{name}: {'over its time limit' if isinstance(reason, subprocess.TimeoutExpired) else 'interrupted'}; stopping it"
+            )
             process.send_signal(signal.SIGTERM)  # it stops its own Ray on the way out
             try:
                 code = process.wait(90)
@@ -120,6 +136,7 @@ def load(path: Path) -> Any:
 
 
 # --- formatting -----------------------------------------------------------------------------------------
+
 
 def fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and value != value):
@@ -145,6 +162,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 # --- the report ------------------------------------------------------------------------------------------
 
+
 def throughput_table(run: dict[str, Any], section: str) -> str:
     cells = cells_of(run, section)
     rows = []
@@ -155,18 +173,38 @@ def throughput_table(run: dict[str, Any], section: str) -> str:
             if cell is None:
                 continue
             ours = target in ("responses", "chat")
-            row = [NAMES[target], concurrency, fmt(cell["rps"], 0), fmt(ratio(cell["rps"], noop["rps"]) if noop and target != "noop" else None),
-                   cell["p50_ms"], cell["p99_ms"],
-                   cell["p50_ms"] - direct["p50_ms"] if ours and direct else None,
-                   cell["p99_ms"] - direct["p99_ms"] if ours and direct else None]
+            row = [
+                NAMES[target],
+                concurrency,
+                fmt(cell["rps"], 0),
+                fmt(ratio(cell["rps"], noop["rps"]) if noop and target != "noop" else None),
+                cell["p50_ms"],
+                cell["p99_ms"],
+                cell["p50_ms"] - direct["p50_ms"] if ours and direct else None,
+                cell["p99_ms"] - direct["p99_ms"] if ours and direct else None,
+            ]
             if section == "stream":
                 row += [cell.get("ttfe_p50_ms"), cell.get("ttfe_p99_ms")]
             per_request = cell["replica_cpu"] / cell["rps"] * 1e6 if cell.get("replica_cpu") and cell["rps"] else None
-            row += [fmt(cell.get("replica_cpu")), fmt(per_request, 0), fmt(cell.get("sim_cpu")), fmt(cell.get("client_cpu")),
-                    fmt(cell.get("machine_busy")), cell["errors"]]
+            row += [
+                fmt(cell.get("replica_cpu")),
+                fmt(per_request, 0),
+                fmt(cell.get("sim_cpu")),
+                fmt(cell.get("client_cpu")),
+                fmt(cell.get("machine_busy")),
+                cell["errors"],
+            ]
             rows.append(row)
-    header = ["endpoint", "clients", "req/s", "× no-op", "p50 ms", "p99 ms", "p50 added over direct",
-              "p99 added over direct"]
+    header = [
+        "endpoint",
+        "clients",
+        "req/s",
+        "× no-op",
+        "p50 ms",
+        "p99 ms",
+        "p50 added over direct",
+        "p99 added over direct",
+    ]
     if section == "stream":
         header += ["first event p50 ms", "first event p99 ms"]
     header += ["replica CPU", "replica µs/request", "sim CPU", "client CPU", "machine busy", "errors"]
@@ -178,13 +216,44 @@ def events_table(run: dict[str, Any]) -> str:
     rows = []
     for (target, concurrency), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], list(NAMES).index(kv[0][0]))):
         noop = cells.get(("noop", concurrency))
-        per_event = cell["replica_cpu"] / cell["events_per_s"] * 1e6 if cell.get("replica_cpu") and cell["events_per_s"] else None
-        rows.append([NAMES[target], concurrency, fmt(cell["events_per_s"], 0),
-                     fmt(ratio(cell["events_per_s"], noop["events_per_s"]) if noop and target != "noop" else None),
-                     fmt(cell["rps"], 1), cell["p50_ms"], fmt(cell.get("replica_cpu")), fmt(per_event, 1),
-                     fmt(cell.get("sim_cpu")), fmt(cell.get("client_cpu")), fmt(cell.get("machine_busy")), cell["errors"]])
-    return table(["endpoint", "streams at once", "events/s", "× no-op", "streams/s", "stream p50 ms", "replica CPU",
-                  "replica µs/event", "sim CPU", "client CPU", "machine busy", "errors"], rows)
+        per_event = (
+            cell["replica_cpu"] / cell["events_per_s"] * 1e6
+            if cell.get("replica_cpu") and cell["events_per_s"]
+            else None
+        )
+        rows.append(
+            [
+                NAMES[target],
+                concurrency,
+                fmt(cell["events_per_s"], 0),
+                fmt(ratio(cell["events_per_s"], noop["events_per_s"]) if noop and target != "noop" else None),
+                fmt(cell["rps"], 1),
+                cell["p50_ms"],
+                fmt(cell.get("replica_cpu")),
+                fmt(per_event, 1),
+                fmt(cell.get("sim_cpu")),
+                fmt(cell.get("client_cpu")),
+                fmt(cell.get("machine_busy")),
+                cell["errors"],
+            ]
+        )
+    return table(
+        [
+            "endpoint",
+            "streams at once",
+            "events/s",
+            "× no-op",
+            "streams/s",
+            "stream p50 ms",
+            "replica CPU",
+            "replica µs/event",
+            "sim CPU",
+            "client CPU",
+            "machine busy",
+            "errors",
+        ],
+        rows,
+    )
 
 
 def ttfe_table(run: dict[str, Any]) -> str:
@@ -193,20 +262,57 @@ def ttfe_table(run: dict[str, Any]) -> str:
         if "error" in result:
             rows.append([NAMES[target], result["error"], "", "", ""])
         else:
-            rows.append([NAMES[target], result["after_first_chunk_p50_ms"], result["after_first_chunk_p99_ms"],
-                         result["ttfe_p50_ms"], result["n"]])
-    return table(["endpoint", "first event after upstream's first chunk, p50 ms", "p99 ms",
-                  "time to first event p50 ms (upstream ttft 50 ms)", "streams"], rows)
+            rows.append(
+                [
+                    NAMES[target],
+                    result["after_first_chunk_p50_ms"],
+                    result["after_first_chunk_p99_ms"],
+                    result["ttfe_p50_ms"],
+                    result["n"],
+                ]
+            )
+    return table(
+        [
+            "endpoint",
+            "first event after upstream's first chunk, p50 ms",
+            "p99 ms",
+            "time to first event p50 ms (upstream ttft 50 ms)",
+            "streams",
+        ],
+        rows,
+    )
 
 
 def memory_table(run: dict[str, Any]) -> str:
     rows = []
     for m in run.get("memory") or []:
-        rows.append([MEMORY_NAMES.get(m["kind"], m["kind"]), m["n"], m["errors"], fmt(m["upstream_peak_in_flight"]),
-                     m["wall_s"], m["p50_ms"], f"{m['idle_rss_mb']:.0f} → {m['peak_rss_mb']:.0f}",
-                     m["kb_per_request"], fmt(m.get("replica_cpu"))])
-    return table(["endpoint", "requests sent at once", "errors", "upstream peak in flight", "wall s", "p50 ms",
-                  "replica RSS MB idle → peak", "KB per in-flight request", "replica CPU"], rows)
+        rows.append(
+            [
+                MEMORY_NAMES.get(m["kind"], m["kind"]),
+                m["n"],
+                m["errors"],
+                fmt(m["upstream_peak_in_flight"]),
+                m["wall_s"],
+                m["p50_ms"],
+                f"{m['idle_rss_mb']:.0f} → {m['peak_rss_mb']:.0f}",
+                m["kb_per_request"],
+                fmt(m.get("replica_cpu")),
+            ]
+        )
+    return table(
+        [
+            "endpoint",
+            "requests sent at once",
+            "errors",
+            "upstream peak in flight",
+            "wall s",
+            "p50 ms",
+            "replica RSS MB idle → peak",
+            "KB per in-flight request",
+            "replica CPU",
+        ],
+        rows,
+    )
 
 
 def ingress_table(runs: dict[str, dict[str, Any]]) -> str:
@@ -219,14 +325,35 @@ def ingress_table(runs: dict[str, dict[str, Any]]) -> str:
         n1, o1 = plain.get(("noop", 1)), plain.get(("responses", 1))
         n64, o64 = plain.get(("noop", 64)), plain.get(("responses", 64))
         en, eo = events.get(("noop", 16)), events.get(("responses", 16))
-        rows.append([name, run["description"], n1 and n1["p50_ms"], o1 and o1["p50_ms"],
-                     fmt(n64 and n64["rps"], 0), fmt(o64 and o64["rps"], 0),
-                     fmt(ratio(o64 and o64["rps"], n64 and n64["rps"])),
-                     fmt(en and en["events_per_s"], 0), fmt(eo and eo["events_per_s"], 0),
-                     fmt(eo and eo.get("replica_cpu"))])
-    return table(["config", "flags", "no-op p50 ms (1 client)", "/v1/responses p50 ms (1 client)",
-                  "no-op req/s (64)", "/v1/responses req/s (64)", "ratio (64)", "no-op events/s (16 streams)",
-                  "/v1/responses events/s (16 streams)", "replica CPU, /v1/responses streams"], rows)
+        rows.append(
+            [
+                name,
+                run["description"],
+                n1 and n1["p50_ms"],
+                o1 and o1["p50_ms"],
+                fmt(n64 and n64["rps"], 0),
+                fmt(o64 and o64["rps"], 0),
+                fmt(ratio(o64 and o64["rps"], n64 and n64["rps"])),
+                fmt(en and en["events_per_s"], 0),
+                fmt(eo and eo["events_per_s"], 0),
+                fmt(eo and eo.get("replica_cpu")),
+            ]
+        )
+    return table(
+        [
+            "config",
+            "flags",
+            "no-op p50 ms (1 client)",
+            "/v1/responses p50 ms (1 client)",
+            "no-op req/s (64)",
+            "/v1/responses req/s (64)",
+            "ratio (64)",
+            "no-op events/s (16 streams)",
+            "/v1/responses events/s (16 streams)",
+            "replica CPU, /v1/responses streams",
+        ],
+        rows,
+    )
 
 
 def ablation_table(run: dict[str, Any]) -> str:
@@ -234,19 +361,27 @@ def ablation_table(run: dict[str, Any]) -> str:
     concurrencies = sorted({c for _, c in cells})
     rows = []
     for kind, note in VARIANT_NOTES.items():
-        row: list[Any] = [kind if kind not in NAMES else NAMES[kind], note]
+        row: list[Any] = [NAMES.get(kind, kind), note]
         for concurrency in concurrencies:
             cell, noop = cells.get((kind, concurrency)), cells.get(("noop", concurrency))
             if cell is None:
                 row += [None] * 4
                 continue
-            row += [fmt(cell["rps"], 0), fmt(ratio(cell["rps"], noop and noop["rps"]) if kind != "noop" else None),
-                    cell["p50_ms"], fmt(ratio(cell.get("replica_cpu"), cell["rps"]) and cell["replica_cpu"] / cell["rps"] * 1e6, 0)]
+            row += [
+                fmt(cell["rps"], 0),
+                fmt(ratio(cell["rps"], noop and noop["rps"]) if kind != "noop" else None),
+                cell["p50_ms"],
+                fmt(ratio(cell.get("replica_cpu"), cell["rps"]) and cell["replica_cpu"] / cell["rps"] * 1e6, 0),
+            ]
         rows.append(row)
     header = ["deployment", "what differs"]
     for concurrency in concurrencies:
-        header += [f"req/s ({concurrency})", f"× no-op ({concurrency})", f"p50 ms ({concurrency})",
-                   f"replica CPU µs per request ({concurrency})"]
+        header += [
+            f"req/s ({concurrency})",
+            f"× no-op ({concurrency})",
+            f"p50 ms ({concurrency})",
+            f"replica CPU µs per request ({concurrency})",
+        ]
     return table(header, rows)
 
 
@@ -256,10 +391,38 @@ def transport_table(results: list[dict[str, Any]] | None) -> str:
 
 
 def retry_table(results: list[dict[str, Any]] | None) -> str:
-    rows = [[r["storm"], r["policy"], r["n"], r["budget"], r["wall_s"], r["ok"], r["failed"], r["upstream_calls"],
-             r["upstream_429"], r["upstream_peak_in_flight"], "yes" if r["within_budget"] else "NO"] for r in results or []]
-    return table(["storm", "slot while waiting", "calls", "budget", "finished in s", "ok", "failed", "upstream calls",
-                  "429s", "upstream peak in flight", "within budget"], rows)
+    rows = [
+        [
+            r["storm"],
+            r["policy"],
+            r["n"],
+            r["budget"],
+            r["wall_s"],
+            r["ok"],
+            r["failed"],
+            r["upstream_calls"],
+            r["upstream_429"],
+            r["upstream_peak_in_flight"],
+            "yes" if r["within_budget"] else "NO",
+        ]
+        for r in results or []
+    ]
+    return table(
+        [
+            "storm",
+            "slot while waiting",
+            "calls",
+            "budget",
+            "finished in s",
+            "ok",
+            "failed",
+            "upstream calls",
+            "429s",
+            "upstream peak in flight",
+            "within budget",
+        ],
+        rows,
+    )
 
 
 def targets(run: dict[str, Any]) -> tuple[str, list[str]]:
@@ -275,46 +438,63 @@ def targets(run: dict[str, Any]) -> tuple[str, list[str]]:
     n64, r64 = plain.get(("noop", 64)), plain.get(("responses", 64))
     if n64 and r64:
         value = r64["rps"] / n64["rps"]
-        check(f"/v1/responses at 64 clients ≥ {MIN_RATIO_64}× the no-op app",
-              f"{value:.2f}× ({r64['rps']:,.0f} vs {n64['rps']:,.0f} req/s)", value >= MIN_RATIO_64)
+        check(
+            f"/v1/responses at 64 clients ≥ {MIN_RATIO_64}× the no-op app",
+            f"{value:.2f}× ({r64['rps']:,.0f} vs {n64['rps']:,.0f} req/s)",
+            value >= MIN_RATIO_64,
+        )
     d1, n1 = plain.get(("direct", 1)), plain.get(("noop", 1))
     for target in ("responses", "chat"):
         o1 = plain.get((target, 1))
         if d1 and n1 and o1:
             above = o1["p50_ms"] - d1["p50_ms"] - n1["p50_ms"]
-            check(f"{NAMES[target]} p50 added at 1 client ≤ no-op + {MAX_ADDED_P50_MS:g} ms",
-                  f"{above:+.2f} ms (added {o1['p50_ms'] - d1['p50_ms']:.2f} ms, no-op {n1['p50_ms']:.2f} ms)",
-                  above <= MAX_ADDED_P50_MS)
+            check(
+                f"{NAMES[target]} p50 added at 1 client ≤ no-op + {MAX_ADDED_P50_MS:g} ms",
+                f"{above:+.2f} ms (added {o1['p50_ms'] - d1['p50_ms']:.2f} ms, no-op {n1['p50_ms']:.2f} ms)",
+                above <= MAX_ADDED_P50_MS,
+            )
     for m in run.get("memory") or []:
         if m["kind"] not in ("mem", "memstream"):
             continue
         label = MEMORY_NAMES[m["kind"]]
         all_in = m["upstream_peak_in_flight"] >= m["n"]
-        check(f"{label}: {IN_FLIGHT:,} in flight, 2 s upstream, zero errors",
-              f"{m['errors']} errors; {m['upstream_peak_in_flight']:,} in flight upstream at the peak",
-              m["errors"] == 0 and all_in)
-        check(f"{label}: < {MAX_KB_PER_REQUEST:g} KB per in-flight request",
-              f"{m['kb_per_request']:.1f} KB", m["kb_per_request"] < MAX_KB_PER_REQUEST)
+        check(
+            f"{label}: {IN_FLIGHT:,} in flight, 2 s upstream, zero errors",
+            f"{m['errors']} errors; {m['upstream_peak_in_flight']:,} in flight upstream at the peak",
+            m["errors"] == 0 and all_in,
+        )
+        check(
+            f"{label}: < {MAX_KB_PER_REQUEST:g} KB per in-flight request",
+            f"{m['kb_per_request']:.1f} KB",
+            m["kb_per_request"] < MAX_KB_PER_REQUEST,
+        )
     for target, result in (run.get("ttfe") or {}).items():
         if target == "direct" or "error" in result:
             continue
-        check(f"{NAMES[target]} stream: first event ≤ {MAX_FIRST_EVENT_MS:g} ms after the upstream's first chunk",
-              f"p50 {result['after_first_chunk_p50_ms']:.2f} ms, p99 {result['after_first_chunk_p99_ms']:.2f} ms",
-              result["after_first_chunk_p50_ms"] <= MAX_FIRST_EVENT_MS)
+        check(
+            f"{NAMES[target]} stream: first event ≤ {MAX_FIRST_EVENT_MS:g} ms after the upstream's first chunk",
+            f"p50 {result['after_first_chunk_p50_ms']:.2f} ms, p99 {result['after_first_chunk_p99_ms']:.2f} ms",
+            result["after_first_chunk_p50_ms"] <= MAX_FIRST_EVENT_MS,
+        )
     for target in ("responses", "chat"):
         best = max((c for (t, _), c in events.items() if t == target), key=lambda c: c["events_per_s"], default=None)
         if best:
-            check(f"{NAMES[target]} stream: ≥ {MIN_EVENTS_PER_S:,} events/s through one replica",
-                  f"{best['events_per_s']:,.0f} events/s ({best['concurrency']} streams)",
-                  best["events_per_s"] >= MIN_EVENTS_PER_S)
+            check(
+                f"{NAMES[target]} stream: ≥ {MIN_EVENTS_PER_S:,} events/s through one replica",
+                f"{best['events_per_s']:,.0f} events/s ({best['concurrency']} streams)",
+                best["events_per_s"] >= MIN_EVENTS_PER_S,
+            )
     return table(["target", "measured (same run)", "verdict"], rows), verdicts
 
 
-def summary(runs: dict[str, Any], transport: list[dict[str, Any]] | None, retry: list[dict[str, Any]] | None) -> list[str]:
+def summary(
+    runs: dict[str, Any], transport: list[dict[str, Any]] | None, retry: list[dict[str, Any]] | None
+) -> list[str]:
     """The decisions the numbers above support, stated from this run's numbers."""
     lines = []
     ok = {name: run for name, run in runs.items() if run and "failure" not in run}
     if len(ok) > 1:
+
         def ours64(run: dict[str, Any]) -> float:
             cell = cells_of(run, "plain").get(("responses", 64))
             return cell["rps"] if cell else 0.0
@@ -324,19 +504,25 @@ def summary(runs: dict[str, Any], transport: list[dict[str, Any]] | None, retry:
             return cell["p50_ms"] if cell else float("inf")
 
         fastest, quickest = max(ok, key=lambda n: ours64(ok[n])), min(ok, key=lambda n: ours1(ok[n]))
-        lines.append(f"- Ingress: /v1/responses at 64 clients is fastest under `{fastest}` ({ours64(ok[fastest]):,.0f} req/s; "
-                     + ", ".join(f"`{n}` {ours64(r):,.0f}" for n, r in ok.items() if n != fastest)
-                     + f"); p50 at one client is lowest under `{quickest}` ({ours1(ok[quickest]):.2f} ms; "
-                     + ", ".join(f"`{n}` {ours1(r):.2f}" for n, r in ok.items() if n != quickest) + ").")
+        lines.append(
+            f"- Ingress: /v1/responses at 64 clients is fastest under `{fastest}` ({ours64(ok[fastest]):,.0f} req/s; "
+            + ", ".join(f"`{n}` {ours64(r):,.0f}" for n, r in ok.items() if n != fastest)
+            + f"); p50 at one client is lowest under `{quickest}` ({ours1(ok[quickest]):.2f} ms; "
+            + ", ".join(f"`{n}` {ours1(r):.2f}" for n, r in ok.items() if n != quickest)
+            + ")."
+        )
 
         def events16(run: dict[str, Any]) -> float:
             cell = cells_of(run, "events").get(("responses", 16))
             return cell["events_per_s"] if cell else 0.0
 
         streamiest = max(ok, key=lambda n: events16(ok[n]))
-        lines.append(f"- Ingress, streaming: /v1/responses events/s (16 streams) is highest under `{streamiest}` "
-                     f"({events16(ok[streamiest]):,.0f}; "
-                     + ", ".join(f"`{n}` {events16(r):,.0f}" for n, r in ok.items() if n != streamiest) + ").")
+        lines.append(
+            f"- Ingress, streaming: /v1/responses events/s (16 streams) is highest under `{streamiest}` "
+            f"({events16(ok[streamiest]):,.0f}; "
+            + ", ".join(f"`{n}` {events16(r):,.0f}" for n, r in ok.items() if n != streamiest)
+            + ")."
+        )
     if transport:
         by_name = {r["variant"]: r for r in transport}
         for r in transport:
@@ -344,35 +530,50 @@ def summary(runs: dict[str, Any], transport: list[dict[str, Any]] | None, retry:
                 over = by_name.get(r["variant"].replace("httpx pool", "httpx over aiohttp transport"))
                 alone = by_name.get(r["variant"].replace("httpx pool", "aiohttp (AzureClient)"))
                 if over and alone:
-                    lines.append(f"- Transport, {r['n']:,} calls in flight: CPU per call {r['cpu_ms_per_call']:.2f} ms with httpx's "
-                                 f"pool, {over['cpu_ms_per_call']:.2f} ms with httpx over its aiohttp transport, "
-                                 f"{alone['cpu_ms_per_call']:.2f} ms with aiohttp alone (AzureClient); wall {r['wall_s']:.1f} s, "
-                                 f"{over['wall_s']:.1f} s, {alone['wall_s']:.1f} s.")
+                    lines.append(
+                        f"- Transport, {r['n']:,} calls in flight: CPU per call {r['cpu_ms_per_call']:.2f} ms with httpx's "
+                        f"pool, {over['cpu_ms_per_call']:.2f} ms with httpx over its aiohttp transport, "
+                        f"{alone['cpu_ms_per_call']:.2f} ms with aiohttp alone (AzureClient); wall {r['wall_s']:.1f} s, "
+                        f"{over['wall_s']:.1f} s, {alone['wall_s']:.1f} s."
+                    )
         waiting = [r for r in transport if "waiting" in r["variant"]]
         if len(waiting) == 2:
             pool, ours = waiting
-            lines.append(f"- Transport, calls waiting for a connection: {pool['cpu_ms_per_call']:.2f} ms CPU per call waiting in "
-                         f"httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our Limiter in front of AzureClient.")
+            lines.append(
+                f"- Transport, calls waiting for a connection: {pool['cpu_ms_per_call']:.2f} ms CPU per call waiting in "
+                f"httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our Limiter in front of AzureClient."
+            )
     if retry:
         storms: dict[str, dict[str, dict[str, Any]]] = {}
         for r in retry:
             storms.setdefault(r["storm"], {})[r["policy"]] = r
-        complete = {p: all(s[p]["failed"] == 0 and s[p]["within_budget"] for s in storms.values() if p in s)
-                    for p in ("hold", "lend")}
+        complete = {
+            p: all(s[p]["failed"] == 0 and s[p]["within_budget"] for s in storms.values() if p in s)
+            for p in ("hold", "lend")
+        }
         for storm, pair in storms.items():
             if "hold" in pair and "lend" in pair:
                 h, l_ = pair["hold"], pair["lend"]
-                lines.append(f"- Retry waits, {storm} storm: hold finished in {h['wall_s']:.2f} s ({h['failed']} failed, "
-                             f"{h['upstream_calls']} upstream calls), lend in {l_['wall_s']:.2f} s ({l_['failed']} failed, "
-                             f"{l_['upstream_calls']} upstream calls).")
+                lines.append(
+                    f"- Retry waits, {storm} storm: hold finished in {h['wall_s']:.2f} s ({h['failed']} failed, "
+                    f"{h['upstream_calls']} upstream calls), lend in {l_['wall_s']:.2f} s ({l_['failed']} failed, "
+                    f"{l_['upstream_calls']} upstream calls)."
+                )
         winners = [p for p, done in complete.items() if done]
         if len(winners) == 1:
             lines.append(f"- Only `{winners[0]}` completed every call of every storm within the budget.")
     return lines
 
 
-def report(machine: dict[str, str], runs: dict[str, Any], transport: Any, retry: Any, quick: bool,
-           load_after: str, elapsed_s: float) -> str:
+def report(
+    machine: dict[str, str],
+    runs: dict[str, Any],
+    transport: Any,
+    retry: Any,
+    quick: bool,
+    load_after: str,
+    elapsed_s: float,
+) -> str:
     main = runs.get(MAIN_CONFIG) or {}
     parts = [
         "# Benchmark results" + (" (--quick: smoke run, not for quoting)" if quick else ""),
@@ -383,15 +584,25 @@ def report(machine: dict[str, str], runs: dict[str, Any], transport: Any, retry:
         "",
         "## Machine",
         "",
-        table(["", ""], [[k, v] for k, v in machine.items()] + [["load after", load_after],
-                                                                ["benchmark duration", f"{elapsed_s / 60:.1f} min"]]),
+        table(
+            ["", ""],
+            [[k, v] for k, v in machine.items()]
+            + [["load after", load_after], ["benchmark duration", f"{elapsed_s / 60:.1f} min"]],
+        ),
         "",
         "The machine is shared: `machine busy` is the whole machine's CPU use (both cores, everyone's processes) "
         "during each cell; near 1.00 means the cell was CPU-bound somewhere. Replica/sim/client CPU are in cores "
         "(1.00 = one core fully used).",
     ]
     if "failure" in main or not main:
-        parts += ["", f"**The {MAIN_CONFIG} configuration failed:**", "", "```", str(main.get("failure", "no result")), "```"]
+        parts += [
+            "",
+            f"**The {MAIN_CONFIG} configuration failed:**",
+            "",
+            "```",
+            str(main.get("failure", "no result")),
+            "```",
+        ]
     else:
         target_table, _ = targets(main)
         parts += [
@@ -410,30 +621,64 @@ def report(machine: dict[str, str], runs: dict[str, Any], transport: Any, retry:
         ]
         if cells_of(main, "stream"):
             parts += ["", "## Streaming, short answers (zero-latency upstream)", "", throughput_table(main, "stream")]
-        parts += ["", "## Streaming events/s (1000-token answers, no pacing)", "",
-                  "One replica; the no-op app streams the same number of events of the same size.", "",
-                  events_table(main)]
+        parts += [
+            "",
+            "## Streaming events/s (1000-token answers, no pacing)",
+            "",
+            "One replica; the no-op app streams the same number of events of the same size.",
+            "",
+            events_table(main),
+        ]
         if main.get("ttfe"):
-            parts += ["", "## Time to first event", "",
-                      "One client, one stream at a time, upstream time to first token 50 ms. The simulator notes when "
-                      "it hands each stream's first chunk to its socket (CLOCK_MONOTONIC, shared by all processes), "
-                      "the client when the first SSE event arrives: the difference is what the path after the "
-                      "upstream adds (for direct: loopback and client only).", "", ttfe_table(main)]
+            parts += [
+                "",
+                "## Time to first event",
+                "",
+                "One client, one stream at a time, upstream time to first token 50 ms. The simulator notes when "
+                "it hands each stream's first chunk to its socket (CLOCK_MONOTONIC, shared by all processes), "
+                "the client when the first SSE event arrives: the difference is what the path after the "
+                "upstream adds (for direct: loopback and client only).",
+                "",
+                ttfe_table(main),
+            ]
         if main.get("memory"):
-            parts += ["", "## Memory with 2,000 requests in flight (2 s upstream)", "",
-                      "All requests sent at once on their own connections; replica RSS from /proc every 10 ms; "
-                      "(peak − idle) / requests. `upstream peak in flight` is the simulator's count: it shows whether "
-                      "all of them really were in flight together.", "", memory_table(main)]
+            parts += [
+                "",
+                "## Memory with 2,000 requests in flight (2 s upstream)",
+                "",
+                "All requests sent at once on their own connections; replica RSS from /proc every 10 ms; "
+                "(peak − idle) / requests. `upstream peak in flight` is the simulator's count: it shows whether "
+                "all of them really were in flight together.",
+                "",
+                memory_table(main),
+            ]
     if cells_of(main, "ablation"):
-        parts += ["", "## What our per-request CPU goes to (benchmark-only variants, tests/benchmark/variants.py)", "",
-                  "Each variant is our deployment with one part swapped, deployed beside the others and measured in "
-                  "interleaved rounds, non-streaming /v1/responses. Replica CPU per request is the replica process's "
-                  "CPU time over the requests it answered.", "", ablation_table(main)]
-    parts += ["", "## Ingress modes", "",
-              "Each configuration in its own Ray instance, one after another in this run; the ratio is within "
-              "one configuration.", "", ingress_table(runs)]
+        parts += [
+            "",
+            "## What our per-request CPU goes to (benchmark-only variants, tests/benchmark/variants.py)",
+            "",
+            "Each variant is our deployment with one part swapped, deployed beside the others and measured in "
+            "interleaved rounds, non-streaming /v1/responses. Replica CPU per request is the replica process's "
+            "CPU time over the requests it answered.",
+            "",
+            ablation_table(main),
+        ]
+    parts += [
+        "",
+        "## Ingress modes",
+        "",
+        "Each configuration in its own Ray instance, one after another in this run; the ratio is within "
+        "one configuration.",
+        "",
+        ingress_table(runs),
+    ]
     if transport:
-        parts += ["", "## HTTP transport (AzureClient to a 2 s upstream, client process CPU)", "", transport_table(transport)]
+        parts += [
+            "",
+            "## HTTP transport (AzureClient to a 2 s upstream, client process CPU)",
+            "",
+            transport_table(transport),
+        ]
     if retry:
         parts += ["", "## Retry waits: hold the upstream slot or lend it (429 storms)", "", retry_table(retry)]
     notes = summary(runs, transport, retry)
@@ -445,10 +690,15 @@ def report(machine: dict[str, str], runs: dict[str, Any], transport: Any, retry:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (under 2 minutes)")
-    parser.add_argument("--out", help=f"where to write the report (default: {RESULTS.relative_to(ROOT)} for a full run; "
-                                      "none for --quick)")
-    parser.add_argument("--configs", help=f"comma-separated configurations (default: {','.join((MAIN_CONFIG, *OTHER_CONFIGS))};"
-                                          f" --quick: {MAIN_CONFIG})")
+    parser.add_argument(
+        "--out",
+        help=f"where to write the report (default: {RESULTS.relative_to(ROOT)} for a full run; none for --quick)",
+    )
+    parser.add_argument(
+        "--configs",
+        help=f"comma-separated configurations (default: {','.join((MAIN_CONFIG, *OTHER_CONFIGS))};"
+        f" --quick: {MAIN_CONFIG})",
+    )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: transport, retry")
     options = parser.parse_args()
     quick = options.quick
@@ -467,24 +717,66 @@ def main() -> None:
             plan = "quick" if quick else ("full" if config == MAIN_CONFIG else "ingress")
             path = workdir / f"{config}.json"
             log(f"[{config}] starting Ray and Serve ({plan} plan)")
-            run_child(config, ["tests.benchmark.cluster_run", "--config", config, "--plan", plan,
-                               "--sim-fast", f"{fast.url},{fast.pid}", "--sim-slow", f"{slow.url},{slow.pid}",
-                               "--out", str(path)], workdir, timeout_s=900)
-            runs[config] = load(path) or {"failure": f"no result; see {workdir / (config + '.log')}",
-                                          "description": config}
+            run_child(
+                config,
+                [
+                    "tests.benchmark.cluster_run",
+                    "--config",
+                    config,
+                    "--plan",
+                    plan,
+                    "--sim-fast",
+                    f"{fast.url},{fast.pid}",
+                    "--sim-slow",
+                    f"{slow.url},{slow.pid}",
+                    "--out",
+                    str(path),
+                ],
+                workdir,
+                timeout_s=900,
+            )
+            runs[config] = load(path) or {
+                "failure": f"no result; see {workdir / (config + '.log')}",
+                "description": config,
+            }
         if "transport" not in skip:
             log("[transport] httpx pool vs httpx over aiohttp vs aiohttp alone")
             path = workdir / "transport.json"
-            run_child("transport", ["tests.benchmark.transport", "--sim", slow.url, "--sizes",
-                                    "300" if quick else "1000,2000", *(["--no-waiting"] if quick else []),
-                                    "--out", str(path)], workdir, timeout_s=600)
+            run_child(
+                "transport",
+                [
+                    "tests.benchmark.transport",
+                    "--sim",
+                    slow.url,
+                    "--sizes",
+                    "300" if quick else "1000,2000",
+                    *(["--no-waiting"] if quick else []),
+                    "--out",
+                    str(path),
+                ],
+                workdir,
+                timeout_s=600,
+            )
             transport = load(path)
     if "retry" not in skip:
         log("[retry] hold vs lend the slot while waiting to retry")
         path = workdir / "retry.json"
-        run_child("retry", ["tests.benchmark.retry_slot", "--n", "200" if quick else "400", "--budget",
-                            "16" if quick else "32", "--window", "0.5" if quick else "1.0", "--out", str(path)],
-                  workdir, timeout_s=600)
+        run_child(
+            "retry",
+            [
+                "tests.benchmark.retry_slot",
+                "--n",
+                "200" if quick else "400",
+                "--budget",
+                "16" if quick else "32",
+                "--window",
+                "0.5" if quick else "1.0",
+                "--out",
+                str(path),
+            ],
+            workdir,
+            timeout_s=600,
+        )
         retry = load(path)
 
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])

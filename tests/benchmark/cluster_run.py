@@ -74,20 +74,52 @@ class Plan:
 
 
 PLANS = {
-    "full": Plan("full", rounds=2, cell_s=2.5, plain_concurrency=(1, 16, 64, 256), stream_concurrency=(1, 16, 64),
-                 events_concurrency=(1, 16), ttfe_requests=100, in_flight=2000, stream_in_flight=2000,
-                 ablation_concurrency=(1, 64)),
-    "ingress": Plan("ingress", rounds=2, cell_s=2.5, plain_concurrency=(1, 64), stream_concurrency=(),
-                    events_concurrency=(16,), ttfe_requests=0, in_flight=0, stream_in_flight=0,
-                    targets=("noop", "responses")),
-    "quick": Plan("quick", rounds=1, cell_s=1.0, plain_concurrency=(1, 64), stream_concurrency=(16,),
-                  events_concurrency=(16,), ttfe_requests=30, in_flight=2000, stream_in_flight=0),
+    "full": Plan(
+        "full",
+        rounds=2,
+        cell_s=2.5,
+        plain_concurrency=(1, 16, 64, 256),
+        stream_concurrency=(1, 16, 64),
+        events_concurrency=(1, 16),
+        ttfe_requests=100,
+        in_flight=2000,
+        stream_in_flight=2000,
+        ablation_concurrency=(1, 64),
+    ),
+    "ingress": Plan(
+        "ingress",
+        rounds=2,
+        cell_s=2.5,
+        plain_concurrency=(1, 64),
+        stream_concurrency=(),
+        events_concurrency=(16,),
+        ttfe_requests=0,
+        in_flight=0,
+        stream_in_flight=0,
+        targets=("noop", "responses"),
+    ),
+    "quick": Plan(
+        "quick",
+        rounds=1,
+        cell_s=1.0,
+        plain_concurrency=(1, 64),
+        stream_concurrency=(16,),
+        events_concurrency=(16,),
+        ttfe_requests=30,
+        in_flight=2000,
+        stream_in_flight=0,
+    ),
 }
 
 
 def model_app(name: str, sim_url: str, budget: int) -> dict[str, Any]:
-    config = AzureModelConfig(openai_base_url=sim_url, openai_api_key="unused-here", openai_model="gpt-4o",
-                              default_query={"api-version": "2024-10-21"}, num_concurrent_requests=budget)
+    config = AzureModelConfig(
+        openai_base_url=sim_url,
+        openai_api_key="unused-here",
+        openai_model="gpt-4o",
+        default_query={"api-version": "2024-10-21"},
+        num_concurrent_requests=budget,
+    )
     app = model_server_app(name, config)
     app["args"]["openai_api_key_env"] = KEY_ENV
     deployment = app["deployments"][0]
@@ -118,8 +150,11 @@ def replica_pids() -> dict[str, int]:
 
 # --- measuring ---------------------------------------------------------------------------------------
 
+
 class Bench:
-    def __init__(self, plan: Plan, port: int, sim_fast: tuple[str, int], sim_slow: tuple[str, int], pids: dict[str, int]) -> None:
+    def __init__(
+        self, plan: Plan, port: int, sim_fast: tuple[str, int], sim_slow: tuple[str, int], pids: dict[str, int]
+    ) -> None:
         self.plan = plan
         self.port = port
         self.sim_url, self.sim_pid = sim_fast
@@ -134,43 +169,85 @@ class Bench:
             body: dict[str, Any] = {"messages": messages}
             if stream:
                 body.update(stream=True, stream_options={"include_usage": True})  # what ours asks Azure for
-            return Target("direct", "127.0.0.1", self.sim_port,
-                          "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", body,
-                          headers=(("api-key", SIM_KEY),), stream=stream)
-        app, path = {"noop": ("noop", "responses"), "noopgc": ("noopgc", "responses"), "responses": ("ours", "responses"), "chat": ("ours", "chat/completions"),
-                     "mem": ("mem", "responses"), "memstream": ("memstream", "responses"),
-                     "floor": ("floor", "responses"),
-                     **{v: (f"v_{v}", "responses") for v in VARIANTS}}[kind]
-        body = {"model": "gpt-4o", "messages": messages} if path.startswith("chat") else {"model": "gpt-4o", "input": text}
+            return Target(
+                "direct",
+                "127.0.0.1",
+                self.sim_port,
+                "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+                body,
+                headers=(("api-key", SIM_KEY),),
+                stream=stream,
+            )
+        app, path = {
+            "noop": ("noop", "responses"),
+            "noopgc": ("noopgc", "responses"),
+            "responses": ("ours", "responses"),
+            "chat": ("ours", "chat/completions"),
+            "mem": ("mem", "responses"),
+            "memstream": ("memstream", "responses"),
+            "floor": ("floor", "responses"),
+            **{v: (f"v_{v}", "responses") for v in VARIANTS},
+        }[kind]
+        body = (
+            {"model": "gpt-4o", "messages": messages} if path.startswith("chat") else {"model": "gpt-4o", "input": text}
+        )
         if stream:
             body["stream"] = True
         return Target(kind, "127.0.0.1", self.port, f"/{app}/v1/{path}", body, stream=stream)
 
     def meter(self, kind: str) -> CpuMeter:
-        replica = {"noop": "noop", "noopgc": "noopgc", "responses": "ours", "chat": "ours", **{v: f"v_{v}" for v in VARIANTS}}.get(kind)
+        replica = {
+            "noop": "noop",
+            "noopgc": "noopgc",
+            "responses": "ours",
+            "chat": "ours",
+            **{v: f"v_{v}" for v in VARIANTS},
+        }.get(kind)
         return CpuMeter({"replica": self.pids.get(replica, 0) if replica else 0, "sim": self.sim_pid})
 
-    async def cell(self, section: str, kind: str, concurrency: int, *, stream: bool, text: str = HELLO) -> dict[str, Any]:
+    async def cell(
+        self, section: str, kind: str, concurrency: int, *, stream: bool, text: str = HELLO
+    ) -> dict[str, Any]:
         """One target at one concurrency, `rounds` times interleaved with the other targets by the caller."""
         meter = self.meter(kind)
         meter.start()
-        run = await loadgen.closed_loop(self.target(kind, stream=stream, text=text), concurrency, self.plan.cell_s,
-                                        warmup_s=0.3 if concurrency < 64 else 0.6)
-        return {"section": section, **run.summary(), **meter.stop(), "_latencies": run.latencies,
-                "_first_events": run.first_events}
+        run = await loadgen.closed_loop(
+            self.target(kind, stream=stream, text=text),
+            concurrency,
+            self.plan.cell_s,
+            warmup_s=0.3 if concurrency < 64 else 0.6,
+        )
+        return {
+            "section": section,
+            **run.summary(),
+            **meter.stop(),
+            "_latencies": run.latencies,
+            "_first_events": run.first_events,
+        }
 
-    async def sweep(self, section: str, concurrencies: tuple[int, ...], *, stream: bool, text: str = HELLO,
-                    targets: tuple[str, ...] | None = None) -> None:
+    async def sweep(
+        self,
+        section: str,
+        concurrencies: tuple[int, ...],
+        *,
+        stream: bool,
+        text: str = HELLO,
+        targets: tuple[str, ...] | None = None,
+    ) -> None:
         for concurrency in concurrencies:
             rounds: dict[str, list[dict[str, Any]]] = {}
             for _ in range(self.plan.rounds):
                 for kind in targets or self.plan.targets:
-                    rounds.setdefault(kind, []).append(await self.cell(section, kind, concurrency, stream=stream, text=text))
+                    rounds.setdefault(kind, []).append(
+                        await self.cell(section, kind, concurrency, stream=stream, text=text)
+                    )
             for kind, runs in rounds.items():
                 self.cells.append(merge(runs))
-                log(f"  {section:8} {kind:9} c={concurrency:<4} {self.cells[-1]['rps']:8.0f} req/s "
+                log(
+                    f"  {section:8} {kind:9} c={concurrency:<4} {self.cells[-1]['rps']:8.0f} req/s "
                     f"p50 {self.cells[-1]['p50_ms']:7.2f} ms  events/s {self.cells[-1]['events_per_s']:8.0f}  "
-                    f"client cpu {self.cells[-1]['client_cpu']:.2f}  errors {self.cells[-1]['errors']}")
+                    f"client cpu {self.cells[-1]['client_cpu']:.2f}  errors {self.cells[-1]['errors']}"
+                )
 
     async def warm_up(self, kinds: tuple[str, ...], only: bool | None = None) -> None:
         for kind in kinds:
@@ -192,16 +269,23 @@ class Bench:
                 run = await sequential(target, self.plan.ttfe_requests)
                 marks = http_json(f"{self.sim_url}/bench/marks")
                 if run.errors or len(marks) != len(run.first_event_at):
-                    results[kind] = {"error": f"{run.errors} errors, {len(marks)} marks for {len(run.first_event_at)} streams"}
+                    results[kind] = {
+                        "error": f"{run.errors} errors, {len(marks)} marks for {len(run.first_event_at)} streams"
+                    }
                     continue
-                after = sorted(seen - sent for seen, sent in zip(run.first_event_at, marks))
+                after = sorted(seen - sent for seen, sent in zip(run.first_event_at, marks, strict=False))
                 ttfe = sorted(run.first_events)
-                results[kind] = {"after_first_chunk_p50_ms": loadgen.percentile(after, 50) * 1e3,
-                                 "after_first_chunk_p99_ms": loadgen.percentile(after, 99) * 1e3,
-                                 "ttfe_p50_ms": loadgen.percentile(ttfe, 50) * 1e3,
-                                 "ttfe_p99_ms": loadgen.percentile(ttfe, 99) * 1e3, "n": len(after)}
-                log(f"  ttfe     {kind:9} first event {results[kind]['after_first_chunk_p50_ms']:.2f} ms after the "
-                    f"upstream's first chunk (p50), ttfe p50 {results[kind]['ttfe_p50_ms']:.1f} ms")
+                results[kind] = {
+                    "after_first_chunk_p50_ms": loadgen.percentile(after, 50) * 1e3,
+                    "after_first_chunk_p99_ms": loadgen.percentile(after, 99) * 1e3,
+                    "ttfe_p50_ms": loadgen.percentile(ttfe, 50) * 1e3,
+                    "ttfe_p99_ms": loadgen.percentile(ttfe, 99) * 1e3,
+                    "n": len(after),
+                }
+                log(
+                    f"  ttfe     {kind:9} first event {results[kind]['after_first_chunk_p50_ms']:.2f} ms after the "
+                    f"upstream's first chunk (p50), ttfe p50 {results[kind]['ttfe_p50_ms']:.1f} ms"
+                )
         finally:
             http_json(f"{self.sim_url}/sim/config", {"ttft_s": 0.0})
         return results
@@ -238,15 +322,27 @@ class Bench:
         await sampler
         stats = http_json(f"{self.slow_url}/sim/stats")
         upstream = None if kind == "mem_noop" else stats["peak_in_flight"]
-        result = {"kind": kind, "stream": stream, "n": n, "errors": run.errors + warm.errors,
-                  "statuses": run.summary()["statuses"], "wall_s": run.wall_s,
-                  "p50_ms": run.summary()["p50_ms"], "p99_ms": run.summary()["p99_ms"],
-                  "idle_rss_mb": idle / 2 ** 20, "peak_rss_mb": peak / 2 ** 20,
-                  "kb_per_request": (peak - idle) / n / 1024, "upstream_peak_in_flight": upstream,
-                  "client_cpu_s": run.client_cpu_s, **cpu}
-        log(f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, RSS {result['idle_rss_mb']:.0f} -> "
+        result = {
+            "kind": kind,
+            "stream": stream,
+            "n": n,
+            "errors": run.errors + warm.errors,
+            "statuses": run.summary()["statuses"],
+            "wall_s": run.wall_s,
+            "p50_ms": run.summary()["p50_ms"],
+            "p99_ms": run.summary()["p99_ms"],
+            "idle_rss_mb": idle / 2**20,
+            "peak_rss_mb": peak / 2**20,
+            "kb_per_request": (peak - idle) / n / 1024,
+            "upstream_peak_in_flight": upstream,
+            "client_cpu_s": run.client_cpu_s,
+            **cpu,
+        }
+        log(
+            f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, RSS {result['idle_rss_mb']:.0f} -> "
             f"{result['peak_rss_mb']:.0f} MB: {result['kb_per_request']:.1f} KB per request; upstream peak in flight "
-            f"{upstream}")
+            f"{upstream}"
+        )
         return result
 
 
@@ -283,18 +379,27 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for r in runs:
         for k, v in r["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
-    merged = {"section": first["section"], "target": first["target"], "concurrency": first["concurrency"],
-              "completed": len(latencies), "errors": sum(r["errors"] for r in runs), "statuses": statuses,
-              "wall_s": wall, "rps": len(latencies) / wall,
-              "p50_ms": loadgen.percentile(latencies, 50) * 1e3, "p99_ms": loadgen.percentile(latencies, 99) * 1e3,
-              "ttfe_p50_ms": loadgen.percentile(first_events, 50) * 1e3 if first_events else None,
-              "ttfe_p99_ms": loadgen.percentile(first_events, 99) * 1e3 if first_events else None,
-              "events": sum(r["events"] for r in runs), "events_per_s": sum(r["events"] for r in runs) / wall,
-              "round_rps": [r["rps"] for r in runs]}
+    merged = {
+        "section": first["section"],
+        "target": first["target"],
+        "concurrency": first["concurrency"],
+        "completed": len(latencies),
+        "errors": sum(r["errors"] for r in runs),
+        "statuses": statuses,
+        "wall_s": wall,
+        "rps": len(latencies) / wall,
+        "p50_ms": loadgen.percentile(latencies, 50) * 1e3,
+        "p99_ms": loadgen.percentile(latencies, 99) * 1e3,
+        "ttfe_p50_ms": loadgen.percentile(first_events, 50) * 1e3 if first_events else None,
+        "ttfe_p99_ms": loadgen.percentile(first_events, 99) * 1e3 if first_events else None,
+        "events": sum(r["events"] for r in runs),
+        "events_per_s": sum(r["events"] for r in runs) / wall,
+        "round_rps": [r["rps"] for r in runs],
+    }
     for key in ("client_cpu", "replica_cpu", "sim_cpu", "machine_busy"):
         values = [r[key] for r in runs if key in r]
         if values:
-            merged[key] = sum(v * r["wall_s"] for v, r in zip(values, runs)) / wall
+            merged[key] = sum(v * r["wall_s"] for v, r in zip(values, runs, strict=False)) / wall
     return merged
 
 
@@ -313,7 +418,9 @@ async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
         await bench.sweep("events", plan.events_concurrency, stream=True, text=f"Go on. [sim:tokens={LONG_TOKENS}]")
     if plan.ablation_concurrency:
         await bench.warm_up((*VARIANTS, "noopgc"), only=False)
-        await bench.sweep("ablation", plan.ablation_concurrency, stream=False, targets=("noop", "responses", *VARIANTS, "noopgc"))
+        await bench.sweep(
+            "ablation", plan.ablation_concurrency, stream=False, targets=("noop", "responses", *VARIANTS, "noopgc")
+        )
     out["cells"] = bench.cells
     if plan.ttfe_requests:
         out["ttfe"] = await bench.ttfe()
@@ -344,14 +451,22 @@ def main() -> None:
     # Stopped from outside (the benchmark's time limit): still stop Ray and Serve on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     port = free_port()
-    env = {KEY_ENV: SIM_KEY, "PYTHONPATH": str(ROOT),
-           # A stopping replica accepts for this long so that HAProxy notices (30 s by default).
-           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-           # HAProxy's metrics and stats listeners have fixed default ports; others may run Serve here too.
-           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-           **flags}
-    result: dict[str, Any] = {"config": options.config, "plan": plan.name, "description": DESCRIPTIONS[options.config],
-                              "env": {k: v for k, v in {**cluster.INGRESS_ENV[ingress], **flags}.items()}}
+    env = {
+        KEY_ENV: SIM_KEY,
+        "PYTHONPATH": str(ROOT),
+        # A stopping replica accepts for this long so that HAProxy notices (30 s by default).
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        # HAProxy's metrics and stats listeners have fixed default ports; others may run Serve here too.
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        **flags,
+    }
+    result: dict[str, Any] = {
+        "config": options.config,
+        "plan": plan.name,
+        "description": DESCRIPTIONS[options.config],
+        "env": {k: v for k, v in {**cluster.INGRESS_ENV[ingress], **flags}.items()},
+    }
     started = time.monotonic()
     cluster.start(port=port, env=env, num_cpus=2, ingress=ingress)
     try:

@@ -26,8 +26,9 @@ def free_port() -> int:
 
 def http_json(url: str, data: Any = None, timeout: float = 10.0) -> Any:
     body = None if data is None else json.dumps(data).encode()
-    request = urllib.request.Request(url, data=body, method="GET" if data is None else "POST",
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body, method="GET" if data is None else "POST", headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
@@ -46,10 +47,20 @@ class Upstream:
         assert self._process is not None
         return self._process.pid
 
-    def start(self) -> "Upstream":
+    def start(self) -> Upstream:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.benchmark.upstream", "--port", str(self.port), "--config", json.dumps(self.config)],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            [
+                sys.executable,
+                "-m",
+                "tests.benchmark.upstream",
+                "--port",
+                str(self.port),
+                "--config",
+                json.dumps(self.config),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -81,7 +92,7 @@ class Upstream:
                 self._process.kill()
                 self._process.wait()
 
-    def __enter__(self) -> "Upstream":
+    def __enter__(self) -> Upstream:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -89,6 +100,7 @@ class Upstream:
 
 
 # --- /proc -----------------------------------------------------------------------------------------
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (all its threads)."""
@@ -137,6 +149,7 @@ class CpuMeter:
 
 # --- machine ----------------------------------------------------------------------------------------
 
+
 def machine_details() -> dict[str, str]:
     cpu = "unknown"
     try:
@@ -147,20 +160,25 @@ def machine_details() -> dict[str, str]:
     except OSError:
         pass
     try:
-        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
-        ram = f"{mem_kb / 1024 ** 2:.1f} GiB"
+        mem_kb = int(
+            next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1]
+        )
+        ram = f"{mem_kb / 1024**2:.1f} GiB"
     except (OSError, StopIteration):
         ram = "unknown"
     try:
         import ray
+
         ray_version = ray.__version__
     except ImportError:  # pragma: no cover
         ray_version = "not installed"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"

@@ -35,8 +35,13 @@ class Target:
 
     def encoded(self) -> bytes:
         payload = json.dumps(self.body, separators=(",", ":")).encode()
-        lines = [f"POST {self.path} HTTP/1.1", f"host: {self.host}:{self.port}", "content-type: application/json",
-                 f"content-length: {len(payload)}", *(f"{k}: {v}" for k, v in self.headers)]
+        lines = [
+            f"POST {self.path} HTTP/1.1",
+            f"host: {self.host}:{self.port}",
+            "content-type: application/json",
+            f"content-length: {len(payload)}",
+            *(f"{k}: {v}" for k, v in self.headers),
+        ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
@@ -45,7 +50,7 @@ class ConnectionLost(Exception):
 
 
 class _Response:
-    __slots__ = ("status", "first_event", "events", "done")
+    __slots__ = ("done", "events", "first_event", "status")
 
     def __init__(self) -> None:
         self.status = 0
@@ -128,7 +133,7 @@ class _Connection(asyncio.Protocol):
                     if at < 0:
                         raise ValueError("response without length")
                     line_end = head.find(b"\r\n", at + 2)
-                    self._remaining = int(head[at + 17: line_end if line_end > 0 else len(head)])
+                    self._remaining = int(head[at + 17 : line_end if line_end > 0 else len(head)])
                     self._state = 1
                     if self._remaining == 0:
                         return self._finish(None)
@@ -250,7 +255,7 @@ class Run:
 def percentile(ordered: list[float], p: float) -> float:
     if not ordered:
         return float("nan")
-    index = min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
 
 

@@ -14,7 +14,8 @@ import asyncio
 import gc
 import json
 import re
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
@@ -25,16 +26,42 @@ api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 _TOKENS = re.compile(r"\[sim:tokens=([0-9]+)\]")
 _SLEEP = re.compile(r"\[sim:sleep=([0-9.]+)\]")
-_ANSWER = json.dumps({
-    "id": "resp_0123456789abcdef0123456789abcdef", "object": "response", "created_at": 0, "status": "completed",
-    "model": "gpt-4o", "output": [{"type": "message", "id": "msg_0123456789abcdef", "status": "completed",
-                                   "role": "assistant", "content": [{"type": "output_text", "text": "hello",
-                                                                     "annotations": []}]}],
-    "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
-}, separators=(",", ":")).encode()
-_EVENT = (b"event: response.output_text.delta\ndata: " + json.dumps({
-    "type": "response.output_text.delta", "sequence_number": 0, "item_id": "msg_0123456789abcdef",
-    "output_index": 0, "content_index": 0, "delta": " lorem", "logprobs": []}, separators=(",", ":")).encode() + b"\n\n")
+_ANSWER = json.dumps(
+    {
+        "id": "resp_0123456789abcdef0123456789abcdef",
+        "object": "response",
+        "created_at": 0,
+        "status": "completed",
+        "model": "gpt-4o",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_0123456789abcdef",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "hello", "annotations": []}],
+            }
+        ],
+        "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
+    },
+    separators=(",", ":"),
+).encode()
+_EVENT = (
+    b"event: response.output_text.delta\ndata: "
+    + json.dumps(
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 0,
+            "item_id": "msg_0123456789abcdef",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": " lorem",
+            "logprobs": [],
+        },
+        separators=(",", ":"),
+    ).encode()
+    + b"\n\n"
+)
 
 
 def _events_wanted(text: str) -> int:
@@ -83,10 +110,12 @@ def noop_app(name: str, gc_gen0_threshold: int | None = None) -> dict[str, Any]:
         "route_prefix": f"/{name}",
         "import_path": "tests.benchmark.noop:build_app",
         "args": {} if gc_gen0_threshold is None else {"gc_gen0_threshold": gc_gen0_threshold},
-        "deployments": [{
-            "name": "NoopServer",
-            "max_ongoing_requests": 100_000,
-            "ray_actor_options": {"num_cpus": 0},
-            "logging_config": {"enable_access_log": False},
-        }],
+        "deployments": [
+            {
+                "name": "NoopServer",
+                "max_ongoing_requests": 100_000,
+                "ray_actor_options": {"num_cpus": 0},
+                "logging_config": {"enable_access_log": False},
+            }
+        ],
     }

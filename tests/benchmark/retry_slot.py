@@ -29,8 +29,9 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -58,8 +59,14 @@ def lending(limiter: Limiter):  # type: ignore[no-untyped-def]
 
 
 async def workload(sim: Upstream, policy: str, n: int, budget: int) -> dict[str, Any]:
-    client = AzureClient(base_url=sim.url, deployment="gpt-4o", query={"api-version": "2024-10-21"},
-                         api_key=SecretStr("sim-key"), timeouts=Timeouts(), retries=Retries())
+    client = AzureClient(
+        base_url=sim.url,
+        deployment="gpt-4o",
+        query={"api-version": "2024-10-21"},
+        api_key=SecretStr("sim-key"),
+        timeouts=Timeouts(),
+        retries=Retries(),
+    )
     limiter = Limiter(budget)
     kwargs = {"while_waiting": lending(limiter)} if policy == "lend" else {}
     failures: dict[str, int] = {}
@@ -80,11 +87,21 @@ async def workload(sim: Upstream, policy: str, n: int, budget: int) -> dict[str,
     await client.aclose()
     stats = http_json(f"{sim.url}/sim/stats")
     latencies.sort()
-    return {"policy": policy, "n": n, "budget": budget, "wall_s": wall, "ok": len(latencies),
-            "failed": sum(failures.values()), "failures": failures, "upstream_calls": stats["requests_total"],
-            "upstream_429": stats["by_status"].get("429", 0), "upstream_peak_in_flight": stats["peak_in_flight"],
-            "within_budget": stats["peak_in_flight"] <= budget,
-            "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99)}
+    return {
+        "policy": policy,
+        "n": n,
+        "budget": budget,
+        "wall_s": wall,
+        "ok": len(latencies),
+        "failed": sum(failures.values()),
+        "failures": failures,
+        "upstream_calls": stats["requests_total"],
+        "upstream_429": stats["by_status"].get("429", 0),
+        "upstream_peak_in_flight": stats["peak_in_flight"],
+        "within_budget": stats["peak_in_flight"] <= budget,
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
+    }
 
 
 async def measure(n: int, budget: int, rounds: int, window_s: float) -> list[dict[str, Any]]:
@@ -105,9 +122,13 @@ async def measure(n: int, budget: int, rounds: int, window_s: float) -> list[dic
                         http_json(f"{sim.url}/sim/faults", fault)
                     result = {"storm": storm, "round": round_, **await workload(sim, policy, n, budget)}
                     results.append(result)
-                    print(f"  retry    {storm:7} {policy}: {result['wall_s']:5.2f} s, {result['failed']} failed, "
-                          f"{result['upstream_calls']} upstream calls ({result['upstream_429']} x 429), upstream peak in "
-                          f"flight {result['upstream_peak_in_flight']} (budget {budget})", file=sys.stderr, flush=True)
+                    print(
+                        f"  retry    {storm:7} {policy}: {result['wall_s']:5.2f} s, {result['failed']} failed, "
+                        f"{result['upstream_calls']} upstream calls ({result['upstream_429']} x 429), upstream peak in "
+                        f"flight {result['upstream_peak_in_flight']} (budget {budget})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     return results
 
 
@@ -116,7 +137,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400, help="calls in the workload")
     parser.add_argument("--budget", type=int, default=32, help="concurrent upstream calls allowed")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--window", type=float, default=1.0, help="quota window, s (Azure: 1 or 10); burst waits twice that")
+    parser.add_argument(
+        "--window", type=float, default=1.0, help="quota window, s (Azure: 1 or 10); burst waits twice that"
+    )
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
     results = run_async(measure(options.n, options.budget, options.rounds, options.window))

@@ -45,9 +45,12 @@ URL_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 
 def _httpx_caller(sim: str, pool: int | None) -> tuple[Any, Any]:
     if pool is not None:
-        transport: Any = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool))
+        transport: Any = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        )
     else:
         from httpx_aiohttp import AiohttpTransport
+
         transport = AiohttpTransport(limits=httpx.Limits(max_connections=100_000))
     client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(120), headers={"api-key": "sim-key"})
 
@@ -59,9 +62,14 @@ def _httpx_caller(sim: str, pool: int | None) -> tuple[Any, Any]:
 
 
 def _azure_caller(sim: str) -> tuple[Any, Any]:
-    client = AzureClient(base_url=sim, deployment="gpt-4o", query={"api-version": "2024-10-21"},
-                         api_key=SecretStr("sim-key"), timeouts=Timeouts(connect_s=120, read_s=120, total_s=300),
-                         retries=Retries(max_attempts=1))
+    client = AzureClient(
+        base_url=sim,
+        deployment="gpt-4o",
+        query={"api-version": "2024-10-21"},
+        api_key=SecretStr("sim-key"),
+        timeouts=Timeouts(connect_s=120, read_s=120, total_s=300),
+        retries=Retries(max_attempts=1),
+    )
 
     async def call() -> None:
         await client.complete(BODY)
@@ -69,7 +77,9 @@ def _azure_caller(sim: str) -> tuple[Any, Any]:
     return call, client.aclose
 
 
-async def variant(name: str, sim: str, n: int, *, kind: str, pool: int | None = None, limiter: int | None = None) -> dict[str, Any]:
+async def variant(
+    name: str, sim: str, n: int, *, kind: str, pool: int | None = None, limiter: int | None = None
+) -> dict[str, Any]:
     call, close = _azure_caller(sim) if kind == "aiohttp" else _httpx_caller(sim, pool)
     gate = Limiter(limiter) if limiter is not None else None
     errors = 0
@@ -77,7 +87,7 @@ async def variant(name: str, sim: str, n: int, *, kind: str, pool: int | None = 
     async def one() -> None:
         nonlocal errors
         try:
-            async with (gate.slot() if gate is not None else nullcontext()):
+            async with gate.slot() if gate is not None else nullcontext():
                 await call()
         except Exception:
             errors += 1
@@ -87,9 +97,19 @@ async def variant(name: str, sim: str, n: int, *, kind: str, pool: int | None = 
     await asyncio.gather(*(one() for _ in range(n)))
     wall, used = time.monotonic() - start, _cpu() - cpu
     await close()
-    result = {"variant": name, "n": n, "errors": errors, "wall_s": wall, "cpu_s": used, "cpu_ms_per_call": used / n * 1e3}
-    print(f"  transport {name:44} n={n}: {used / n * 1e3:6.2f} ms CPU per call, wall {wall:5.2f} s, errors {errors}",
-          file=sys.stderr, flush=True)
+    result = {
+        "variant": name,
+        "n": n,
+        "errors": errors,
+        "wall_s": wall,
+        "cpu_s": used,
+        "cpu_ms_per_call": used / n * 1e3,
+    }
+    print(
+        f"  transport {name:44} n={n}: {used / n * 1e3:6.2f} ms CPU per call, wall {wall:5.2f} s, errors {errors}",
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
@@ -102,9 +122,14 @@ async def measure(sim: str, sizes: list[int], waiting: bool) -> list[dict[str, A
     if not waiting:
         return results
     n = min(sizes)
-    results.append(await variant(f"httpx pool of {n // 4}, {n - n // 4} waiting in it", sim, n, kind="httpx", pool=n // 4))
-    results.append(await variant(f"Limiter({n // 4}) + AzureClient, {n - n // 4} waiting in it", sim, n, kind="aiohttp",
-                                 limiter=n // 4))
+    results.append(
+        await variant(f"httpx pool of {n // 4}, {n - n // 4} waiting in it", sim, n, kind="httpx", pool=n // 4)
+    )
+    results.append(
+        await variant(
+            f"Limiter({n // 4}) + AzureClient, {n - n // 4} waiting in it", sim, n, kind="aiohttp", limiter=n // 4
+        )
+    )
     return results
 
 

@@ -33,8 +33,13 @@ class FirstChunkMarks:
         if scope["type"] == "http" and scope["path"] == "/bench/marks":
             body = json.dumps(self._marks).encode()
             self._marks = []
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         if scope["type"] != "http":
@@ -45,7 +50,9 @@ class FirstChunkMarks:
         async def marking_send(message: Message) -> None:
             nonlocal streaming, marked
             if message["type"] == "http.response.start":
-                streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in message["headers"])
+                streaming = any(
+                    k == b"content-type" and v.startswith(b"text/event-stream") for k, v in message["headers"]
+                )
             elif streaming and not marked and message.get("body"):
                 marked = True
                 self._marks.append(time.monotonic())
@@ -61,8 +68,16 @@ def main() -> None:
     options = parser.parse_args()
     fields: dict[str, Any] = {"api_keys": [SIM_KEY], **json.loads(options.config)}
     app = FirstChunkMarks(create_app(SimulatorConfig.model_validate(fields)))
-    uvicorn.run(app, host="127.0.0.1", port=options.port, log_level="warning", access_log=False,
-                backlog=8192, lifespan="off", timeout_graceful_shutdown=1)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=options.port,
+        log_level="warning",
+        access_log=False,
+        backlog=8192,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ in the same run, what a product change would buy; they are not proposals for cod
 from __future__ import annotations
 
 import gc
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
-from typing import Any, Mapping
-
 from ray import serve
 from ray.serve import Application
 
@@ -28,14 +28,26 @@ from serve_app import telemetry
 from serve_app.azure import AzureClient
 from serve_app.server import AzureModelServer
 
-_CANNED = orjson.dumps({
-    "id": "chatcmpl-0123456789abcdef0123456789abcdef", "object": "chat.completion", "created": 1700000000,
-    "model": "gpt-4o-2024-11-20", "system_fingerprint": "fp_0123456789",
-    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                 "message": {"role": "assistant", "content": "hello", "refusal": None, "annotations": []},
-                 "content_filter_results": {}}],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}, "prompt_filter_results": [],
-})
+_CANNED = orjson.dumps(
+    {
+        "id": "chatcmpl-0123456789abcdef0123456789abcdef",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "gpt-4o-2024-11-20",
+        "system_fingerprint": "fp_0123456789",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "logprobs": None,
+                "message": {"role": "assistant", "content": "hello", "refusal": None, "annotations": []},
+                "content_filter_results": {},
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "prompt_filter_results": [],
+    }
+)
 
 
 class CannedClient:
@@ -93,8 +105,9 @@ class Variant(_Base):  # type: ignore[misc, valid-type]
             gc.set_threshold(700, *gc.get_threshold()[1:])
 
 
-VariantServer = serve.deployment(Variant, name="AzureModelServer", max_ongoing_requests=100_000,
-                                 graceful_shutdown_timeout_s=5)
+VariantServer = serve.deployment(
+    Variant, name="AzureModelServer", max_ongoing_requests=100_000, graceful_shutdown_timeout_s=5
+)
 
 
 def build_app(args: dict[str, Any]) -> Application:
