@@ -11,17 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from . import cluster
-from .config import DEFAULT_CONFIG, ConfigError, find_model_servers, load_tree, model_servers_from_tree
+from .config import (
+    DEFAULT_CONFIG,
+    SIMULATED_DEPLOYMENT,
+    SIMULATOR_KEY,
+    ConfigError,
+    fill_with_simulator,
+    find_model_servers,
+    load_tree,
+    model_servers_from_tree,
+)
+from .nemo_gym import component_root
 from .serve_config import check, key_env, model_server_app, simulator_app
 
 SIMULATOR_APP = "azure_simulator"
-SIMULATOR_KEY = "sim-key"
-SIMULATED_DEPLOYMENT = "gpt-4o"
-SIMULATED_API_VERSION = "2024-10-21"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError([f"'{options.command}' takes no +key=value overrides"])
         if options.command == "check-config":
             return check_config(options.files)
+        if options.command == "nemo-gym-root":
+            print(component_root())
+            return 0
         return simulate(options)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -73,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     sim_cmd = commands.add_parser("simulate", help="run the Azure OpenAI simulator alone (blocks)")
     sim_cmd.add_argument("--port", type=int, default=8000)
     sim_cmd.add_argument("--host", default="127.0.0.1")
+
+    commands.add_parser(
+        "nemo-gym-root", help="print the folder to list in NEMO_GYM_EXTRA_ROOTS (holds our NeMo Gym component)"
+    )
 
     check_cmd = commands.add_parser(
         "check-config", help="check Serve config files for budget, route and secret mistakes"
@@ -126,21 +139,8 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def point_at_simulator(tree: DictConfig, simulator_url: str) -> None:
-    """Fill every model server with simulator endpoint and key; keep deployment names and api-versions the config gives."""
     for section in find_model_servers(tree).values():
-        section.openai_base_url = simulator_url
-        section.openai_api_key = SIMULATOR_KEY
-        if _unresolved(section, "openai_model"):
-            section.openai_model = SIMULATED_DEPLOYMENT
-        if "default_query" not in section or _unresolved(section.default_query, "api-version"):
-            OmegaConf.update(section, "default_query.api-version", SIMULATED_API_VERSION, force_add=True)
-
-
-def _unresolved(node: DictConfig, key: str) -> bool:
-    try:
-        return key not in node or OmegaConf.is_missing(node, key) or node[key] is None
-    except OmegaConfBaseException:
-        return True
+        fill_with_simulator(section, simulator_url)
 
 
 def _banner(text: str) -> None:

@@ -247,6 +247,29 @@ def _leaves(node: DictConfig | ListConfig, prefix: str = "") -> Iterable[tuple[s
             yield path, node, key
 
 
+# The built-in simulator's credentials and defaults, for model servers run without Azure.
+SIMULATOR_KEY = "sim-key"
+SIMULATED_DEPLOYMENT = "gpt-4o"
+SIMULATED_API_VERSION = "2024-10-21"
+
+
+def fill_with_simulator(section: DictConfig, simulator_url: str) -> None:
+    """Fill one model server with the simulator's endpoint and key; keep the deployment and api-version it gives."""
+    section.openai_base_url = simulator_url
+    section.openai_api_key = SIMULATOR_KEY
+    if _unresolved(section, "openai_model"):
+        section.openai_model = SIMULATED_DEPLOYMENT
+    if "default_query" not in section or _unresolved(section.default_query, "api-version"):
+        OmegaConf.update(section, "default_query.api-version", SIMULATED_API_VERSION, force_add=True)
+
+
+def _unresolved(node: DictConfig, key: str) -> bool:
+    try:
+        return key not in node or OmegaConf.is_missing(node, key) or node[key] is None
+    except OmegaConfBaseException:
+        return True
+
+
 def find_model_servers(tree: DictConfig) -> dict[str, DictConfig]:
     """Each top-level key holding `responses_api_models.azure_openai_model` is one model server."""
     servers: dict[str, DictConfig] = {}

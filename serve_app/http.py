@@ -6,7 +6,7 @@ Nothing here knows Azure or the Responses API; the deployment calls these around
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -126,3 +126,20 @@ async def prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield first
         async for item in rest:
             yield item
+
+
+async def answer(
+    body: Any,
+    complete: Callable[[Any], Awaitable[dict[str, Any]]],
+    stream: Callable[[Any], AsyncIterator[dict[str, Any]]],
+    sse: Callable[[AsyncIterator[dict[str, Any]]], AsyncIterator[bytes]],
+) -> Response:
+    """One endpoint's answer, from the operation that makes it: a JSON body, or an event stream.
+
+    The stream's first item is awaited before the answer is committed, so an error before Azure's
+    first byte is a plain HTTP error (raised from here); later errors travel in-band (`sse`)."""
+    if not (isinstance(body, dict) and body.get("stream")):
+        return json_response(await complete(body))
+    items = stream(body)
+    first = await anext(items, None)
+    return EventStreamResponse(sse(prepend(first, items) if first is not None else items))

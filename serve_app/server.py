@@ -34,16 +34,7 @@ from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
 from .errors import OpenAIError, Overloaded
-from .http import (
-    EventStreamResponse,
-    Gate,
-    chat_sse,
-    install_error_handlers,
-    json_response,
-    prepend,
-    read_json,
-    response_sse,
-)
+from .http import Gate, answer, chat_sse, install_error_handlers, json_response, read_json, response_sse
 from .limiter import Limiter, QueueFull
 from .schemas import ChatRequest, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
@@ -127,30 +118,25 @@ class AzureModelServer:
     async def responses(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        if isinstance(body, dict) and body.get("stream"):
-            events = self.create_response_stream(body)
-            first = await anext(events)  # raises, as a plain HTTP error, until Azure has answered
-            return EventStreamResponse(response_sse(prepend(first, events)))
-        return json_response(await self.create_response(body))
+        return await answer(body, self.create_response, self.create_response_stream, response_sse)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        if isinstance(body, dict) and body.get("stream"):
-            chunks = self.create_chat_completion_stream(body)
-            first = await anext(chunks, None)  # as above
-            rest = prepend(first, chunks) if first is not None else chunks
-            return EventStreamResponse(chat_sse(rest))
-        return json_response(await self.create_chat_completion(body))
+        return await answer(body, self.create_chat_completion, self.create_chat_completion_stream, chat_sse)
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
         self._gate.check(request)
-        model = {"id": self._model, "object": "model", "created": 0, "owned_by": "azure"}
-        return json_response({"object": "list", "data": [model]})
+        return json_response(await self.list_models())
 
     # --- the same operations, callable through a deployment handle from other Serve apps --------
+
+    async def list_models(self) -> dict[str, Any]:
+        """`/v1/models`: the one deployment that answers, whatever a request's `model` says."""
+        model = {"id": self._model, "object": "model", "created": 0, "owned_by": "azure"}
+        return {"object": "list", "data": [model]}
 
     async def create_response(self, body: Any) -> dict[str, Any]:
         async with self._recorded("responses") as record:

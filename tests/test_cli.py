@@ -15,8 +15,15 @@ import httpx
 import pytest
 from conftest import free_port, isolated_ports
 
-from serve_app.cli import SIMULATED_API_VERSION, SIMULATED_DEPLOYMENT, SIMULATOR_KEY, point_at_simulator
-from serve_app.config import DEFAULT_CONFIG, load_tree, model_servers_from_tree
+from serve_app.cli import point_at_simulator
+from serve_app.config import (
+    DEFAULT_CONFIG,
+    SIMULATED_API_VERSION,
+    SIMULATED_DEPLOYMENT,
+    SIMULATOR_KEY,
+    load_tree,
+    model_servers_from_tree,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from serve_app.cli import SIMULATOR_KEY
 from serve_app.cluster import HAPROXY_ENV
-from serve_app.config import ModelServerArgs
+from serve_app.config import SIMULATOR_KEY, ModelServerArgs
 from serve_app.serve_config import IMPORT_PATH, check
 
 ROOT = Path(__file__).resolve().parent.parent
