@@ -4,7 +4,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-nemo-gym bench k8s clean
+.PHONY: run test test-py313 test-nemo-gym bench k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,23 +20,28 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-# The real NeMo Gym (0.7.0, from PyPI) driving our component, in a Python 3.13 venv of its own with this
-# project: gym's Ray cluster runs that Python, so its workers import serve_app from there. nemo-gym's
+# Python 3.13, the version NeMo Gym 0.7 (from PyPI) runs: a venv of its own with this project and nemo-gym,
+# since gym's Ray cluster runs the Python gym runs from and its workers import serve_app from there.
+# test-py313 runs the whole suite there, the real NeMo Gym driving our component included; test-nemo-gym
+# only that part. nemo-gym's
 # metadata asks for Python >= 3.13.14; pip takes the 3.13 at hand with --ignore-requires-python (and the
 # test has uv, which gym builds server venvs with, resolve as for 3.13.14: tests/nemo_gym_uv.toml).
 PYTHON313 ?= $(or $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1),$(shell command -v python3.13 2>/dev/null))
-GYM_VENV  := .venv-nemo-gym
+GYM_VENV  := .venv-py313
 GYM_STAMP := $(GYM_VENV)/.installed
 
 $(GYM_STAMP): pyproject.toml
-	@test -n "$(PYTHON313)" || { echo "make test-nemo-gym needs Python 3.13 (python3.13 on PATH, or PYTHON313=...)"; exit 1; }
+	@test -n "$(PYTHON313)" || { echo "make test-py313 needs Python 3.13 (python3.13 on PATH, or PYTHON313=...)"; exit 1; }
 	$(PYTHON313) -m venv $(GYM_VENV)
 	$(GYM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(GYM_VENV)/bin/python -m pip install --quiet --ignore-requires-python 'nemo-gym==0.7.0' 'uv>=0.9' -e '.[test]'
 	touch $(GYM_STAMP)
 
+test-py313: $(GYM_STAMP)
+	SERVE_APP_REQUIRE_NEMO_GYM=1 $(GYM_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
 test-nemo-gym: $(GYM_STAMP)
-	SERVE_APP_REQUIRE_NEMO_GYM=1 $(GYM_VENV)/bin/python -m pytest -m nemo_gym tests/test_nemo_gym.py $(PYTEST_ARGS)
+	SERVE_APP_REQUIRE_NEMO_GYM=1 $(GYM_VENV)/bin/python -m pytest tests/test_nemo_gym.py $(PYTEST_ARGS)
 
 # The full benchmark (about 10-15 minutes on 2 cores): prints the tables and writes them with the
 # machine's details to tests/benchmark/RESULTS.md. A smoke run: make bench BENCH_ARGS=--quick

@@ -70,8 +70,10 @@ class Gym:
         self.cwd = Path(os.environ.get("SERVE_APP_GYM_WORKDIR") or _scratch())
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.config = self.cwd / "gym.yaml"
+        # Nothing of a Ray this test session may run (its address, Serve's switches) reaches gym's own cluster.
+        inherited = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
         self.env = {
-            **os.environ,
+            **inherited,
             "NEMO_GYM_EXTRA_ROOTS": str(component_root()),
             # uv builds each server's venv and must find this Python (it downloads none here).
             "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.base_prefix) / "bin"), os.environ["PATH"]]),
