@@ -4,7 +4,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-py313 test-nemo-gym bench k8s clean
+.PHONY: run test test-py313 test-nemo-gym bench bench-nemo-gym k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -47,6 +47,11 @@ test-nemo-gym: $(GYM_STAMP)
 # machine's details to tests/benchmark/RESULTS.md. A smoke run: make bench BENCH_ARGS=--quick
 bench: $(STAMP)
 	$(PYTHON) -m tests.benchmark.bench $(BENCH_ARGS)
+
+# The NeMo Gym front (its port, calling replicas through the handle) against Serve's HTTP path, in one run;
+# writes tests/benchmark/RESULTS_nemo_gym.md. BENCH_ARGS=--quick for a smoke run.
+bench-nemo-gym: $(STAMP)
+	$(PYTHON) -m tests.benchmark.nemo_gym_front $(BENCH_ARGS)
 
 # After editing configs/serve_config.yaml: copy it into the RayService's serveConfigV2.
 k8s: $(STAMP)

@@ -21,7 +21,7 @@ How our Serve application fits that (README, "With NeMo Gym", says why each choi
 
 # No `from __future__ import annotations` here: FastAPI reads the front's route signatures at runtime.
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -119,13 +119,13 @@ class ModelServerFront:
     async def stop(self) -> None:
         from ray import serve
 
+        # gym gives a server one second to exit: ask Serve to remove the app first, without waiting for it.
+        serve.delete(self.name, _blocking=False)
         if self._server is not None:
             self._server.should_exit = True
             if self._serving is not None:
                 with suppress(Exception):
-                    await asyncio.wait_for(self._serving, timeout=10)
-        # gym waits a second for a server to exit: ask for the removal, do not wait for it.
-        serve.delete(self.name, _blocking=False)
+                    await asyncio.wait_for(self._serving, timeout=5)
         if self._simulator is not None:
             self._simulator.stop()
 
@@ -141,6 +141,7 @@ class ModelServerFront:
 
     def _deploy(self, config: GymModelServer) -> None:
         from ray import serve
+        from ray.exceptions import ActorAlreadyExistsError
 
         from . import cluster
         from .serve_config import key_env, model_server_app
@@ -151,7 +152,9 @@ class ModelServerFront:
         # The key reaches the replicas in their environment, as the CLI's does; never in args.
         env = {key_env(self.name): config.openai_api_key.get_secret_value()}
         options["ray_actor_options"] = {"num_cpus": 0, "runtime_env": {"env_vars": env}}
-        serve.start(proxy_location="Disabled")
+        # gym starts its servers at once: another server's front may have started Serve a moment ago.
+        with suppress(ActorAlreadyExistsError):
+            serve.start(proxy_location="Disabled")
         bound = AzureModelServer.options(**options).bind(app["args"])  # type: ignore[attr-defined]  # @serve.deployment
         serve.run(bound, name=self.name, route_prefix=None, blocking=False)
         cluster.wait_running([self.name], timeout_s=_READY_TIMEOUT_S)
@@ -176,8 +179,8 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
         body = await read_json(request, config.max_request_bytes)
         return await answer(
             body,
-            lambda b: _unless_client_leaves(request, getattr(handle, method).remote(b)),
-            lambda b: _cancelled_on_close(getattr(streaming, f"{method}_stream").remote(b)),
+            lambda b: _answer_unless_client_leaves(request, getattr(handle, method).remote(b)),
+            lambda b: _stream_unless_client_leaves(request, getattr(streaming, f"{method}_stream").remote(b)),
             chat_sse if method == "create_chat_completion" else response_sse,
         )
 
@@ -201,20 +204,25 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
     return api
 
 
-async def _unless_client_leaves(request: Any, response: Any) -> dict[str, Any]:
-    """The handle's answer; if the client leaves first, the call is cancelled and its upstream slot freed."""
-    answer_task = asyncio.ensure_future(response)
+async def _unless_client_leaves(request: Any, call: Any, cancel: Callable[[], None]) -> Any:
+    """What `call` returns; if the client leaves first, the call is cancelled at the replica, which frees
+    its upstream slot (Serve's own proxy does the same for its routes; here nothing else would)."""
+    task = asyncio.ensure_future(call)
     left = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({answer_task, left}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, left}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         left.cancel()
-    if not answer_task.done():
-        response.cancel()
-        answer_task.cancel()
+    if not task.done():
+        cancel()
+        task.cancel()
         raise asyncio.CancelledError
-    result: dict[str, Any] = answer_task.result()
-    return result
+    return task.result()
+
+
+async def _answer_unless_client_leaves(request: Any, response: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = await _unless_client_leaves(request, response, response.cancel)
+    return answer
 
 
 async def _disconnected(request: Any) -> None:
@@ -222,10 +230,14 @@ async def _disconnected(request: Any) -> None:
         pass
 
 
-async def _cancelled_on_close(events: Any) -> AsyncIterator[dict[str, Any]]:
-    """A handle's stream as an async generator, cancelled at the replica when the client goes."""
+async def _stream_unless_client_leaves(request: Any, events: Any) -> AsyncIterator[dict[str, Any]]:
+    """A handle's stream as an async generator: cancelled at the replica if the client leaves before the
+    first event (that is, while Azure has not answered) or when the answer is closed."""
     try:
+        yield await _unless_client_leaves(request, events.__anext__(), events.cancel)
         async for event in events:
             yield event
+    except StopAsyncIteration:
+        return
     finally:
         events.cancel()

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from serve_app.nemo_gym import component_root
-from serve_app.simulator import BackgroundSimulator, SimulatorConfig
+from serve_app.simulator import BackgroundSimulator, SimulatorConfig, sleep_trigger
 
 pytestmark = pytest.mark.nemo_gym
 
@@ -46,17 +46,23 @@ def _nemo_gym_root() -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def gym() -> Iterator[Gym]:
+def _gym_tools() -> tuple[Path, Path]:
     root = _nemo_gym_root()
     bin_dir = Path(sys.executable).parent
-    for tool in ("gym", "uv"):
+    for tool in ("gym", "uv", "ray"):
         if not (bin_dir / tool).exists():
             pytest.fail(f"{tool} is not installed beside {sys.executable} (make test-nemo-gym installs it)")
+    return root, bin_dir
+
+
+@pytest.fixture(scope="module")
+def gym() -> Iterator[Gym]:
+    """gym starts its own Ray cluster, with two model servers of ours, the weather example and mcqa."""
+    root, bin_dir = _gym_tools()
     with BackgroundSimulator(SimulatorConfig(api_keys=(SIM_KEY,), latency_s=0.3)) as sim:
         instance = Gym(root, bin_dir, sim)
         try:
-            instance.start()
+            instance.start(gym_config(sim.base_url), servers=("policy_model", "judge_model"))
             yield instance
         finally:
             instance.stop()
@@ -88,14 +94,13 @@ class Gym:
     def sim_url(self) -> str:
         return self.sim.base_url
 
-    def start(self) -> None:
-        sim_url = self.sim_url
+    def start(self, config: dict[str, Any], servers: tuple[str, ...]) -> None:
         # Server venvs and uv's cache live in the test's venv, so that a second run builds nothing again.
         reused = {
             "uv_venv_dir": str(Path(sys.prefix) / "gym-servers"),
             "cache_dir": str(Path(sys.prefix) / "gym-cache"),
         }
-        settings = {**gym_config(sim_url), **reused, "head_server": {"port": self.head_port}}
+        settings = {**config, **reused, "head_server": {"port": self.head_port}}
         self.config.write_text(yaml.safe_dump(settings))
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "gym"), "env", "start", "--config", str(self.config)],
@@ -109,7 +114,7 @@ class Gym:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"gym env start exited {self.process.returncode}:\n{self.tail()}")
-            if all(self.ready(name) for name in ("policy_model", "judge_model")):
+            if all(self.ready(name) for name in servers):
                 return
             time.sleep(2)
         pytest.fail(f"gym env start not ready after 900 s:\n{self.tail()}")
@@ -279,6 +284,17 @@ def test_errors_reach_gym_clients_in_the_openai_envelope(gym: Gym) -> None:
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_frees_its_upstream_slot(gym: Gym, stream: bool) -> None:
+    body = {"input": f"{sleep_trigger(30)} take your time", "stream": stream}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gym.url('policy_model')}/v1/responses", json=body, timeout=3)
+    deadline = time.monotonic() + 10
+    while (in_flight := httpx.get(f"{gym.sim_url}/sim/stats").json()["in_flight"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert in_flight == 0, "the call of a client that left still holds its upstream slot"
+
+
 def test_ctrl_c_stops_gym_and_removes_our_servers(gym: Gym) -> None:
     urls = [gym.url(name) for name in ("policy_model", "judge_model")]
     started = time.monotonic()
@@ -297,3 +313,75 @@ def test_ctrl_c_stops_gym_and_removes_our_servers(gym: Gym) -> None:
 def _processes_running_from(prefix: Path) -> list[str]:
     found = subprocess.run(["pgrep", "-af", str(prefix)], capture_output=True, text=True).stdout.splitlines()
     return [line for line in found if not line.startswith(f"{os.getpid()} ")]
+
+
+# --- gym joining a Ray cluster that is already running ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray head of our own (`ray start --head --block`, one process group), as a cluster gym is told to join."""
+    _, bin_dir = _gym_tools()
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2"]
+        + ["--include-dashboard=false", "--disable-usage-stats"],
+        env=env,
+        stdout=(tmp_path_factory.mktemp("ray-head") / "head.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while _serve_apps(address) is None:
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the Ray head did not start")
+            time.sleep(1)
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def _serve_apps(address: str) -> list[str] | None:
+    """The Serve applications of the cluster at `address`, as a separate driver sees them; None if unreachable."""
+    script = (
+        "import ray, json\n"
+        f"ray.init(address={address!r}, logging_level='ERROR')\n"
+        "from ray import serve\n"
+        "try:\n    apps = list(serve.status().applications)\n"
+        "except Exception:\n    apps = []\n"
+        "print(json.dumps(apps))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        return None
+    apps: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return apps
+
+
+def test_gym_joining_a_running_cluster_deploys_there_and_removes_its_app_on_ctrl_c(ray_head: str) -> None:
+    root, bin_dir = _gym_tools()
+    with BackgroundSimulator(SimulatorConfig(api_keys=(SIM_KEY,))) as sim:
+        gym = Gym(root, bin_dir, sim)
+        try:
+            config = {**gym_config(sim.base_url), "ray_head_node_address": ray_head}
+            del config["judge_model"]
+            config["config_paths"] = config["config_paths"][:1]
+            gym.start(config, servers=("policy_model",))
+            assert _serve_apps(ray_head) == ["policy_model"]
+            answer = httpx.post(f"{gym.url('policy_model')}/v1/responses", json={"input": "hello"}, timeout=30)
+            assert answer.status_code == 200 and answer.json()["status"] == "completed"
+            gym.interrupt()
+            deadline = time.monotonic() + 30
+            while (apps := _serve_apps(ray_head)) and time.monotonic() < deadline:
+                time.sleep(1)
+            assert apps == [], f"gym stopped, but the cluster still runs {apps}"
+        finally:
+            gym.stop()
