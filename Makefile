@@ -4,7 +4,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench k8s clean
+.PHONY: run lint test test-unit check bench k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,8 +17,21 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PYTHON) -m serve_app serve $(if $(wildcard env.yaml),,--simulate) $(ARGS)
 
-test: $(STAMP)
+# The gates CI runs before any test: lint, format and strict types.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check serve_app tests k8s
+	$(VENV)/bin/ruff format --check serve_app tests k8s
+	$(VENV)/bin/mypy
+
+# Everything CI runs, lint first; the tests marked `serve` start Ray.
+test: lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The quick loop: every test that needs no Ray (seconds, not minutes).
+test-unit: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not serve" $(PYTEST_ARGS)
+
+check: lint test
 
 # The full benchmark (about 10-15 minutes on 2 cores): prints the tables and writes them with the
 # machine's details to tests/benchmark/RESULTS.md. A smoke run: make bench BENCH_ARGS=--quick

@@ -126,7 +126,7 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def point_at_simulator(tree: DictConfig, simulator_url: str) -> None:
-    """Fill every model server with simulator endpoint and key; keep deployment names and api-versions the config gives."""
+    """Fill every model server with simulator endpoint and key; keep the config's deployment names and api-versions."""
     for section in find_model_servers(tree).values():
         section.openai_base_url = simulator_url
         section.openai_api_key = SIMULATOR_KEY

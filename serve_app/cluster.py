@@ -7,6 +7,7 @@ counts without restarting replicas; `serve.run` always starts a new code version
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -37,7 +38,7 @@ def start(
     *,
     port: int,
     host: str = "127.0.0.1",
-    env: Mapping[str, str] = (),
+    env: Mapping[str, str] | None = None,
     num_cpus: int | None = None,
     ingress: str = "haproxy",
 ) -> None:
@@ -47,8 +48,8 @@ def start(
 
     # Workers inherit the environment of the raylet this process starts, so set it first.
     os.environ.update(INGRESS_ENV[ingress])
-    os.environ.update(env)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    os.environ.update(env or {})
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
     global _routes_url, _haproxy
     _routes_url = f"http://127.0.0.1:{port}/-/routes"
@@ -61,7 +62,10 @@ def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) 
     from ray.serve.schema import ServeDeploySchema
 
     apps = list(applications)
-    _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
+    client = _get_global_client()
+    if client is None:  # it raises first, unless told not to
+        raise RuntimeError("Serve is not running")
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
     deadline = time.monotonic() + timeout_s
     wait_running([app["name"] for app in apps], timeout_s=timeout_s)
     wait_routed([app.get("route_prefix", "/") for app in apps], timeout_s=deadline - time.monotonic())
@@ -162,6 +166,6 @@ def stop() -> None:
     from ray import serve
 
     try:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
     finally:
         ray.shutdown()

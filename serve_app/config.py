@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, Node, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -233,11 +233,13 @@ def resolve_tree(tree: DictConfig) -> dict[str, Any]:
 
 
 def _raw(node: DictConfig | ListConfig, key: Any) -> str:
-    return str(node._get_node(key)._value())  # the interpolation text, e.g. ${policy_base_url}
+    child = node._get_node(key)
+    # The interpolation text, e.g. ${policy_base_url}.
+    return str(child._value() if isinstance(child, Node) else child)
 
 
 def _leaves(node: DictConfig | ListConfig, prefix: str = "") -> Iterable[tuple[str, Any, Any]]:
-    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    keys: Iterable[Any] = node.keys() if isinstance(node, DictConfig) else range(len(node))
     for key in keys:
         path = f"{prefix}.{key}" if prefix else str(key)
         child = node._get_node(key)
@@ -255,12 +257,12 @@ def find_model_servers(tree: DictConfig) -> dict[str, DictConfig]:
         section = tree._get_node(name)
         if not isinstance(section, DictConfig) or "responses_api_models" not in section:
             continue  # env values such as policy_base_url, or other NeMo Gym servers
-        models = section.responses_api_models
+        models, label = section.responses_api_models, str(name)
         for kind in models:
             if kind != MODEL_SERVER_KIND[1]:
-                problems.append(f"{name}.responses_api_models.{kind}: only azure_openai_model servers are served here")
+                problems.append(f"{label}.responses_api_models.{kind}: only azure_openai_model servers are served here")
         if MODEL_SERVER_KIND[1] in models:
-            servers[str(name)] = models[MODEL_SERVER_KIND[1]]
+            servers[label] = models[MODEL_SERVER_KIND[1]]
     if problems:
         raise ConfigError(problems)
     return servers

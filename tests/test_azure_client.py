@@ -1,4 +1,5 @@
-"""The Azure client: URL, auth header and query; Azure's errors kept in the OpenAI envelope; transport failures typed."""
+"""The Azure client: URL, auth header and query; Azure's errors kept in the OpenAI envelope; transport failures
+typed."""
 
 from __future__ import annotations
 

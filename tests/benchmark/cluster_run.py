@@ -339,9 +339,9 @@ class Bench:
             **cpu,
         }
         log(
-            f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, RSS {result['idle_rss_mb']:.0f} -> "
-            f"{result['peak_rss_mb']:.0f} MB: {result['kb_per_request']:.1f} KB per request; upstream peak in flight "
-            f"{upstream}"
+            f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, "
+            f"RSS {result['idle_rss_mb']:.0f} -> {result['peak_rss_mb']:.0f} MB: "
+            f"{result['kb_per_request']:.1f} KB per request; upstream peak in flight {upstream}"
         )
         return result
 
