@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import cluster
 from .config import DEFAULT_CONFIG, ConfigError, find_model_servers, load_tree, model_servers_from_tree
+from .deployment_constants import HARD_STOP_ENV
 from .serve_config import check, key_env, model_server_app, simulator_app
 
 SIMULATOR_APP = "azure_simulator"
@@ -65,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument(
         "--ingress",
-        choices=sorted(cluster.INGRESS_ENV),
+        choices=cluster.INGRESSES,
         default="haproxy",
         help="HTTP front: HAProxy to each replica (default, fastest) or Serve's proxy",
     )
@@ -75,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     sim_cmd.add_argument("--host", default="127.0.0.1")
 
     check_cmd = commands.add_parser(
-        "check-config", help="check Serve config files for budget, route and secret mistakes"
+        "check-config",
+        help=f"check Serve config files for budget, route, secret and timeout mistakes (against {HARD_STOP_ENV} "
+        "too, when it is set, as in the Ray pods)",
     )
     check_cmd.add_argument("files", nargs="+", metavar="FILE")
     return parser
@@ -107,7 +111,10 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
         apps.append(app)
 
     keys = {key_env(name): config.openai_api_key.get_secret_value() for name, config in servers.items()}
-    cluster.start(port=options.port, host=options.host, env=keys, ingress=options.ingress)
+    longest_call_s = max(config.timeouts.total_s for config in servers.values())
+    cluster.start(
+        port=options.port, host=options.host, env=keys, ingress=options.ingress, longest_call_s=longest_call_s
+    )
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
@@ -150,9 +157,10 @@ def _banner(text: str) -> None:
 
 def check_config(files: list[str]) -> int:
     failed = False
+    hard_stop = _hard_stop_after_s()
     for file in files:
         try:
-            problems = check(yaml.safe_load(Path(file).read_text()) or {})
+            problems = check(yaml.safe_load(Path(file).read_text()) or {}, hard_stop_after_s=hard_stop)
         except (OSError, yaml.YAMLError) as exc:
             problems = [f"cannot read: {exc}"]
         for problem in problems:
@@ -161,6 +169,17 @@ def check_config(files: list[str]) -> int:
             print(f"{file}: ok")
         failed = failed or bool(problems)
     return 1 if failed else 0
+
+
+def _hard_stop_after_s() -> float | None:
+    """HAProxy's hard stop, when this environment sets it (a Ray pod's does): calls must not outlast it."""
+    value = os.environ.get(HARD_STOP_ENV)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError([f"{HARD_STOP_ENV}={value!r} is not a number of seconds"]) from None
 
 
 def simulate(options: argparse.Namespace) -> int:

@@ -24,6 +24,8 @@ from omegaconf import DictConfig, ListConfig, Node, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from .deployment_constants import DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_TOTAL_S
+
 MODEL_SERVER_KIND = ("responses_api_models", "azure_openai_model")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "azure_openai_model.yaml"
 DEFAULT_KEY_ENV = "AZURE_OPENAI_API_KEY"
@@ -46,7 +48,7 @@ class Timeouts(BaseModel):
     # A non-streaming call to a reasoning deployment is silent until the whole answer is ready,
     # and a stream can be silent while the model reasons: minutes, not seconds.
     read_s: float = Field(default=600.0, gt=0, description="Longest silence between bytes from Azure")
-    total_s: float = Field(default=1200.0, gt=0, description="Whole call, retries and their waits included")
+    total_s: float = Field(default=DEFAULT_TOTAL_S, gt=0, description="Whole call, retries and their waits included")
 
 
 class Retries(BaseModel):
@@ -155,7 +157,9 @@ class BudgetConfig(BaseModel):
 
     num_concurrent_requests: int = Field(ge=1, description="Most calls in flight to Azure at once, whole deployment")
     max_queued_requests: int = Field(
-        default=5000, ge=0, description="Requests that may wait for an upstream slot, per replica; beyond: 429"
+        default=DEFAULT_MAX_QUEUED_REQUESTS,
+        ge=0,
+        description="Requests that may wait for an upstream slot, per replica; beyond: 429",
     )
 
 

@@ -33,6 +33,7 @@ from ray.serve.schema import ReplicaRank
 from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
+from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
 from .errors import OpenAIError, Overloaded
 from .http import (
     EventStreamResponse,
@@ -73,8 +74,8 @@ def _carries_output(chunk: dict[str, Any]) -> bool:
 
 @serve.deployment(
     # A Serve config sets these from the budget and the longest call (serve_config.py).
-    max_ongoing_requests=100_000,
-    graceful_shutdown_timeout_s=1260,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    graceful_shutdown_timeout_s=DEFAULT_SHUTDOWN_S,
 )
 @serve.ingress(api)
 class AzureModelServer:
