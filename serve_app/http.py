@@ -48,10 +48,6 @@ class Gate:
     def __init__(self, keys: tuple[str, ...]) -> None:
         self._keys = tuple(key.encode() for key in keys)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
     def check(self, request: Request) -> None:
         if not self._keys:
             return
