@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, isolated_ports
+from support.ports import free_port, isolated_ports
+from support.waiting import once_listening, wait_for_output
 
 from serve_app.cli import SIMULATED_API_VERSION, SIMULATED_DEPLOYMENT, SIMULATOR_KEY, point_at_simulator
 from serve_app.config import DEFAULT_CONFIG, load_tree, model_servers_from_tree
@@ -55,16 +55,12 @@ def test_simulate_alone_serves_azures_contract() -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.post(
-                    url, headers={"api-key": SIMULATOR_KEY}, json={"messages": [{"role": "user", "content": "hi"}]}
-                )
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.2)
+        response = once_listening(
+            lambda: httpx.post(
+                url, headers={"api-key": SIMULATOR_KEY}, json={"messages": [{"role": "user", "content": "hi"}]}
+            ),
+            server,
+        )
         assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "hi"
         assert httpx.post(url, headers={"api-key": "wrong"}, json={}).status_code == 401
     finally:
@@ -96,10 +92,7 @@ def simulated_server(tmp_path: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 180
-        while "Serving;" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+        wait_for_output(server, log, "Serving;")
         assert "SIMULATED AZURE" in log.read_text()
         assert f"policy_model: http://127.0.0.1:{port}/policy_model/v1" in log.read_text()
         yield f"http://127.0.0.1:{port}/policy_model/v1"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from fake_azure import FakeAzure, reply, script, sse
 from pydantic import SecretStr
+from support.fake_azure import FakeAzure, reply, script, sse
 
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts

@@ -9,14 +9,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, isolated_ports
+from support.ports import free_port, isolated_ports
+from support.waiting import wait_for_output
 
 from serve_app.config import DEFAULT_CONFIG, AzureModelConfig
 from serve_app.serve_config import model_server_app
@@ -121,10 +121,7 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
                 stderr=subprocess.STDOUT,
             )
         try:
-            deadline = time.monotonic() + 180
-            while "Serving;" not in log.read_text():
-                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.5)
+            wait_for_output(server, log, "Serving;")
             url = f"http://127.0.0.1:{port}/policy_model/v1"
             with httpx.Client(timeout=60) as client:
                 answers = [

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from stream_checks import check_event_sequence, without_volatile
+from support.stream_checks import check_event_sequence, without_volatile
 
 from serve_app.errors import UpstreamError
 from serve_app.schemas import ResponsesRequest, parse
