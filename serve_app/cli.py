@@ -1,4 +1,4 @@
-"""`python -m serve_app`: serve model servers from NeMo Gym config, or run the Azure simulator alone."""
+"""`python -m serve_app` or `serve-app`: serve model servers from NeMo Gym config, or run the Azure simulator alone."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serve_app", description=__doc__)
+    # Run as `python -m serve_app` or as the `serve-app` console script.
+    prog = "python -m serve_app" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="serve every azure_openai_model server in the config (blocks)")
@@ -54,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[str(DEFAULT_CONFIG)],
         metavar="FILE",
-        help="NeMo Gym YAML files, merged in order (default: configs/azure_openai_model.yaml)",
+        help="NeMo Gym YAML files, merged in order (default: the packaged azure_openai_model.yaml, which "
+        "configs/ in the repository links to)",
     )
     serve_cmd.add_argument("--env-file", default="env.yaml", help="values for ${...} (default: env.yaml, if present)")
     serve_cmd.add_argument("--port", type=int, default=8000)

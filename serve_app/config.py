@@ -14,6 +14,7 @@ Two shapes describe the same model server:
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -27,7 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from .deployment_constants import DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_TOTAL_S
 
 MODEL_SERVER_KIND = ("responses_api_models", "azure_openai_model")
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "azure_openai_model.yaml"
+# Package data, so that an installed package (the k8s image holds no source tree) has it; configs/ in
+# the repository links to it. Installed from a wheel or editable, a resource is a plain file, which
+# the loaders and the CLI's --config default take as a path.
+DEFAULT_CONFIG = Path(str(importlib.resources.files("serve_app") / "configs" / "azure_openai_model.yaml"))
 DEFAULT_KEY_ENV = "AZURE_OPENAI_API_KEY"
 
 

@@ -18,6 +18,7 @@ from serve_app.config import (
     validate_model,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "policy_model.responses_api_models.azure_openai_model"
 CREDENTIALS = [
     "+policy_base_url=https://example.openai.azure.com/",
@@ -92,7 +93,7 @@ def test_unknown_keys_are_an_error_by_path(tmp_path: Path) -> None:
 
 
 def test_nemo_gym_config_paths_override_is_accepted(tmp_path: Path) -> None:
-    judge = Path(DEFAULT_CONFIG).parent / "judge_model.yaml"
+    judge = ROOT / "configs" / "judge_model.yaml"
     servers = load_model_servers(
         [DEFAULT_CONFIG],
         [
