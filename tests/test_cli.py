@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.cli import serving
 from support.ports import free_port, isolated_ports
-from support.waiting import once_listening, wait_for_output
+from support.waiting import once_listening
 
 from serve_app.cli import SIMULATED_API_VERSION, SIMULATED_DEPLOYMENT, SIMULATOR_KEY, point_at_simulator
 from serve_app.config import DEFAULT_CONFIG, load_tree, model_servers_from_tree
@@ -73,32 +74,10 @@ def simulated_server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, **isolated_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "serve_app",
-                "serve",
-                "--simulate",
-                "--env-file",
-                "/nonexistent",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_output(server, log, "Serving;")
+    with serving(["--simulate", "--env-file", "/nonexistent", "--port", str(port)], log, env):
         assert "SIMULATED AZURE" in log.read_text()
         assert f"policy_model: http://127.0.0.1:{port}/policy_model/v1" in log.read_text()
         yield f"http://127.0.0.1:{port}/policy_model/v1"
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=120)
 
 
 @pytest.mark.serve
