@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -68,11 +69,13 @@ def test_eight_slots_over_three_replicas_are_used_exactly_and_fully(
         samples = sampling.result()
     assert [status for status, _, _ in results] == [200] * requests
     assert sim_admin.stats()["peak_in_flight"] == 8
-    # Fully: while 64 clients wait on 8 slots, Azure sees all 8 busy. Counted at the simulator, not
-    # timed at the client, so a busy shared machine does not decide it; the mean allows the last
-    # calls' drain and the moments between a call's end and the next one's start in its slot. A
-    # replica whose share sat idle (or never came) would pull the mean to 7 or below.
-    assert samples and sum(samples) / len(samples) > 7, samples
+    # Fully: while 64 clients wait on 8 slots, Azure sees all 8 busy. Counted at the simulator, from
+    # the first moment it saw all 8 to the last, not timed at the client, so a busy shared machine
+    # does not decide it; the mean allows the moments between a call's end and the next one's start
+    # in its slot. A replica whose share sat idle while others queued would pull it to 7 or below.
+    full = [i for i, n in enumerate(samples) if n == 8]
+    window = samples[full[0] : full[-1] + 1] if full else []
+    assert window and sum(window) / len(window) > 7, sorted(Counter(samples).items())
 
 
 def test_resizing_through_a_redeployed_config_restarts_nothing_and_never_exceeds_the_budget_in_force(
