@@ -4,7 +4,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-py313 test-nemo-gym bench bench-nemo-gym k8s clean
+.PHONY: run lint test test-unit check test-py313 test-nemo-gym bench bench-nemo-gym k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,15 +17,28 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PYTHON) -m serve_app serve $(if $(wildcard env.yaml),,--simulate) $(ARGS)
 
-test: $(STAMP)
+# The gates CI runs before any test: lint, format and strict types.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check serve_app tests k8s
+	$(VENV)/bin/ruff format --check serve_app tests k8s
+	$(VENV)/bin/mypy
+
+# Everything CI runs, lint first; the tests marked `serve` start Ray.
+test: lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The quick loop: every test that needs no Ray (seconds, not minutes).
+test-unit: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not serve" $(PYTEST_ARGS)
+
+check: lint test
 
 # Python 3.13, the version NeMo Gym 0.7 (from PyPI) runs: a venv of its own with this project and nemo-gym,
 # since gym's Ray cluster runs the Python gym runs from and its workers import serve_app from there.
 # test-py313 runs the whole suite there, the real NeMo Gym driving our component included; test-nemo-gym
-# only that part. nemo-gym's
-# metadata asks for Python >= 3.13.14; pip takes the 3.13 at hand with --ignore-requires-python (and the
-# test has uv, which gym builds server venvs with, resolve as for 3.13.14: tests/nemo_gym_uv.toml).
+# only that part. nemo-gym's metadata asks for Python >= 3.13.14: pip takes the 3.13 at hand with
+# --ignore-requires-python, and uv (gym builds server venvs with it) resolves as for 3.13.14 through
+# tests/nemo_gym_uv.toml.
 PYTHON313 ?= $(or $(shell ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1),$(shell command -v python3.13 2>/dev/null))
 GYM_VENV  := .venv-py313
 GYM_STAMP := $(GYM_VENV)/.installed

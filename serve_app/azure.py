@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
@@ -135,15 +135,16 @@ class AzureClient:
         if status >= 400:
             raise upstream_error(status, content, headers)
         try:
-            return jsonwire.loads(content)
+            completion: dict[str, Any] = jsonwire.loads(content)
         except jsonwire.JSONDecodeError:
             raise UpstreamUnavailable(
                 "Azure answered with a body that is not JSON.", code="upstream_invalid_response"
             ) from None
+        return completion
 
     async def stream(
         self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
         that a retry would repeat what the client already has). The HTTP stream lives inside
         this generator, so closing the generator (normally, by error, or because our client went
@@ -170,7 +171,7 @@ class AzureClient:
             async with while_waiting():
                 await asyncio.sleep(wait)
 
-    async def _stream_once(self, payload: bytes, deadline: float) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_once(self, payload: bytes, deadline: float) -> AsyncGenerator[dict[str, Any], None]:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         answered = False
@@ -253,7 +254,8 @@ def transport_error(exc: BaseException, timeouts: Timeouts) -> OpenAIError:
     reason = type(exc).__name__
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return UpstreamTimeout(
-            f"Azure did not answer in time (connect timeout {timeouts.connect_s:g} s, read timeout {timeouts.read_s:g} s; {reason}).",
+            f"Azure did not answer in time (connect timeout {timeouts.connect_s:g} s, "
+            f"read timeout {timeouts.read_s:g} s; {reason}).",
             code="upstream_timeout",
         )
     return UpstreamUnavailable(f"Could not complete the call to Azure ({reason}).", code="upstream_unavailable")

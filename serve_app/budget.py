@@ -192,7 +192,8 @@ def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
     async def sync(replica_id: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
         nonlocal handle
         try:
-            return await ledger().sync.remote(replica_id, rank, total, capacity, in_flight)
+            granted: tuple[int, int] = await ledger().sync.remote(replica_id, rank, total, capacity, in_flight)
+            return granted
         except Exception:
             handle = None
             raise

@@ -1,8 +1,9 @@
-"""`python -m serve_app`: serve model servers from NeMo Gym config, or run the Azure simulator alone."""
+"""`python -m serve_app` or `serve-app`: serve model servers from NeMo Gym config, or run the Azure simulator alone."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from .config import (
     load_tree,
     model_servers_from_tree,
 )
+from .deployment_constants import HARD_STOP_ENV
 from .nemo_gym import component_root
 from .serve_config import check, key_env, model_server_app, simulator_app
 
@@ -52,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serve_app", description=__doc__)
+    # Run as `python -m serve_app` or as the `serve-app` console script.
+    prog = "python -m serve_app" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="serve every azure_openai_model server in the config (blocks)")
@@ -61,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[str(DEFAULT_CONFIG)],
         metavar="FILE",
-        help="NeMo Gym YAML files, merged in order (default: configs/azure_openai_model.yaml)",
+        help="NeMo Gym YAML files, merged in order (default: the packaged azure_openai_model.yaml, which "
+        "configs/ in the repository links to)",
     )
     serve_cmd.add_argument("--env-file", default="env.yaml", help="values for ${...} (default: env.yaml, if present)")
     serve_cmd.add_argument("--port", type=int, default=8000)
@@ -74,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument(
         "--ingress",
-        choices=sorted(cluster.INGRESS_ENV),
+        choices=cluster.INGRESSES,
         default="haproxy",
         help="HTTP front: HAProxy to each replica (default, fastest) or Serve's proxy",
     )
@@ -88,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     check_cmd = commands.add_parser(
-        "check-config", help="check Serve config files for budget, route and secret mistakes"
+        "check-config",
+        help=f"check Serve config files for budget, route, secret and timeout mistakes (against {HARD_STOP_ENV} "
+        "too, when it is set, as in the Ray pods)",
     )
     check_cmd.add_argument("files", nargs="+", metavar="FILE")
     return parser
@@ -120,7 +127,10 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
         apps.append(app)
 
     keys = {key_env(name): config.openai_api_key.get_secret_value() for name, config in servers.items()}
-    cluster.start(port=options.port, host=options.host, env=keys, ingress=options.ingress)
+    longest_call_s = max(config.timeouts.total_s for config in servers.values())
+    cluster.start(
+        port=options.port, host=options.host, env=keys, ingress=options.ingress, longest_call_s=longest_call_s
+    )
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
@@ -139,6 +149,7 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def point_at_simulator(tree: DictConfig, simulator_url: str) -> None:
+    """Fill every model server with simulator endpoint and key; keep the config's deployment names and api-versions."""
     for section in find_model_servers(tree).values():
         fill_with_simulator(section, simulator_url)
 
@@ -150,9 +161,10 @@ def _banner(text: str) -> None:
 
 def check_config(files: list[str]) -> int:
     failed = False
+    hard_stop = _hard_stop_after_s()
     for file in files:
         try:
-            problems = check(yaml.safe_load(Path(file).read_text()) or {})
+            problems = check(yaml.safe_load(Path(file).read_text()) or {}, hard_stop_after_s=hard_stop)
         except (OSError, yaml.YAMLError) as exc:
             problems = [f"cannot read: {exc}"]
         for problem in problems:
@@ -161,6 +173,17 @@ def check_config(files: list[str]) -> int:
             print(f"{file}: ok")
         failed = failed or bool(problems)
     return 1 if failed else 0
+
+
+def _hard_stop_after_s() -> float | None:
+    """HAProxy's hard stop, when this environment sets it (a Ray pod's does): calls must not outlast it."""
+    value = os.environ.get(HARD_STOP_ENV)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError([f"{HARD_STOP_ENV}={value!r} is not a number of seconds"]) from None
 
 
 def simulate(options: argparse.Namespace) -> int:

@@ -7,26 +7,37 @@ counts without restarting replicas; `serve.run` always starts a new code version
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-# Serve's process-wide switches, read when Ray starts its workers. "haproxy" (the default, chosen
-# by measurement: README, "Performance") puts HAProxy in front of each replica's own HTTP server;
-# "proxy" is Serve's classic proxy.
-HAPROXY_ENV: dict[str, str] = {
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    # HAProxy reloads whenever anything in the cluster changes, and cuts connections older than
-    # this from the old process: it must outlast the longest call (Timeouts.total_s + margin).
-    "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": "1320",
-    # A replica new to HAProxy counts as down until two health checks pass; meanwhile its traffic
-    # takes Serve's fallback proxy (slower, and a client leaving there does not cancel the call).
-    # Checking every second instead of every 5 s shortens that window after each deploy or scale.
-    "RAY_SERVE_HAPROXY_HEALTH_CHECK_INTER": "1s",
-}
-INGRESS_ENV: dict[str, dict[str, str]] = {"haproxy": HAPROXY_ENV, "proxy": {}}
+from .deployment_constants import DEFAULT_TOTAL_S, HARD_STOP_ENV, hard_stop_s
+
+# "haproxy" (the default, chosen by measurement: README, "Performance") puts HAProxy in front of
+# each replica's own HTTP server; "proxy" is Serve's classic proxy.
+INGRESSES = ("haproxy", "proxy")
+
+
+def ingress_env(ingress: str, longest_call_s: float = DEFAULT_TOTAL_S) -> dict[str, str]:
+    """Serve's process-wide switches for `ingress`, read when Ray starts its workers, for calls that
+    may last `longest_call_s` (the largest `timeouts.total_s` to be served)."""
+    if ingress not in INGRESSES:
+        raise ValueError(f"unknown ingress {ingress!r}; one of {', '.join(INGRESSES)}")
+    if ingress == "proxy":
+        return {}
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # HAProxy reloads whenever anything in the cluster changes, and cuts connections older
+        # than this from the old process: it must outlast the longest call and a replica's drain.
+        HARD_STOP_ENV: str(hard_stop_s(longest_call_s)),
+        # A replica new to HAProxy counts as down until two health checks pass; meanwhile its traffic
+        # takes Serve's fallback proxy (slower, and a client leaving there does not cancel the call).
+        # Checking every second instead of every 5 s shortens that window after each deploy or scale.
+        "RAY_SERVE_HAPROXY_HEALTH_CHECK_INTER": "1s",
+    }
 
 
 _routes_url: str | None = None
@@ -37,18 +48,20 @@ def start(
     *,
     port: int,
     host: str = "127.0.0.1",
-    env: Mapping[str, str] = (),
+    env: Mapping[str, str] | None = None,
     num_cpus: int | None = None,
     ingress: str = "haproxy",
+    longest_call_s: float = DEFAULT_TOTAL_S,
 ) -> None:
-    """Start Ray and Serve in this process. `env` reaches every Ray worker (keys, Serve flags)."""
+    """Start Ray and Serve in this process. `env` reaches every Ray worker (keys, Serve flags);
+    `longest_call_s` is the largest `timeouts.total_s` of the apps to be deployed."""
     import ray
     from ray import serve
 
     # Workers inherit the environment of the raylet this process starts, so set it first.
-    os.environ.update(INGRESS_ENV[ingress])
-    os.environ.update(env)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    os.environ.update(ingress_env(ingress, longest_call_s))
+    os.environ.update(env or {})
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
     global _routes_url, _haproxy
     _routes_url = f"http://127.0.0.1:{port}/-/routes"
@@ -61,7 +74,10 @@ def deploy(applications: Iterable[dict[str, Any]], *, timeout_s: float = 180.0) 
     from ray.serve.schema import ServeDeploySchema
 
     apps = list(applications)
-    _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
+    client = _get_global_client()
+    if client is None:  # it raises first, unless told not to
+        raise RuntimeError("Serve is not running")
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
     deadline = time.monotonic() + timeout_s
     wait_running([app["name"] for app in apps], timeout_s=timeout_s)
     wait_routed([app.get("route_prefix", "/") for app in apps], timeout_s=deadline - time.monotonic())
@@ -162,6 +178,6 @@ def stop() -> None:
     from ray import serve
 
     try:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
     finally:
         ray.shutdown()

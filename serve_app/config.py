@@ -14,18 +14,24 @@ Two shapes describe the same model server:
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, Node, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from .deployment_constants import DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_TOTAL_S
+
 MODEL_SERVER_KIND = ("responses_api_models", "azure_openai_model")
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "azure_openai_model.yaml"
+# Package data, so that an installed package (the k8s image holds no source tree) has it; configs/ in
+# the repository links to it. Installed from a wheel or editable, a resource is a plain file, which
+# the loaders and the CLI's --config default take as a path.
+DEFAULT_CONFIG = Path(str(importlib.resources.files("serve_app") / "configs" / "azure_openai_model.yaml"))
 DEFAULT_KEY_ENV = "AZURE_OPENAI_API_KEY"
 
 
@@ -46,7 +52,7 @@ class Timeouts(BaseModel):
     # A non-streaming call to a reasoning deployment is silent until the whole answer is ready,
     # and a stream can be silent while the model reasons: minutes, not seconds.
     read_s: float = Field(default=600.0, gt=0, description="Longest silence between bytes from Azure")
-    total_s: float = Field(default=1200.0, gt=0, description="Whole call, retries and their waits included")
+    total_s: float = Field(default=DEFAULT_TOTAL_S, gt=0, description="Whole call, retries and their waits included")
 
 
 class Retries(BaseModel):
@@ -155,7 +161,9 @@ class BudgetConfig(BaseModel):
 
     num_concurrent_requests: int = Field(ge=1, description="Most calls in flight to Azure at once, whole deployment")
     max_queued_requests: int = Field(
-        default=5000, ge=0, description="Requests that may wait for an upstream slot, per replica; beyond: 429"
+        default=DEFAULT_MAX_QUEUED_REQUESTS,
+        ge=0,
+        description="Requests that may wait for an upstream slot, per replica; beyond: 429",
     )
 
 
@@ -233,11 +241,13 @@ def resolve_tree(tree: DictConfig) -> dict[str, Any]:
 
 
 def _raw(node: DictConfig | ListConfig, key: Any) -> str:
-    return str(node._get_node(key)._value())  # the interpolation text, e.g. ${policy_base_url}
+    child = node._get_node(key)
+    # The interpolation text, e.g. ${policy_base_url}.
+    return str(child._value() if isinstance(child, Node) else child)
 
 
 def _leaves(node: DictConfig | ListConfig, prefix: str = "") -> Iterable[tuple[str, Any, Any]]:
-    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    keys: Iterable[Any] = node.keys() if isinstance(node, DictConfig) else range(len(node))
     for key in keys:
         path = f"{prefix}.{key}" if prefix else str(key)
         child = node._get_node(key)
@@ -278,12 +288,12 @@ def find_model_servers(tree: DictConfig) -> dict[str, DictConfig]:
         section = tree._get_node(name)
         if not isinstance(section, DictConfig) or "responses_api_models" not in section:
             continue  # env values such as policy_base_url, or other NeMo Gym servers
-        models = section.responses_api_models
+        models, label = section.responses_api_models, str(name)
         for kind in models:
             if kind != MODEL_SERVER_KIND[1]:
-                problems.append(f"{name}.responses_api_models.{kind}: only azure_openai_model servers are served here")
+                problems.append(f"{label}.responses_api_models.{kind}: only azure_openai_model servers are served here")
         if MODEL_SERVER_KIND[1] in models:
-            servers[str(name)] = models[MODEL_SERVER_KIND[1]]
+            servers[label] = models[MODEL_SERVER_KIND[1]]
     if problems:
         raise ConfigError(problems)
     return servers

@@ -1,7 +1,7 @@
 """Typed errors, each carrying the HTTP status and the OpenAI error envelope it becomes.
 
-Every failure a client can see is one of these; `to_response` in the server is the single
-place where they turn into HTTP.
+Every failure a client can see is one of these. `http.error_response` is the single place where
+they turn into HTTP; a caller through a deployment handle gets the exception itself.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Nothing here knows Azure or the Responses API; the deployment calls these around
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -48,10 +48,6 @@ class Gate:
     def __init__(self, keys: tuple[str, ...]) -> None:
         self._keys = tuple(key.encode() for key in keys)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
     def check(self, request: Request) -> None:
         if not self._keys:
             return
@@ -90,7 +86,7 @@ class EventStreamResponse(StreamingResponse):
     """A server-sent-event response that always closes its source, even when the client leaves
     while the source waits at a `yield` (Starlette would leave it suspended until GC)."""
 
-    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None) -> None:
         super().__init__(
             events, media_type="text/event-stream", headers={"cache-control": "no-cache", **(headers or {})}
         )
@@ -100,17 +96,17 @@ class EventStreamResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._events.aclose()
 
 
-async def response_sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def response_sse(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:
     """Responses events on the wire: `event: <type>` and `data: <json>`."""
     async with aclosing(events):
         async for event in events:
             yield b"event: " + event["type"].encode() + b"\ndata: " + jsonwire.dumps(event) + b"\n\n"
 
 
-async def chat_sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def chat_sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:
     """Chat chunks on the wire; a failure after the first byte is an error frame, and [DONE] always ends it."""
     async with aclosing(chunks):
         try:
@@ -121,7 +117,7 @@ async def chat_sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes
         yield b"data: [DONE]\n\n"
 
 
-async def prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
     async with aclosing(rest):
         yield first
         async for item in rest:

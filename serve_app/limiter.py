@@ -88,16 +88,9 @@ class Limiter:
                 waiter.set_result(None)
 
     def slot(self) -> _Slot:
-        """`async with limiter.slot():` holds one permit and records how long it was held."""
+        """`async with limiter.slot():` holds one permit and records how long it was held (the one way
+        to hold a permit: `estimated_wait_s` learns from every hold)."""
         return _Slot(self)
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
 
 class _Slot:

@@ -75,7 +75,11 @@ def _tagger(prefix: str, unsupported: frozenset[str] = frozenset(), untyped: str
 
 
 ContentPart = Annotated[
-    Annotated[InputText, Tag("part:input_text")] | Annotated[InputImage, Tag("part:input_image")] | Annotated[OutputText, Tag("part:output_text")] | Annotated[RefusalPart, Tag("part:refusal")] | Annotated[UnsupportedPart, Tag("part:unsupported")],
+    Annotated[InputText, Tag("part:input_text")]
+    | Annotated[InputImage, Tag("part:input_image")]
+    | Annotated[OutputText, Tag("part:output_text")]
+    | Annotated[RefusalPart, Tag("part:refusal")]
+    | Annotated[UnsupportedPart, Tag("part:unsupported")],
     Discriminator(_tagger("part", _UNSUPPORTED_PARTS)),
 ]
 
@@ -176,7 +180,11 @@ _UNSUPPORTED_ITEMS = frozenset(
 
 
 InputItem = Annotated[
-    Annotated[MessageItem, Tag("item:message")] | Annotated[FunctionCallItem, Tag("item:function_call")] | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")] | Annotated[ReasoningItem, Tag("item:reasoning")] | Annotated[UnsupportedItem, Tag("item:unsupported")],
+    Annotated[MessageItem, Tag("item:message")]
+    | Annotated[FunctionCallItem, Tag("item:function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")]
+    | Annotated[ReasoningItem, Tag("item:reasoning")]
+    | Annotated[UnsupportedItem, Tag("item:unsupported")],
     # An "easy" input message ({"role", "content"}) carries no type.
     Discriminator(_tagger("item", _UNSUPPORTED_ITEMS, untyped="message")),
 ]
@@ -229,7 +237,9 @@ def _tool_choice_tag(value: Any) -> str:
 
 
 ToolChoice = Annotated[
-    Annotated[Literal["none", "auto", "required"], Tag("choice:mode")] | Annotated[ToolChoiceFunction, Tag("choice:function")] | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
+    Annotated[Literal["none", "auto", "required"], Tag("choice:mode")]
+    | Annotated[ToolChoiceFunction, Tag("choice:function")]
+    | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
     Discriminator(_tool_choice_tag),
 ]
 
@@ -253,7 +263,9 @@ class FormatJsonSchema(_Strict):
 
 
 TextFormat = Annotated[
-    Annotated[FormatText, Tag("format:text")] | Annotated[FormatJsonObject, Tag("format:json_object")] | Annotated[FormatJsonSchema, Tag("format:json_schema")],
+    Annotated[FormatText, Tag("format:text")]
+    | Annotated[FormatJsonObject, Tag("format:json_object")]
+    | Annotated[FormatJsonSchema, Tag("format:json_schema")],
     Discriminator(_tagger("format")),
 ]
 

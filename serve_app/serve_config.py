@@ -25,14 +25,17 @@ import re
 from typing import Any
 
 from .config import AzureModelConfig, BudgetConfig, ConfigError, ModelServerArgs, validate_model
+from .deployment_constants import (
+    DEFAULT_MAX_QUEUED_REQUESTS,
+    HARD_STOP_ENV,
+    MAX_ONGOING_REQUESTS,
+    hard_stop_s,
+    shutdown_s,
+)
 
 DEPLOYMENT = "AzureModelServer"
 IMPORT_PATH = "serve_app.server:build_app"
 SIMULATOR_IMPORT_PATH = "serve_app.simulator.deployment:build_app"
-MAX_ONGOING_REQUESTS = 100_000
-MAX_QUEUED_REQUESTS = 5000
-# Longer than the longest call (Timeouts.total_s defaults to 1200 s) plus a margin.
-SHUTDOWN_MARGIN_S = 60.0
 
 
 def key_env(app: str) -> str:
@@ -65,9 +68,9 @@ def model_server_deployment(budget: int, num_replicas: int, longest_call_s: floa
         "name": DEPLOYMENT,
         "num_replicas": num_replicas,
         "max_ongoing_requests": MAX_ONGOING_REQUESTS,
-        "user_config": {"num_concurrent_requests": budget, "max_queued_requests": MAX_QUEUED_REQUESTS},
+        "user_config": {"num_concurrent_requests": budget, "max_queued_requests": DEFAULT_MAX_QUEUED_REQUESTS},
         "max_surge_percent": 0,
-        "graceful_shutdown_timeout_s": longest_call_s + SHUTDOWN_MARGIN_S,
+        "graceful_shutdown_timeout_s": shutdown_s(longest_call_s),
         "health_check_period_s": 10,
         "health_check_timeout_s": 30,
         "logging_config": {"enable_access_log": False},
@@ -84,8 +87,10 @@ def simulator_app(name: str, route_prefix: str, args: dict[str, Any]) -> dict[st
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 
 
-def check(config: dict[str, Any]) -> list[str]:
-    """Every inconsistency in a Serve config that would break the budget, the routes or a secret."""
+def check(config: dict[str, Any], *, hard_stop_after_s: float | None = None) -> list[str]:
+    """Every inconsistency in a Serve config that would break the budget, the routes, a secret or a
+    long call. `hard_stop_after_s` is HAProxy's hard stop the cluster runs with, when known
+    (RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S, set in the Ray pods' environment, not in the config)."""
     problems: list[str] = []
     apps = config.get("applications") or []
     if not apps:
@@ -104,11 +109,11 @@ def check(config: dict[str, Any]) -> list[str]:
                     "set it in the environment from a Secret instead"
                 )
         if app.get("import_path") == IMPORT_PATH:
-            problems += [f"{name}.{p}" for p in _check_model_server(app)]
+            problems += [f"{name}.{p}" for p in _check_model_server(app, hard_stop_after_s)]
     return problems
 
 
-def _check_model_server(app: dict[str, Any]) -> list[str]:
+def _check_model_server(app: dict[str, Any], hard_stop_after_s: float | None) -> list[str]:
     problems = []
     args = dict(app.get("args") or {})
     if "openai_api_key" in args:
@@ -157,5 +162,11 @@ def _check_model_server(app: dict[str, Any]) -> list[str]:
         problems.append(
             f"{where}.graceful_shutdown_timeout_s: {shutdown} s cuts calls that may last "
             f"{parsed.timeouts.total_s:g} s (args.timeouts.total_s)"
+        )
+    if hard_stop_after_s is not None and hard_stop_after_s < hard_stop_s(parsed.timeouts.total_s):
+        problems.append(
+            f"args.timeouts.total_s: calls may last {parsed.timeouts.total_s:g} s, but {HARD_STOP_ENV}="
+            f"{hard_stop_after_s:g} lets an HAProxy reload cut them; it needs at least "
+            f"{hard_stop_s(parsed.timeouts.total_s)} (the longest call, a replica's drain and a margin)"
         )
     return problems

@@ -19,9 +19,9 @@ import asyncio
 import gc
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -33,6 +33,7 @@ from ray.serve.schema import ReplicaRank
 from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
+from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
 from .errors import OpenAIError, Overloaded
 from .http import Gate, answer, chat_sse, install_error_handlers, json_response, read_json, response_sse
 from .limiter import Limiter, QueueFull
@@ -64,8 +65,8 @@ def _carries_output(chunk: dict[str, Any]) -> bool:
 
 @serve.deployment(
     # A Serve config sets these from the budget and the longest call (serve_config.py).
-    max_ongoing_requests=100_000,
-    graceful_shutdown_timeout_s=1260,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    graceful_shutdown_timeout_s=DEFAULT_SHUTDOWN_S,
 )
 @serve.ingress(api)
 class AzureModelServer:
@@ -155,7 +156,7 @@ class AzureModelServer:
                 completed_at=int(time.time()),
             )
 
-    async def create_response_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
+    async def create_response_stream(self, body: Any) -> AsyncGenerator[dict[str, Any], None]:
         """Responses stream events. The first event is yielded only after Azure has answered, so
         errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
         async with self._recorded("responses", stream=True) as record:
@@ -191,7 +192,7 @@ class AzureModelServer:
             record.tokens(completion.get("usage"))
             return chat.from_upstream(completion, self._model)
 
-    async def create_chat_completion_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
+    async def create_chat_completion_stream(self, body: Any) -> AsyncGenerator[dict[str, Any], None]:
         """Chat chunks as the client should see them; errors before Azure's first byte raise from the first `anext`."""
         async with self._recorded("chat/completions", stream=True) as record:
             req: ChatRequest = parse(ChatRequest, body)
@@ -223,7 +224,9 @@ class AzureModelServer:
                 headers={"retry-after": str(max(1, wait))},
             ) from None
 
-    async def _upstream_stream(self, body: dict[str, Any], record: RequestRecord) -> AsyncIterator[dict[str, Any]]:
+    async def _upstream_stream(
+        self, body: dict[str, Any], record: RequestRecord
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Azure's chunks, holding one upstream slot from before the call until the stream is closed."""
         async with self._upstream_slot(), aclosing(self._client.stream(body)) as chunks:
             async for chunk in chunks:
@@ -262,4 +265,5 @@ def build_app(args: dict[str, Any]) -> Application:
     validated: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
     validated.api_key()  # fail now if the key's environment variable is not set
     validated.inbound_keys()
-    return AzureModelServer.bind(validated.model_dump(mode="json"))
+    # mypy does not apply class decorators; at runtime the class is a serve.Deployment.
+    return cast(serve.Deployment, AzureModelServer).bind(validated.model_dump(mode="json"))

@@ -96,7 +96,9 @@ class Telemetry:
 
         self._counters = {
             "requests": RayCounter(
-                "serve_app_requests", "Requests answered, by endpoint and HTTP status", tag_keys=("endpoint", "status")
+                "serve_app_requests",
+                "Requests answered, by endpoint and HTTP status",
+                tag_keys=("endpoint", "status"),  # type: ignore[arg-type]  # Ray types tag_keys as a 1-tuple
             ),
             "attempts": RayCounter("serve_app_upstream_attempts", "Calls to Azure, by status", tag_keys=("status",)),
             "retries": RayCounter(
@@ -125,7 +127,8 @@ class Telemetry:
         # (counter, tags) -> what to add at the next flush
         self._pending: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self._lines: list[bytes] = []
-        self._log: IO[bytes] | None = open(log_path, "ab") if log_path else None
+        # Open for the replica's life, closed in close().
+        self._log: IO[bytes] | None = open(log_path, "ab") if log_path else None  # noqa: SIM115
 
     # --- the Azure client's observer ------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class Telemetry:
     def flush(self, limiter: Limiter | None = None) -> None:
         pending, self._pending = self._pending, Counter()
         for (name, tags), value in pending.items():
-            self._counters[name].inc(value, tags=dict(tags) or None)
+            self._counters[name].inc(value, tags=dict(tags))  # Ray reads empty tags as none
         if limiter is not None:
             self._gauges["in_use"].set(limiter.in_use)
             self._gauges["capacity"].set(limiter.capacity)

@@ -1,4 +1,5 @@
-"""The Azure client: URL, auth header and query; Azure's errors kept in the OpenAI envelope; transport failures typed."""
+"""The Azure client: URL, auth header and query; Azure's errors kept in the OpenAI envelope; transport failures
+typed."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from fake_azure import FakeAzure, reply, script, sse
 from pydantic import SecretStr
+from support.fake_azure import FakeAzure, reply, script, sse
 
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts

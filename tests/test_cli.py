@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, isolated_ports
+from support.cli import serving
+from support.ports import free_port, isolated_ports
+from support.waiting import once_listening
 
 from serve_app.cli import point_at_simulator
 from serve_app.config import (
@@ -62,16 +63,12 @@ def test_simulate_alone_serves_azures_contract() -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.post(
-                    url, headers={"api-key": SIMULATOR_KEY}, json={"messages": [{"role": "user", "content": "hi"}]}
-                )
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.2)
+        response = once_listening(
+            lambda: httpx.post(
+                url, headers={"api-key": SIMULATOR_KEY}, json={"messages": [{"role": "user", "content": "hi"}]}
+            ),
+            server,
+        )
         assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "hi"
         assert httpx.post(url, headers={"api-key": "wrong"}, json={}).status_code == 401
     finally:
@@ -84,35 +81,10 @@ def simulated_server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, **isolated_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "serve_app",
-                "serve",
-                "--simulate",
-                "--env-file",
-                "/nonexistent",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while "Serving;" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+    with serving(["--simulate", "--env-file", "/nonexistent", "--port", str(port)], log, env):
         assert "SIMULATED AZURE" in log.read_text()
         assert f"policy_model: http://127.0.0.1:{port}/policy_model/v1" in log.read_text()
         yield f"http://127.0.0.1:{port}/policy_model/v1"
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=120)
 
 
 @pytest.mark.serve

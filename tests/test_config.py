@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from serve_app.config import (
     validate_model,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "policy_model.responses_api_models.azure_openai_model"
 CREDENTIALS = [
     "+policy_base_url=https://example.openai.azure.com/",
@@ -36,7 +38,8 @@ def test_the_shipped_config_with_env_yaml_values_loads(tmp_path: Path) -> None:
         tmp_path,
         "env.yaml",
         "policy_base_url: https://example.openai.azure.com\npolicy_api_key: k1\npolicy_model_name: gpt-4o\n"
-        "policy_model:\n  responses_api_models:\n    azure_openai_model:\n      default_query:\n        api-version: 2024-10-21\n",
+        "policy_model:\n  responses_api_models:\n    azure_openai_model:\n"
+        "      default_query:\n        api-version: 2024-10-21\n",
     )
     servers = load_model_servers([DEFAULT_CONFIG], env_file=env)
     config = servers["policy_model"]
@@ -90,7 +93,7 @@ def test_unknown_keys_are_an_error_by_path(tmp_path: Path) -> None:
 
 
 def test_nemo_gym_config_paths_override_is_accepted(tmp_path: Path) -> None:
-    judge = Path(DEFAULT_CONFIG).parent / "judge_model.yaml"
+    judge = ROOT / "configs" / "judge_model.yaml"
     servers = load_model_servers(
         [DEFAULT_CONFIG],
         [
@@ -111,7 +114,7 @@ def test_other_model_server_kinds_are_refused(tmp_path: Path) -> None:
     other = write(
         tmp_path, "other.yaml", "x_model:\n  responses_api_models:\n    vllm_model:\n      base_url: http://x\n"
     )
-    with pytest.raises(ConfigError, match="x_model.responses_api_models.vllm_model"):
+    with pytest.raises(ConfigError, match=re.escape("x_model.responses_api_models.vllm_model")):
         load_model_servers([other], env_file=None)
 
 
@@ -170,10 +173,10 @@ def test_serve_args_name_the_key_variable_instead_of_holding_the_key(monkeypatch
         args.api_key()
     monkeypatch.setenv("MY_KEY", "k")
     assert args.api_key().get_secret_value() == "k"
-    with pytest.raises(ConfigError, match="args.openai_api_key: unknown key"):
+    with pytest.raises(ConfigError, match=re.escape("args.openai_api_key: unknown key")):
         validate_model(ModelServerArgs, {**VALID}, "args")
 
 
 def test_the_budget_is_at_least_one() -> None:
-    with pytest.raises(ConfigError, match="user_config.num_concurrent_requests"):
+    with pytest.raises(ConfigError, match=re.escape("user_config.num_concurrent_requests")):
         validate_model(BudgetConfig, {"num_concurrent_requests": 0}, "user_config")

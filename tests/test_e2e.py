@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import WRONG_KEY_ENV, Serve, SimAdmin, free_port, sim_app
+from support.ports import free_port
+from support.serve import WRONG_KEY_ENV, Serve, sim_app
+from support.sim_admin import SimAdmin
 
 from serve_app.simulator import CONTENT_FILTER_PROMPT, BackgroundSimulator
 

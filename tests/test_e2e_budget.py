@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import ray
-from conftest import Serve, SimAdmin, sim_app
+from support.ledger import ledger_members, ledger_state
+from support.load import HI, Load, fire
+from support.serve import Serve, sim_app
+from support.sim_admin import SimAdmin
+from support.waiting import wait_until
 
-from serve_app.budget import LEDGER_NAMESPACE, ledger_name
 from serve_app.config import Timeouts
-from serve_app.serve_config import DEPLOYMENT
 from serve_app.simulator import BackgroundSimulator
 
 pytestmark = pytest.mark.serve
@@ -24,21 +26,9 @@ pytestmark = pytest.mark.serve
 APP = "budget_model"
 
 
-def ledger(app: str = APP) -> dict[str, Any]:
-    actor = ray.get_actor(ledger_name(app, DEPLOYMENT), namespace=LEDGER_NAMESPACE)
-    return ray.get(actor.state.remote())
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def settled(total: int, replicas: int) -> Callable[[], bool]:
     def check() -> bool:
-        state = ledger()
+        state = ledger_state(APP)
         members = list(state["members"].values())
         return (
             state["total"] == total
@@ -50,85 +40,58 @@ def settled(total: int, replicas: int) -> Callable[[], bool]:
     return check
 
 
-async def drive(url: str, requests: int, concurrency: int) -> tuple[list[int], float]:
-    statuses: list[int] = []
-    queue = iter(range(requests))
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
-
-        async def worker() -> None:
-            for _ in queue:
-                response = await client.post(url, json={"input": "hi"})
-                statuses.append(response.status_code)
-
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return statuses, time.monotonic() - started
+def sample_in_flight(sim_admin: SimAdmin, until: threading.Event, period_s: float = 0.02) -> list[int]:
+    """The simulator's in-flight count, sampled until `until` is set (run it on a thread)."""
+    samples = []
+    while not until.is_set():
+        samples.append(sim_admin.stats()["in_flight"])
+        time.sleep(period_s)
+    return samples
 
 
 def test_eight_slots_over_three_replicas_are_used_exactly_and_fully(
     serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
 ) -> None:
     serve_instance.deploy(sim_app(APP, simulator, budget=8, replicas=3))
-    wait_until(settled(8, 3), what="shares 3, 3, 2")
+    wait_until(settled(8, 3), "shares 3, 3, 2", timeout_s=60)
     sim_admin.configure(latency_s=0.2)
     url = f"{serve_instance.base_url(APP)}/responses"
-    asyncio.run(drive(url, 64, 64))  # warm connections
+    asyncio.run(fire(url, [HI] * 64, concurrency=64, timeout_s=120))  # warm connections
     sim_admin.reset()
-    requests, latency = 320, 0.2
-    statuses, elapsed = asyncio.run(drive(url, requests, 64))
-    ideal = requests / 8 * latency
-    assert statuses == [200] * requests
+    requests = 320
+    done = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        sampling = pool.submit(sample_in_flight, sim_admin, done)
+        try:
+            results = asyncio.run(fire(url, [HI] * requests, concurrency=64, timeout_s=120))
+        finally:
+            done.set()
+        samples = sampling.result()
+    assert [status for status, _, _ in results] == [200] * requests
     assert sim_admin.stats()["peak_in_flight"] == 8
-    assert elapsed <= ideal * 1.15, f"{elapsed:.2f} s against an ideal of {ideal:.2f} s"
-
-
-class Load:
-    """Steady load on a background thread until stopped; records every status."""
-
-    def __init__(self, url: str, concurrency: int) -> None:
-        self.statuses: list[int] = []
-        self.failures: list[str] = []
-        self._url, self._concurrency = url, concurrency
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _run(self) -> None:
-        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=self._concurrency)) as client:
-
-            async def worker() -> None:
-                while not self._stop.is_set():
-                    response = await client.post(self._url, json={"input": "hi"})
-                    self.statuses.append(response.status_code)
-                    if response.status_code != 200:
-                        self.failures.append(
-                            f"{response.status_code} {response.headers.get('server')} {response.text[:200]}"
-                        )
-
-            await asyncio.gather(*(worker() for _ in range(self._concurrency)))
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
+    # Fully: while 64 clients wait on 8 slots, Azure sees all 8 busy. Counted at the simulator, from
+    # the first moment it saw all 8 to the last, not timed at the client, so a busy shared machine
+    # does not decide it; the mean allows the moments between a call's end and the next one's start
+    # in its slot. A replica whose share sat idle while others queued would pull it to 7 or below.
+    full = [i for i, n in enumerate(samples) if n == 8]
+    window = samples[full[0] : full[-1] + 1] if full else []
+    assert window and sum(window) / len(window) > 7, sorted(Counter(samples).items())
 
 
 def test_resizing_through_a_redeployed_config_restarts_nothing_and_never_exceeds_the_budget_in_force(
     serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
 ) -> None:
     serve_instance.deploy(sim_app(APP, simulator, budget=8, replicas=2))
-    wait_until(settled(8, 2), what="shares 4, 4")
-    original = set(ledger()["members"])
+    wait_until(settled(8, 2), "shares 4, 4", timeout_s=60)
+    original = set(ledger_members(APP))
     sim_admin.configure(latency_s=0.1)
     with Load(f"{serve_instance.base_url(APP)}/responses", concurrency=32) as load:
         time.sleep(1)
         sim_admin.reset()
         # N 8 -> 4 alone: user_config only, so the same replicas must carry on.
         serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=2))
-        wait_until(settled(4, 2), what="shares 2, 2")
-        assert set(ledger()["members"]) == original, "a replica restarted for a budget change"
+        wait_until(settled(4, 2), "shares 2, 2", timeout_s=60)
+        assert set(ledger_members(APP)) == original, "a replica restarted for a budget change"
         assert sim_admin.stats()["peak_in_flight"] <= 8  # the old budget drains; nothing new above it
         time.sleep(0.5)
         sim_admin.reset()
@@ -137,8 +100,8 @@ def test_resizing_through_a_redeployed_config_restarts_nothing_and_never_exceeds
         # R 2 -> 4: new replicas join, and the four share the same N.
         sim_admin.reset()
         serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=4))
-        wait_until(settled(4, 4), what="shares 1, 1, 1, 1")
-        assert original <= set(ledger()["members"]), "an existing replica restarted when replicas were added"
+        wait_until(settled(4, 4), "shares 1, 1, 1, 1", timeout_s=60)
+        assert original <= set(ledger_members(APP)), "an existing replica restarted when replicas were added"
         assert sim_admin.stats()["peak_in_flight"] <= 4
         time.sleep(2)
         assert sim_admin.stats()["peak_in_flight"] == 4
@@ -155,7 +118,7 @@ def test_a_handle_call_from_another_app_works_and_counts_against_the_same_budget
         "args": {"model_app": APP},
     }
     serve_instance.deploy(sim_app(APP, simulator, budget=2, replicas=1), judge)
-    wait_until(settled(2, 1), what="share 2")
+    wait_until(settled(2, 1), "share 2", timeout_s=60)
     sim_admin.configure(latency_s=0.3)
     sim_admin.reset()
 
@@ -180,15 +143,17 @@ def test_a_rolling_restart_shares_one_budget_across_old_and_new_replicas(
     serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
 ) -> None:
     serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=2))
-    wait_until(settled(4, 2), what="shares 2, 2")
-    before = set(ledger()["members"])
+    wait_until(settled(4, 2), "shares 2, 2", timeout_s=60)
+    before = set(ledger_members(APP))
     sim_admin.configure(latency_s=0.3)
     with Load(f"{serve_instance.base_url(APP)}/responses", concurrency=24) as load:
         time.sleep(1)
         sim_admin.reset()
         # New args are a new code version: Serve replaces every replica, old and new side by side.
         serve_instance.deploy(sim_app(APP, simulator, budget=4, replicas=2, timeouts=Timeouts(read_s=300)))
-        wait_until(lambda: settled(4, 2)() and not before & set(ledger()["members"]), what="two new replicas, settled")
+        wait_until(
+            lambda: settled(4, 2)() and not before & set(ledger_members(APP)), "two new replicas, settled", timeout_s=60
+        )
         time.sleep(1)
     assert sim_admin.stats()["peak_in_flight"] <= 4
     assert set(load.statuses) == {200}, load.failures[:5]

@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from bad_input import bodies, raw_bytes
-from conftest import INBOUND_KEYS_ENV, Serve, SimAdmin, sim_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.bad_input import bodies, raw_bytes
+from support.serve import INBOUND_KEYS_ENV, Serve, sim_app
+from support.sim_admin import SimAdmin
 
 from serve_app.simulator import BackgroundSimulator
 
@@ -109,23 +110,28 @@ def test_a_full_queue_is_a_429_with_retry_after_in_the_openai_envelope(apps: Ser
 
 
 def test_models_never_waits_for_an_upstream_slot(apps: Serve, sim_admin: SimAdmin) -> None:
+    # One slot, each call holding it 2 s, two calls queued behind the first. Had /models waited for
+    # a slot, it would have answered only once the simulator had accepted all three calls: counted
+    # at the simulator, so a busy machine's slowness cannot pass or fail it.
     sim_admin.configure(latency_s=2.0)
 
-    async def busy_then_models() -> tuple[float, int]:
+    async def busy_then_models() -> tuple[int, dict[str, Any]]:
         async with httpx.AsyncClient(timeout=30) as client:
             calls = [
                 asyncio.create_task(client.post(f"{apps.base_url('queued')}/responses", json={"input": "hi"}))
                 for _ in range(3)
             ]
-            await asyncio.sleep(0.3)
-            started = asyncio.get_running_loop().time()
+            # Until the first call holds the slot (or has failed, which the asserts then report).
+            while not calls[0].done() and (await asyncio.to_thread(sim_admin.stats))["in_flight"] == 0:
+                await asyncio.sleep(0.05)
             models = await client.get(f"{apps.base_url('queued')}/models")
-            elapsed = asyncio.get_running_loop().time() - started
+            upstream = await asyncio.to_thread(sim_admin.stats)
             await asyncio.gather(*calls)
-            return elapsed, models.status_code
+            return models.status_code, upstream
 
-    elapsed, status = asyncio.run(busy_then_models())
-    assert status == 200 and elapsed < 0.5
+    status, upstream = asyncio.run(busy_then_models())
+    assert status == 200
+    assert upstream["in_flight"] == 1 and upstream["accepted_total"] < 3, upstream
 
 
 # --- bad input of every shape -----------------------------------------------------------------------

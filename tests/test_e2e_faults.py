@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import ray
-from conftest import Serve, SimAdmin, sim_app, wait_ingress_settled
+from support.ledger import ledger_members
+from support.load import fire
+from support.serve import Serve, sim_app
+from support.sim_admin import SimAdmin
+from support.waiting import wait_until
 
-from serve_app.budget import LEDGER_NAMESPACE, ledger_name
+from serve_app.cluster import wait_ingress_settled
 from serve_app.config import Retries, Timeouts
 from serve_app.serve_config import DEPLOYMENT
 from serve_app.simulator import HANG, RESET_MID_BODY, BackgroundSimulator, tokens_trigger
@@ -23,9 +26,9 @@ pytestmark = pytest.mark.serve
 FAST_RETRIES = Retries(max_attempts=5, backoff_initial_s=0.05, backoff_max_s=0.2, retry_after_max_s=30)
 
 
-@pytest.fixture(scope="module")
-def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
-    serve_instance.deploy(
+def fault_apps(simulator: BackgroundSimulator, killable_replicas: int = 2) -> list[dict[str, Any]]:
+    """The module's apps; redeployed with one killable replica to scale it down."""
+    return [
         sim_app(
             "storm",
             simulator,
@@ -41,25 +44,14 @@ def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
             retries=Retries(max_attempts=2, backoff_initial_s=0.05),
             timeouts=Timeouts(read_s=1, total_s=3),
         ),
-        sim_app("killable", simulator, budget=4, replicas=2),
-    )
+        sim_app("killable", simulator, budget=4, replicas=killable_replicas),
+    ]
+
+
+@pytest.fixture(scope="module")
+def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
+    serve_instance.deploy(*fault_apps(simulator))
     return serve_instance
-
-
-async def fire(
-    url: str, bodies: list[dict[str, Any]], concurrency: int, timeout_s: float = 60
-) -> list[tuple[int, float, httpx.Response]]:
-    """POST every body with at most `concurrency` in flight; (status, seconds, response) for each, in order."""
-    gate = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency)) as client:
-
-        async def one(body: dict[str, Any]) -> tuple[int, float, httpx.Response]:
-            async with gate:
-                started = time.monotonic()
-                response = await client.post(url, json=body)
-                return response.status_code, time.monotonic() - started, response
-
-        return await asyncio.gather(*(one(body) for body in bodies))
 
 
 def is_envelope(response: httpx.Response) -> bool:
@@ -113,7 +105,7 @@ def test_an_upstream_hanging_past_the_read_timeout_is_a_504_by_the_total_deadlin
     )
     assert status == 504 and is_envelope(response) and response.json()["error"]["code"] == "upstream_timeout"
     assert 1 <= seconds < 3 + 1.5
-    wait_for(lambda: sim_admin.stats()["in_flight"] == 0, "abandoned upstream calls to be closed")
+    wait_until(lambda: sim_admin.stats()["in_flight"] == 0, "abandoned upstream calls to be closed")
 
 
 def test_a_stream_stalling_past_the_read_timeout_ends_in_response_failed(apps: Serve, sim_admin: SimAdmin) -> None:
@@ -129,22 +121,10 @@ def test_a_stream_stalling_past_the_read_timeout_ends_in_response_failed(apps: S
     assert events[0] == "event: response.created" and events[-1] == "event: response.failed"
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def members(app: str) -> dict[str, Any]:
-    ledger = ray.get_actor(ledger_name(app, DEPLOYMENT), namespace=LEDGER_NAMESPACE)
-    return ray.get(ledger.state.remote())["members"]
-
-
 def test_a_replica_killed_under_load_fails_its_calls_and_the_rest_succeed(apps: Serve, sim_admin: SimAdmin) -> None:
-    wait_for(lambda: len(members("killable")) == 2, "two replicas in the budget")
+    wait_until(lambda: len(ledger_members("killable")) == 2, "two replicas in the budget")
     wait_ingress_settled(["killable"])
-    victim = next(iter(members("killable")))
+    victim = next(iter(ledger_members("killable")))
     sim_admin.configure(latency_s=2.0)
 
     async def kill_midway() -> list[tuple[int, float, httpx.Response]]:
@@ -160,8 +140,9 @@ def test_a_replica_killed_under_load_fails_its_calls_and_the_rest_succeed(apps: 
     assert len(results) == 16 and all(seconds < 30 for _, seconds, _ in results)  # an error, never a hang
     assert statuses.count(200) >= 8 and set(statuses) <= {200, 500, 502, 503}, statuses
     # Serve replaces the replica; the survivors and the newcomer share the budget again.
-    wait_for(
-        lambda: len(members("killable")) == 2 and victim not in members("killable"), "the replacement in the budget"
+    wait_until(
+        lambda: len(ledger_members("killable")) == 2 and victim not in ledger_members("killable"),
+        "the replacement in the budget",
     )
     sim_admin.configure(latency_s=0.1)
     after = asyncio.run(fire(f"{apps.base_url('killable')}/responses", [{"input": "hi"}] * 16, concurrency=16))
@@ -172,41 +153,16 @@ def test_a_replica_killed_under_load_fails_its_calls_and_the_rest_succeed(apps: 
 def test_scaling_down_drains_in_flight_calls_and_never_exceeds_the_budget(
     apps: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
 ) -> None:
-    wait_for(lambda: len(members("killable")) == 2, "two replicas in the budget")
+    wait_until(lambda: len(ledger_members("killable")) == 2, "two replicas in the budget")
     sim_admin.configure(latency_s=2.0)
 
     async def shrink_midway() -> list[tuple[int, float, httpx.Response]]:
         load = asyncio.create_task(fire(f"{apps.base_url('killable')}/responses", [{"input": "hi"}] * 8, concurrency=8))
         await asyncio.sleep(0.7)
-        await asyncio.to_thread(
-            apps.deploy,
-            *[
-                sim_app(name, simulator, **kwargs)
-                for name, kwargs in (
-                    (
-                        "storm",
-                        {
-                            "budget": 8,
-                            "retries": Retries(max_attempts=3, backoff_initial_s=0.05, retry_after_max_s=30),
-                            "timeouts": Timeouts(total_s=8),
-                        },
-                    ),
-                    ("flaky", {"budget": 4, "retries": FAST_RETRIES}),
-                    (
-                        "impatient",
-                        {
-                            "budget": 4,
-                            "retries": Retries(max_attempts=2, backoff_initial_s=0.05),
-                            "timeouts": Timeouts(read_s=1, total_s=3),
-                        },
-                    ),
-                    ("killable", {"budget": 4, "replicas": 1}),
-                )
-            ],
-        )
+        await asyncio.to_thread(apps.deploy, *fault_apps(simulator, killable_replicas=1))
         return await load
 
     results = asyncio.run(shrink_midway())
     assert [status for status, _, _ in results] == [200] * 8
     assert sim_admin.stats()["peak_in_flight"] <= 4
-    wait_for(lambda: len(members("killable")) == 1, "the stopped replica to leave the budget")
+    wait_until(lambda: len(ledger_members("killable")) == 1, "the stopped replica to leave the budget")

@@ -7,13 +7,14 @@ import glob
 import json
 import os
 import re
-import time
 from typing import Any
 
 import httpx
 import pytest
 import ray
-from conftest import Serve, SimAdmin, sim_app
+from support.serve import Serve, sim_app
+from support.sim_admin import SimAdmin
+from support.waiting import wait_until
 
 from serve_app.simulator import BackgroundSimulator
 
@@ -55,10 +56,12 @@ def test_each_request_logs_one_line_with_the_request_id_it_returned_and_no_body(
     ) as streamed:
         streamed.read()
     ids = {r.headers["x-request-id"]: r for r in (plain, failed, streamed)}
-    deadline = time.monotonic() + 20
-    while not ids.keys() <= {line["request_id"] for line in log_lines("observed")}:
-        assert time.monotonic() < deadline, "log lines did not appear"
-        time.sleep(0.2)
+    wait_until(
+        lambda: ids.keys() <= {line["request_id"] for line in log_lines("observed")},
+        "the log lines",
+        timeout_s=20,
+        poll_s=0.2,
+    )
     by_id = {line["request_id"]: line for line in log_lines("observed") if line["request_id"] in ids}
     assert len(by_id) == 3
     assert by_id[plain.headers["x-request-id"]] | {"duration_ms": 0, "time": 0} == {
@@ -111,12 +114,16 @@ def test_metrics_cover_requests_in_flight_retries_429s_latency_ttft_and_tokens(
     assert httpx.post(f"{url}/responses", json={"input": "hi"}, timeout=30).status_code == 200
     with httpx.stream("POST", f"{url}/responses", json={"input": "hi there", "stream": True}, timeout=30) as r:
         r.read()
-    deadline = time.monotonic() + 45  # Ray exports replica metrics every few seconds
-    while True:
+    text = ""
+
+    def missing() -> list[str]:
+        return [pattern for pattern in EXPECTED_METRICS if not re.search(pattern, text)]
+
+    def exported() -> bool:
+        nonlocal text
         text = scrape_metrics()
-        missing = [pattern for pattern in EXPECTED_METRICS if not re.search(pattern, text)]
-        if not missing:
-            break
-        assert time.monotonic() < deadline, f"metrics missing: {missing}"
-        time.sleep(1)
+        return not missing()
+
+    # Ray exports replica metrics every few seconds.
+    wait_until(exported, lambda: f"metrics missing: {missing()}", timeout_s=45, poll_s=1)
     assert re.search(r'ray_serve_app_requests_total\{[^}]*application="observed"', text)

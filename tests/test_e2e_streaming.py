@@ -3,16 +3,19 @@ the Response (or chat completion) that the non-streaming call returns for the sa
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from conftest import WRONG_KEY_ENV, Serve, SimAdmin, free_port, replica_url, sim_app, wait_ingress_settled
-from stream_checks import check_event_sequence, without_volatile
+from support.ports import free_port
+from support.serve import WRONG_KEY_ENV, Serve, sim_app
+from support.sim_admin import SimAdmin
+from support.stream_checks import check_event_sequence, without_volatile
+from support.waiting import wait_until
 
+from serve_app.cluster import replica_url, wait_ingress_settled
 from serve_app.simulator import (
     CONTENT_FILTER_OUTPUT,
     CONTENT_FILTER_PROMPT,
@@ -219,11 +222,14 @@ def test_a_chat_stream_failing_midway_sends_an_error_frame_then_done(apps: Serve
     assert frames[-1] == "[DONE]" and '"error"' in frames[-2]
 
 
-def wait_for(condition: Callable[[], bool], sim_admin: SimAdmin, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"condition not met in time: {sim_admin.stats()}"
-        time.sleep(0.05)
+def wait_until_closed(sim_admin: SimAdmin, counter: str) -> None:
+    """Until the simulator has counted one client departure in `counter` and nothing is in flight."""
+    wait_until(
+        lambda: sim_admin.stats()[counter] == 1 and sim_admin.stats()["in_flight"] == 0,
+        lambda: f"the upstream call to close: {sim_admin.stats()}",
+        timeout_s=10.0,
+        poll_s=0.05,
+    )
 
 
 def assert_slot_free(apps: Serve) -> None:
@@ -247,9 +253,7 @@ def test_a_client_leaving_mid_stream_closes_the_upstream_stream_and_frees_the_sl
         for _ in range(12):
             next(lines)
         assert sim_admin.stats()["in_flight"] == 1
-    wait_for(
-        lambda: sim_admin.stats()["streams_closed_by_client"] == 1 and sim_admin.stats()["in_flight"] == 0, sim_admin
-    )
+    wait_until_closed(sim_admin, "streams_closed_by_client")
     sim_admin.configure(inter_token_s=0)
     assert_slot_free(apps)
 
@@ -262,7 +266,5 @@ def test_a_client_leaving_a_non_streaming_call_closes_the_upstream_request_and_f
     wait_ingress_settled(["one_slot"])
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{replica_url('one_slot')}/responses", json={"input": f"wait {HANG}"}, timeout=1.0)
-    wait_for(
-        lambda: sim_admin.stats()["requests_closed_by_client"] == 1 and sim_admin.stats()["in_flight"] == 0, sim_admin
-    )
+    wait_until_closed(sim_admin, "requests_closed_by_client")
     assert_slot_free(apps)

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from serve_app.cluster import HAPROXY_ENV
+from serve_app.cluster import ingress_env
 from serve_app.config import SIMULATOR_KEY, ModelServerArgs
+from serve_app.deployment_constants import HARD_STOP_ENV, shutdown_s
 from serve_app.serve_config import IMPORT_PATH, check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,9 @@ def model_servers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def model_server_args(config: dict[str, Any]) -> dict[str, ModelServerArgs]:
     return {name: ModelServerArgs.model_validate(app["args"]) for name, app in model_servers(config).items()}
+
+
+LONGEST_CALL_S = max(args.timeouts.total_s for args in model_server_args(EMBEDDED).values())
 
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -235,8 +239,10 @@ def test_the_cluster_has_a_head_and_a_worker_group() -> None:
 
 @pytest.mark.parametrize("where", RAY_CONTAINERS)
 def test_every_ray_container_runs_exactly_the_measured_serve_flags(where: str) -> None:
+    # What `python -m serve_app serve` starts Ray with for the same calls, hard stop included.
     env = RAY_CONTAINERS[where].get("env", [])
-    assert {entry["name"]: entry.get("value") for entry in env if entry["name"].startswith("RAY_SERVE_")} == HAPROXY_ENV
+    serve_flags = {entry["name"]: entry.get("value") for entry in env if entry["name"].startswith("RAY_SERVE_")}
+    assert serve_flags == ingress_env("haproxy", LONGEST_CALL_S)
 
 
 def test_the_head_runs_no_replicas() -> None:
@@ -303,19 +309,27 @@ def test_the_serve_port_is_the_serve_configs_http_port() -> None:
 
 
 def test_an_old_cluster_outlives_the_longest_call_on_it() -> None:
-    longest = max(a.timeouts.total_s for a in model_server_args(EMBEDDED).values())
     drain = max(
         d.get("graceful_shutdown_timeout_s", 20)
         for app in model_servers(EMBEDDED).values()
         for d in app.get("deployments", [])
     )
     delay = SPEC["rayClusterDeletionDelaySeconds"]
-    assert delay >= longest + DELETION_MARGIN_S and delay >= drain
+    assert delay >= LONGEST_CALL_S + DELETION_MARGIN_S and delay >= drain
 
 
-def test_haproxy_reloads_do_not_cut_the_longest_call() -> None:
-    longest = max(a.timeouts.total_s for a in model_server_args(EMBEDDED).values())
-    assert float(HAPROXY_ENV["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) > longest
+def test_a_replica_drains_for_the_longest_call_and_its_margin() -> None:
+    drains = [
+        d.get("graceful_shutdown_timeout_s", 20) for app in model_servers(EMBEDDED).values() for d in app["deployments"]
+    ]
+    assert drains and min(drains) >= shutdown_s(LONGEST_CALL_S)
+
+
+@pytest.mark.parametrize("where", RAY_CONTAINERS)
+def test_haproxy_reloads_do_not_cut_the_longest_call(where: str) -> None:
+    hard_stop = float(env_of(RAY_CONTAINERS[where])[HARD_STOP_ENV]["value"])
+    assert hard_stop > LONGEST_CALL_S
+    assert check(EMBEDDED, hard_stop_after_s=hard_stop) == []
 
 
 def test_an_upgrade_builds_a_new_cluster_beside_the_old() -> None:

@@ -10,7 +10,7 @@ from serve_app.limiter import Limiter, QueueFull
 
 
 async def hold(limiter: Limiter, started: list[int], i: int, release: asyncio.Event) -> None:
-    async with limiter:
+    async with limiter.slot():
         started.append(i)
         await release.wait()
 
@@ -94,7 +94,7 @@ async def test_never_more_holders_than_capacity_under_churn() -> None:
 
     async def work(i: int) -> None:
         nonlocal peak, current
-        async with limiter:
+        async with limiter.slot():
             current += 1
             peak = max(peak, current)
             await asyncio.sleep(0.001 * (i % 3))

@@ -5,26 +5,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, isolated_ports
+from support.cli import ROOT, SERVE, serving
+from support.ports import free_port, isolated_ports
 
 from serve_app.config import DEFAULT_CONFIG, AzureModelConfig
 from serve_app.serve_config import model_server_app
 from serve_app.simulator import CONTENT_FILTER_PROMPT, BackgroundSimulator, SimulatorConfig, status_trigger
 
 pytestmark = pytest.mark.serve
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def env_yaml(path: Path, base_url: str, key: str, api_version: str | None = "2024-10-21") -> Path:
@@ -80,10 +76,7 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
         # A config that fails to load names its problems, not the key.
         broken = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "serve_app",
-                "serve",
+                *SERVE,
                 "--config",
                 str(DEFAULT_CONFIG),
                 "--env-file",
@@ -101,30 +94,8 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
         outputs += [broken.stdout, broken.stderr]
 
         log = tmp_path / "serve.log"
-        with open(log, "w") as out:
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "serve_app",
-                    "serve",
-                    "--config",
-                    str(DEFAULT_CONFIG),
-                    "--env-file",
-                    str(env_yaml(tmp_path / "env.yaml", sim.base_url, key)),
-                    "--port",
-                    str(port),
-                ],
-                env=env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            deadline = time.monotonic() + 180
-            while "Serving;" not in log.read_text():
-                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.5)
+        env_file = env_yaml(tmp_path / "env.yaml", sim.base_url, key)
+        with serving(["--config", str(DEFAULT_CONFIG), "--env-file", str(env_file), "--port", str(port)], log, env):
             url = f"http://127.0.0.1:{port}/policy_model/v1"
             with httpx.Client(timeout=60) as client:
                 answers = [
@@ -144,9 +115,6 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
                 ]
             assert [a.status_code for a in answers] == [200, 200, 400, 400, 400, 401, 404, 200, 200, 200]
             outputs += [a.text + str(a.headers) for a in answers]
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=120)
     outputs.append(log.read_text())
 
     assert not [text[:200] for text in outputs if key in text]

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from serve_app.config import AzureModelConfig
+from serve_app.cli import main
+from serve_app.config import AzureModelConfig, Timeouts
+from serve_app.deployment_constants import DEFAULT_TOTAL_S, HARD_STOP_ENV, hard_stop_s, shutdown_s
 from serve_app.serve_config import check, model_server_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,15 +33,38 @@ def test_the_shipped_config_passes() -> None:
     assert check(SHIPPED) == []
 
 
-def test_a_generated_config_passes() -> None:
+def generated(total_s: float = DEFAULT_TOTAL_S) -> dict[str, Any]:
     config = AzureModelConfig(
         openai_base_url="https://x.openai.azure.com",
         openai_api_key="k",
         openai_model="gpt-4o",
         default_query={"api-version": "2024-10-21"},
         num_concurrent_requests=10,
+        timeouts=Timeouts(total_s=total_s),
     )
-    assert check({"applications": [model_server_app("policy_model", config, num_replicas=3)]}) == []
+    return {"applications": [model_server_app("policy_model", config, num_replicas=3)]}
+
+
+def test_a_generated_config_passes() -> None:
+    assert check(generated()) == []
+
+
+def test_a_longer_call_lengthens_the_generated_drain() -> None:
+    config = generated(total_s=3000)
+    assert deployment(config)["graceful_shutdown_timeout_s"] == shutdown_s(3000) > 3000
+    assert check(config) == []
+
+
+@pytest.mark.parametrize("total_s", [1.0, DEFAULT_TOTAL_S, 3000.0, 86_400.0])
+def test_the_hard_stop_outlasts_the_drain_which_outlasts_the_call(total_s: float) -> None:
+    assert hard_stop_s(total_s) > shutdown_s(total_s) > total_s
+
+
+def test_calls_longer_than_the_clusters_haproxy_hard_stop_are_refused() -> None:
+    config = generated(total_s=3000)
+    assert check(config, hard_stop_after_s=hard_stop_s(3000)) == []
+    problems = check(config, hard_stop_after_s=hard_stop_s(DEFAULT_TOTAL_S))
+    assert any(HARD_STOP_ENV in p and "args.timeouts.total_s" in p for p in problems), problems
 
 
 def _set(path: Callable[[dict[str, Any]], dict[str, Any]], key: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -106,3 +131,18 @@ def test_the_command_fails_on_a_broken_config_and_passes_the_shipped_one(tmp_pat
     bad = subprocess.run([*run, str(path)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert bad.returncode == 1 and "below the replica count" in bad.stderr
+
+
+def test_the_command_checks_against_the_hard_stop_its_environment_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(generated(total_s=3000)))
+    monkeypatch.delenv(HARD_STOP_ENV, raising=False)
+    assert main(["check-config", str(path)]) == 0
+    monkeypatch.setenv(HARD_STOP_ENV, "1320")
+    assert main(["check-config", str(path)]) == 1
+    assert HARD_STOP_ENV in capsys.readouterr().err
+    monkeypatch.setenv(HARD_STOP_ENV, "soon")
+    assert main(["check-config", str(path)]) == 2
+    assert "not a number" in capsys.readouterr().err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from support.ports import free_port
+from support.waiting import once_listening
 
 from serve_app.simulator import (
     DROP_MID_STREAM,
@@ -182,25 +183,12 @@ async def test_stopping_a_background_simulator_does_not_wait_for_hanging_request
         assert (await hanging).status_code == 500
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_run_serves_the_simulator_until_stopped() -> None:
     port = free_port()
     code = f"from serve_app.simulator import SimulatorConfig, run; run(SimulatorConfig(region='x'), port={port})"
     process = subprocess.Popen([sys.executable, "-c", code])
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/sim/config")
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.05)
+        response = once_listening(lambda: httpx.get(f"http://127.0.0.1:{port}/sim/config"), process, timeout_s=20)
         assert response.json()["region"] == "x"
     finally:
         process.terminate()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bad_input import bodies
 from hypothesis import given, settings
+from support.bad_input import bodies
 
 from serve_app.errors import InvalidRequest, OpenAIError, UnsupportedField
 from serve_app.schemas import ResponsesRequest, parse

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from stream_checks import check_event_sequence, without_volatile
+from support.stream_checks import check_event_sequence, without_volatile
 
 from serve_app.errors import UpstreamError
 from serve_app.schemas import ResponsesRequest, parse
@@ -67,7 +67,11 @@ def azure_chunks(
                 {"index": i, "function": {"arguments": arguments[half:]}},
             ]
         )
-    order = [p for group in zip(*pieces, strict=False) for p in group] if interleave else [p for group in pieces for p in group]
+    order = (
+        [p for group in zip(*pieces, strict=False) for p in group]
+        if interleave
+        else [p for group in pieces for p in group]
+    )
     for piece in order:
         delta({"tool_calls": [piece]})
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]})

@@ -23,7 +23,7 @@ JSON objects as over HTTP, and failures raise the same `OpenAIError` (status, co
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -79,4 +79,5 @@ class Judge:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    return Judge.bind(args.get("model_app", "judge_model"), args.get("inbound_api_keys_env"))
+    # mypy does not apply class decorators; at runtime the class is a serve.Deployment.
+    return cast(serve.Deployment, Judge).bind(args.get("model_app", "judge_model"), args.get("inbound_api_keys_env"))

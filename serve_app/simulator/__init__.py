@@ -11,7 +11,7 @@ and change settings at runtime.
 from .app import create_app
 from .config import DeploymentSpec, SimulatorConfig
 from .faults import Fault
-from .server import BackgroundSimulator, run
+from .standalone import BackgroundSimulator, run
 from .triggers import (
     CONTENT_FILTER_OUTPUT,
     CONTENT_FILTER_PROMPT,

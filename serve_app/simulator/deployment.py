@@ -8,7 +8,7 @@ the simulator stands for Azure, whose own concurrency is not what is being teste
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ray import serve
 from ray.serve import Application
@@ -31,4 +31,5 @@ class AzureOpenAISimulator:
 def build_app(args: dict[str, Any]) -> Application:
     # Validate while building, so a bad YAML fails at deploy time rather than in a replica.
     config = SimulatorConfig.model_validate(args)
-    return AzureOpenAISimulator.bind(config.model_dump(mode="json"))
+    # mypy does not apply class decorators; at runtime the class is a serve.Deployment.
+    return cast(serve.Deployment, AzureOpenAISimulator).bind(config.model_dump(mode="json"))

@@ -15,7 +15,7 @@ Rules that are not obvious from the two specs:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import InvalidRequest, UnsupportedField
 from ..schemas import (
@@ -68,7 +68,7 @@ def to_chat_request(req: ResponsesRequest) -> dict[str, Any]:
     _add_tool_choice(body, req, tool_names)
     if req.text is not None:
         if isinstance(req.text.format, FormatJsonSchema):
-            schema = {"name": req.text.format.name, "schema": req.text.format.schema_}
+            schema: dict[str, Any] = {"name": req.text.format.name, "schema": req.text.format.schema_}
             if req.text.format.strict is not None:
                 schema["strict"] = req.text.format.strict
             if req.text.format.description is not None:
@@ -233,7 +233,7 @@ def _image_part(part: InputImage, param: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": part.image_url, "detail": part.detail}}
 
 
-def _refuse_part(part: Any, param: str, role: str) -> None:
+def _refuse_part(part: Any, param: str, role: str) -> NoReturn:
     if isinstance(part, UnsupportedPart):
         raise UnsupportedField(param, f"content parts of type {part.type!r} have no Azure Chat Completions equivalent")
     if isinstance(part, InputImage):

@@ -4,9 +4,9 @@ States: *started* (`start()` emitted `response.created` and `response.in_progres
 (`feed()` opens output items on their first delta and emits deltas) -> *items closed* (a
 `finish_reason` arrived: every open item gets its `.done` events, in output order) ->
 *finished* (`finish()` emits `response.completed` or `response.incomplete`; `fail()` closes
-what is still open as incomplete and emits `response.failed`). Items are closed together when generation stops, because only then is it
-known whether the last one was cut off; that keeps the terminal Response equal to what
-`to_response` builds from the same answer.
+what is still open as incomplete and emits `response.failed`). Items are closed together when
+generation stops, because only then is it known whether the last one was cut off; that keeps the
+terminal Response equal to what `to_response` builds from the same answer.
 
 Chat carries one message and any number of tool calls, each keyed by its `index` and possibly
 interleaved; output items are numbered densely in order of first appearance.

@@ -113,9 +113,8 @@ def run_child(name: str, args: list[str], workdir: Path, timeout_s: float) -> in
             code = process.wait(timeout_s)
         except (subprocess.TimeoutExpired, KeyboardInterrupt) as reason:
             # It runs in its own session (a Ctrl-C here does not reach it): stop it, and with it its Ray.
-            log(
-                f"{name}: {'over its time limit' if isinstance(reason, subprocess.TimeoutExpired) else 'interrupted'}; stopping it"
-            )
+            why = "over its time limit" if isinstance(reason, subprocess.TimeoutExpired) else "interrupted"
+            log(f"{name}: {why}; stopping it")
             process.send_signal(signal.SIGTERM)  # it stops its own Ray on the way out
             try:
                 code = process.wait(90)
@@ -531,17 +530,18 @@ def summary(
                 alone = by_name.get(r["variant"].replace("httpx pool", "aiohttp (AzureClient)"))
                 if over and alone:
                     lines.append(
-                        f"- Transport, {r['n']:,} calls in flight: CPU per call {r['cpu_ms_per_call']:.2f} ms with httpx's "
-                        f"pool, {over['cpu_ms_per_call']:.2f} ms with httpx over its aiohttp transport, "
-                        f"{alone['cpu_ms_per_call']:.2f} ms with aiohttp alone (AzureClient); wall {r['wall_s']:.1f} s, "
-                        f"{over['wall_s']:.1f} s, {alone['wall_s']:.1f} s."
+                        f"- Transport, {r['n']:,} calls in flight: CPU per call {r['cpu_ms_per_call']:.2f} ms "
+                        f"with httpx's pool, {over['cpu_ms_per_call']:.2f} ms with httpx over its aiohttp "
+                        f"transport, {alone['cpu_ms_per_call']:.2f} ms with aiohttp alone (AzureClient); "
+                        f"wall {r['wall_s']:.1f} s, {over['wall_s']:.1f} s, {alone['wall_s']:.1f} s."
                     )
         waiting = [r for r in transport if "waiting" in r["variant"]]
         if len(waiting) == 2:
             pool, ours = waiting
             lines.append(
-                f"- Transport, calls waiting for a connection: {pool['cpu_ms_per_call']:.2f} ms CPU per call waiting in "
-                f"httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our Limiter in front of AzureClient."
+                f"- Transport, calls waiting for a connection: {pool['cpu_ms_per_call']:.2f} ms CPU per call "
+                f"waiting in httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our Limiter in front of "
+                "AzureClient."
             )
     if retry:
         storms: dict[str, dict[str, dict[str, Any]]] = {}

@@ -36,7 +36,7 @@ from .noop import noop_app
 KEY_ENV = "BENCH_SIM_API_KEY"
 SIM_KEY = "sim-key"
 # Flags per measured configuration: (ingress argument of cluster.start, extra environment).
-_HAPROXY_ONLY = {k: v for k, v in cluster.HAPROXY_ENV.items() if k != "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+_HAPROXY_ONLY = {k: v for k, v in cluster.ingress_env("haproxy").items() if k != "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
 CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
     "haproxy": ("haproxy", {}),  # the project default: HAProxy + throughput-optimized
     "proxy": ("proxy", {}),  # Serve's classic proxy
@@ -339,9 +339,9 @@ class Bench:
             **cpu,
         }
         log(
-            f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, RSS {result['idle_rss_mb']:.0f} -> "
-            f"{result['peak_rss_mb']:.0f} MB: {result['kb_per_request']:.1f} KB per request; upstream peak in flight "
-            f"{upstream}"
+            f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, "
+            f"RSS {result['idle_rss_mb']:.0f} -> {result['peak_rss_mb']:.0f} MB: "
+            f"{result['kb_per_request']:.1f} KB per request; upstream peak in flight {upstream}"
         )
         return result
 
@@ -465,7 +465,7 @@ def main() -> None:
         "config": options.config,
         "plan": plan.name,
         "description": DESCRIPTIONS[options.config],
-        "env": {k: v for k, v in {**cluster.INGRESS_ENV[ingress], **flags}.items()},
+        "env": {k: v for k, v in {**cluster.ingress_env(ingress), **flags}.items()},
     }
     started = time.monotonic()
     cluster.start(port=port, env=env, num_cpus=2, ingress=ingress)

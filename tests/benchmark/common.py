@@ -66,9 +66,9 @@ class Upstream:
             try:
                 http_json(f"{self.url}/sim/config", timeout=1)
                 return self
-            except OSError:
+            except OSError as exc:
                 if self._process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the benchmark simulator did not start")
+                    raise RuntimeError("the benchmark simulator did not start") from exc
                 time.sleep(0.1)
 
     def configure(self, **patch: Any) -> None:
@@ -161,7 +161,7 @@ def machine_details() -> dict[str, str]:
         pass
     try:
         mem_kb = int(
-            next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1]
+            next(row for row in Path("/proc/meminfo").read_text().splitlines() if row.startswith("MemTotal")).split()[1]
         )
         ram = f"{mem_kb / 1024**2:.1f} GiB"
     except (OSError, StopIteration):

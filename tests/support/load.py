@@ -1,0 +1,66 @@
+"""Load on the real app over HTTP: a batch of requests at bounded concurrency, or steady load until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+
+HI = {"input": "hi"}
+
+
+def _client(concurrency: int, timeout_s: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency))
+
+
+async def fire(
+    url: str, bodies: list[dict[str, Any]], concurrency: int, timeout_s: float = 60
+) -> list[tuple[int, float, httpx.Response]]:
+    """POST every body with at most `concurrency` in flight; (status, seconds, response) for each, in order."""
+    gate = asyncio.Semaphore(concurrency)
+    async with _client(concurrency, timeout_s) as client:
+
+        async def one(body: dict[str, Any]) -> tuple[int, float, httpx.Response]:
+            async with gate:
+                started = time.monotonic()
+                response = await client.post(url, json=body)
+                return response.status_code, time.monotonic() - started, response
+
+        return await asyncio.gather(*(one(body) for body in bodies))
+
+
+class Load:
+    """Steady load (`concurrency` clients, each POSTing `HI` again as soon as answered) on a background
+    thread until stopped; records every status, and what came back with each failure."""
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        self.statuses: list[int] = []
+        self.failures: list[str] = []
+        self._url, self._concurrency = url, concurrency
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        async with _client(self._concurrency, 120) as client:
+
+            async def worker() -> None:
+                while not self._stop.is_set():
+                    response = await client.post(self._url, json=HI)
+                    self.statuses.append(response.status_code)
+                    if response.status_code != 200:
+                        self.failures.append(
+                            f"{response.status_code} {response.headers.get('server')} {response.text[:200]}"
+                        )
+
+            await asyncio.gather(*(worker() for _ in range(self._concurrency)))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
