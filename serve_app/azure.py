@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -34,9 +34,6 @@ else:  # pragma: no cover
 
 # Headers of an Azure error answer that a client needs to back off correctly.
 _FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
-
-# What a caller may hold released while a call waits to be retried (see `AzureClient.complete`).
-WaitScope = Callable[[], AbstractAsyncContextManager[Any]]
 
 
 class UpstreamObserver(Protocol):
@@ -97,32 +94,57 @@ class AzureClient:
         if self._session is not None:
             await self._session.close()
 
-    async def complete(self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext) -> dict[str, Any]:
-        """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`.
-
-        Each wait between attempts runs inside `while_waiting()` (a caller can lend out its
-        concurrency slot there)."""
+    async def complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`."""
         payload = jsonwire.dumps(body)
+        deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
+        async with aclosing(self._retried(lambda: self._complete_once(payload, deadline), deadline)) as answers:
+            return await anext(answers)
+
+    async def stream(self, body: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
+        that a retry would repeat what the client already has). The HTTP stream lives inside
+        this generator, so closing the generator (normally, by error, or because our client went
+        away) closes it upstream. The total deadline is checked between chunks; a silent Azure
+        is cut off by the read timeout."""
+        payload = jsonwire.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+        deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
+        async with aclosing(self._retried(lambda: self._stream_once(payload, deadline), deadline)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def _retried(
+        self, attempt_once: Callable[[], AsyncGenerator[dict[str, Any], None]], deadline: float
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """What `attempt_once()` yields, its attempts retried per policy until the first item is out:
+        a non-streaming call yields one item, a stream its chunks."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeouts.total_s
         attempt = 0
         while True:
             attempt += 1
+            started = False
             try:
-                async with deadline_after(deadline - loop.time()):
-                    return await self._complete_once(payload)
-            except TimeoutError:
-                error: OpenAIError = self._total_timeout()
-            except OpenAIError as exc:
-                error = exc
-            wait = self._policy.delay(attempt, error, deadline - loop.time())
-            if wait is None:
-                raise error
-            self._observer.retry(error.status)
-            async with while_waiting():
-                await asyncio.sleep(wait)
+                async with aclosing(attempt_once()) as items:
+                    async for item in items:
+                        started = True
+                        yield item
+                return
+            except OpenAIError as error:
+                wait = None if started else self._policy.delay(attempt, error, deadline - loop.time())
+                if wait is None:
+                    raise
+                self._observer.retry(error.status)
+            await asyncio.sleep(wait)
 
-    async def _complete_once(self, payload: bytes) -> dict[str, Any]:
+    async def _complete_once(self, payload: bytes, deadline: float) -> AsyncGenerator[dict[str, Any], None]:
+        try:
+            async with deadline_after(deadline - asyncio.get_running_loop().time()):
+                answer = await self._post(payload)
+        except TimeoutError:
+            raise self._total_timeout() from None
+        yield answer
+
+    async def _post(self, payload: bytes) -> dict[str, Any]:
         started = time.monotonic()
         try:
             async with self._http().post(self._url, data=payload) as response:
@@ -135,42 +157,14 @@ class AzureClient:
         if status >= 400:
             raise upstream_error(status, content, headers)
         try:
-            return jsonwire.loads(content)
+            answer: dict[str, Any] = jsonwire.loads(content)
+            return answer
         except jsonwire.JSONDecodeError:
             raise UpstreamUnavailable(
                 "Azure answered with a body that is not JSON.", code="upstream_invalid_response"
             ) from None
 
-    async def stream(
-        self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
-        that a retry would repeat what the client already has). The HTTP stream lives inside
-        this generator, so closing the generator (normally, by error, or because our client went
-        away) closes it upstream. The total deadline is checked between chunks; a silent Azure
-        is cut off by the read timeout."""
-        payload = jsonwire.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeouts.total_s
-        attempt = 0
-        while True:
-            attempt += 1
-            started = False
-            try:
-                async with aclosing(self._stream_once(payload, deadline)) as chunks:
-                    async for chunk in chunks:
-                        started = True
-                        yield chunk
-                return
-            except OpenAIError as error:
-                wait = None if started else self._policy.delay(attempt, error, deadline - loop.time())
-                if wait is None:
-                    raise
-                self._observer.retry(error.status)
-            async with while_waiting():
-                await asyncio.sleep(wait)
-
-    async def _stream_once(self, payload: bytes, deadline: float) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_once(self, payload: bytes, deadline: float) -> AsyncGenerator[dict[str, Any], None]:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         answered = False
@@ -253,7 +247,8 @@ def transport_error(exc: BaseException, timeouts: Timeouts) -> OpenAIError:
     reason = type(exc).__name__
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return UpstreamTimeout(
-            f"Azure did not answer in time (connect timeout {timeouts.connect_s:g} s, read timeout {timeouts.read_s:g} s; {reason}).",
+            f"Azure did not answer in time (connect timeout {timeouts.connect_s:g} s, "
+            f"read timeout {timeouts.read_s:g} s; {reason}).",
             code="upstream_timeout",
         )
     return UpstreamUnavailable(f"Could not complete the call to Azure ({reason}).", code="upstream_unavailable")

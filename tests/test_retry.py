@@ -6,7 +6,6 @@ import asyncio
 import random
 import time
 from email.utils import formatdate
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -155,21 +154,6 @@ async def test_a_slow_upstream_is_cut_at_the_total_deadline_with_a_504() -> None
         with pytest.raises(UpstreamTimeout):
             await azure_client.complete({})
         assert time.monotonic() - started < 1.0
-
-
-async def test_waits_run_inside_the_callers_wait_scope() -> None:
-    entered = []
-
-    class Lend:
-        async def __aenter__(self) -> None:
-            entered.append("released")
-
-        async def __aexit__(self, *exc: Any) -> None:
-            entered.append("reacquired")
-
-    async with FakeAzure(script(busy, ok)) as azure:
-        await client(azure.url).complete({}, while_waiting=Lend)
-    assert entered == ["released", "reacquired"]
 
 
 async def test_a_stream_is_retried_before_its_first_chunk() -> None:
