@@ -23,7 +23,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from . import jsonwire
-from .config import Retries, Timeouts
+from .config import Retries, Timeouts, is_v1_url
 from .errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .retry import RetryPolicy
 
@@ -65,7 +65,14 @@ class AzureClient:
         observer: UpstreamObserver | None = None,
     ) -> None:
         self.deployment = deployment
-        path = f"{base_url.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+        base = base_url.rstrip("/")
+        # The v1 API names the deployment in the body; the classic one in the path (and ignores the body's).
+        self._v1 = is_v1_url(base)
+        path = (
+            f"{base}/chat/completions"
+            if self._v1
+            else f"{base}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+        )
         self._url = f"{path}?{urlencode(dict(query))}" if query else path
         self._headers = {"api-key": api_key.get_secret_value(), "content-type": "application/json"}
         self._timeouts = timeouts
@@ -96,7 +103,7 @@ class AzureClient:
 
     async def complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`."""
-        payload = jsonwire.dumps(body)
+        payload = jsonwire.dumps(self._addressed(body))
         deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
         async with aclosing(self._retried(lambda: self._complete_once(payload, deadline), deadline)) as answers:
             return await anext(answers)
@@ -107,11 +114,14 @@ class AzureClient:
         this generator, so closing the generator (normally, by error, or because our client went
         away) closes it upstream. The total deadline is checked between chunks; a silent Azure
         is cut off by the read timeout."""
-        payload = jsonwire.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+        payload = jsonwire.dumps({**self._addressed(body), "stream": True, "stream_options": {"include_usage": True}})
         deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
         async with aclosing(self._retried(lambda: self._stream_once(payload, deadline), deadline)) as chunks:
             async for chunk in chunks:
                 yield chunk
+
+    def _addressed(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {**body, "model": self.deployment} if self._v1 else body
 
     async def _retried(
         self, attempt_once: Callable[[], AsyncGenerator[dict[str, Any], None]], deadline: float

@@ -15,13 +15,21 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import cluster
-from .config import DEFAULT_CONFIG, ConfigError, find_model_servers, load_tree, model_servers_from_tree
+from .config import (
+    DEFAULT_CONFIG,
+    V1_PATH,
+    ConfigError,
+    find_model_servers,
+    is_v1_url,
+    load_tree,
+    model_servers_from_tree,
+)
 from .serve_config import check, key_env, model_server_app, simulator_app
 
 SIMULATOR_APP = "azure_simulator"
 SIMULATOR_KEY = "sim-key"
 SIMULATED_DEPLOYMENT = "gpt-4o"
-SIMULATED_API_VERSION = "2024-10-21"
+SIMULATED_API_VERSION = "2025-04-01-preview"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,12 +134,16 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def point_at_simulator(tree: DictConfig, simulator_url: str) -> None:
-    """Fill every model server with simulator endpoint and key; keep deployment names and api-versions the config gives."""
+    """Fill every model server with simulator endpoint and key; keep deployment names, api-versions and the
+    API form (classic or v1) the config gives."""
     for section in find_model_servers(tree).values():
-        section.openai_base_url = simulator_url
+        v1 = not _unresolved(section, "openai_base_url") and is_v1_url(str(section.openai_base_url))
+        section.openai_base_url = simulator_url + V1_PATH if v1 else simulator_url
         section.openai_api_key = SIMULATOR_KEY
         if _unresolved(section, "openai_model"):
             section.openai_model = SIMULATED_DEPLOYMENT
+        if v1:
+            continue
         if "default_query" not in section or _unresolved(section.default_query, "api-version"):
             OmegaConf.update(section, "default_query.api-version", SIMULATED_API_VERSION, force_add=True)
 

@@ -22,11 +22,13 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 MODEL_SERVER_KIND = ("responses_api_models", "azure_openai_model")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "azure_openai_model.yaml"
 DEFAULT_KEY_ENV = "AZURE_OPENAI_API_KEY"
+# An endpoint ending here is Azure's v1 API: no api-version, the deployment named in the body.
+V1_PATH = "/openai/v1"
 
 
 class ConfigError(ValueError):
@@ -65,9 +67,13 @@ class _Upstream(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    openai_base_url: str = Field(description="Azure endpoint, e.g. https://NAME.openai.azure.com")
+    openai_base_url: str = Field(
+        description="Azure endpoint: https://NAME.openai.azure.com (classic) or https://NAME.openai.azure.com/openai/v1"
+    )
     openai_model: str = Field(min_length=1, description="Azure deployment name; always overrides a request's model")
-    default_query: dict[str, str] = Field(description="Query parameters sent on every upstream call")
+    default_query: dict[str, str] = Field(
+        default_factory=dict, validate_default=True, description="Query parameters sent on every upstream call"
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
 
@@ -88,10 +94,18 @@ class _Upstream(BaseModel):
 
     @field_validator("default_query")
     @classmethod
-    def _has_api_version(cls, value: dict[str, str]) -> dict[str, str]:
-        if not value.get("api-version"):
-            raise ValueError("must hold 'api-version' (for example 2024-10-21)")
+    def _classic_needs_api_version(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        base_url = info.data.get("openai_base_url")
+        if not value.get("api-version") and not (isinstance(base_url, str) and is_v1_url(base_url)):
+            raise ValueError(
+                "must hold 'api-version' (for example 2025-04-01-preview), "
+                f"unless openai_base_url is the v1 API (ending in {V1_PATH})"
+            )
         return value
+
+
+def is_v1_url(base_url: str) -> bool:
+    return base_url.rstrip("/").endswith(V1_PATH)
 
 
 class Inbound(BaseModel):
@@ -232,6 +246,22 @@ def resolve_tree(tree: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(tree, resolve=True)  # type: ignore[return-value]
 
 
+def _drop_api_version_placeholder(section: DictConfig) -> None:
+    """NeMo Gym's config leaves `api-version` as `???`; the v1 API has none, so there it is not missing."""
+    try:
+        base_url = section.get("openai_base_url")
+    except OmegaConfBaseException:
+        return  # reported, by path, when the tree is resolved
+    query = section.get("default_query")
+    if (
+        isinstance(base_url, str)
+        and is_v1_url(base_url)
+        and isinstance(query, DictConfig)
+        and OmegaConf.is_missing(query, "api-version")
+    ):
+        del query["api-version"]
+
+
 def _raw(node: DictConfig | ListConfig, key: Any) -> str:
     return str(node._get_node(key)._value())  # the interpolation text, e.g. ${policy_base_url}
 
@@ -280,6 +310,8 @@ def model_servers_from_tree(tree: DictConfig) -> dict[str, AzureModelConfig]:
     sections = find_model_servers(tree)
     if not sections:
         raise ConfigError(["no model server found: expected <name>.responses_api_models.azure_openai_model"])
+    for section in sections.values():
+        _drop_api_version_placeholder(section)
     resolved = resolve_tree(tree)
     problems: list[str] = []
     servers = {}

@@ -50,6 +50,22 @@ async def test_posts_to_the_deployment_path_with_every_default_query_key_and_the
     assert json.loads(body) == {"messages": [{"role": "user", "content": "hi"}]}
 
 
+async def test_the_v1_api_posts_to_chat_completions_with_the_deployment_as_model_and_no_api_version() -> None:
+    async with FakeAzure(script(lambda: reply(200, {"choices": []}))) as azure:
+        client = AzureClient(
+            base_url=azure.url + "/openai/v1/",
+            deployment="my-o3",
+            query={},
+            api_key=SecretStr(KEY),
+            timeouts=Timeouts(),
+        )
+        await client.complete({"messages": [{"role": "user", "content": "hi"}], "model": "from-the-client"})
+        await client.aclose()
+    path, headers, body = azure.requests[0]
+    assert path == "/openai/v1/chat/completions"
+    assert json.loads(body)["model"] == "my-o3" and headers["api-key"] == KEY
+
+
 AZURE_ERRORS = {
     "bad key": (
         401,
