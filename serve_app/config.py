@@ -76,6 +76,13 @@ class _Upstream(BaseModel):
     )
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
+    rejected_parameters: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Chat Completions parameters the deployment refuses (o-series: temperature, top_p, parallel_tool_calls,"
+            " ...); unlisted ones are learned from Azure's first unsupported_parameter answer"
+        ),
+    )
 
     @field_validator("openai_base_url")
     @classmethod

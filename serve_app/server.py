@@ -33,7 +33,7 @@ from ray.serve.schema import ReplicaRank
 from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
-from .errors import OpenAIError, Overloaded
+from .errors import OpenAIError, Overloaded, RefusedParameter, UpstreamError
 from .http import (
     EventStreamResponse,
     Gate,
@@ -48,6 +48,7 @@ from .limiter import Limiter, QueueFull
 from .schemas import ChatRequest, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response
+from .translate.request import responses_field
 from .translate.response import new_id
 from .translate.stream import ResponseEventStream
 
@@ -69,6 +70,19 @@ def _carries_output(chunk: dict[str, Any]) -> bool:
         if delta.get("content") or delta.get("refusal") or delta.get("tool_calls"):
             return True
     return False
+
+
+@asynccontextmanager
+async def _in_responses_terms() -> AsyncIterator[None]:
+    """Errors about Chat Completions parameters, renamed to the Responses fields the client sent."""
+    try:
+        yield
+    except RefusedParameter as exc:
+        raise exc.named(responses_field(exc.field)) from None
+    except UpstreamError as exc:
+        if exc.status == 400 and exc.param is not None:
+            exc.param = responses_field(exc.param)
+        raise
 
 
 @serve.deployment(
@@ -94,6 +108,7 @@ class AzureModelServer:
             timeouts=self._args.timeouts,
             retries=self._args.retries,
             observer=self._telemetry,
+            rejected_parameters=self._args.rejected_parameters,
         )
         # Nothing is admitted upstream until the budget ledger has granted this replica a share.
         self._limiter = Limiter(0)
@@ -127,22 +142,26 @@ class AzureModelServer:
     async def responses(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
+        upstream_headers: dict[str, str] = {}
         if isinstance(body, dict) and body.get("stream"):
-            events = self.create_response_stream(body)
+            events = self.create_response_stream(body, upstream_headers)
             first = await anext(events)  # raises, as a plain HTTP error, until Azure has answered
-            return EventStreamResponse(response_sse(prepend(first, events)))
-        return json_response(await self.create_response(body))
+            return EventStreamResponse(response_sse(prepend(first, events)), upstream_headers)
+        response = await self.create_response(body, upstream_headers)
+        return json_response(response, headers=upstream_headers)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
+        upstream_headers: dict[str, str] = {}
         if isinstance(body, dict) and body.get("stream"):
-            chunks = self.create_chat_completion_stream(body)
+            chunks = self.create_chat_completion_stream(body, upstream_headers)
             first = await anext(chunks, None)  # as above
             rest = prepend(first, chunks) if first is not None else chunks
-            return EventStreamResponse(chat_sse(rest))
-        return json_response(await self.create_chat_completion(body))
+            return EventStreamResponse(chat_sse(rest), upstream_headers)
+        completion = await self.create_chat_completion(body, upstream_headers)
+        return json_response(completion, headers=upstream_headers)
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
@@ -151,14 +170,16 @@ class AzureModelServer:
         return json_response({"object": "list", "data": [model]})
 
     # --- the same operations, callable through a deployment handle from other Serve apps --------
+    # `upstream_headers`, when given, receives Azure's headers worth passing on (quota left, region,
+    # request id); the HTTP routes send them with the answer, a handle caller has no use for them.
 
-    async def create_response(self, body: Any) -> dict[str, Any]:
-        async with self._recorded("responses") as record:
+    async def create_response(self, body: Any, upstream_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        async with self._recorded("responses") as record, _in_responses_terms():
             req: ResponsesRequest = parse(ResponsesRequest, body)
             chat_body = to_chat_request(req)
             created_at = int(time.time())
             async with self._upstream_slot():
-                completion = await self._client.complete(chat_body)
+                completion = await self._client.complete(chat_body, upstream_headers)
             record.tokens(completion.get("usage"))
             return to_response(
                 completion,
@@ -169,15 +190,18 @@ class AzureModelServer:
                 completed_at=int(time.time()),
             )
 
-    async def create_response_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
+    async def create_response_stream(
+        self, body: Any, upstream_headers: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Responses stream events. The first event is yielded only after Azure has answered, so
         errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
-        async with self._recorded("responses", stream=True) as record:
+        async with self._recorded("responses", stream=True) as record, _in_responses_terms():
             req: ResponsesRequest = parse(ResponsesRequest, body)
             machine = ResponseEventStream(
                 req, model=self._model, response_id=new_id("resp"), created_at=int(time.time())
             )
-            async with aclosing(self._upstream_stream(to_chat_request(req), record)) as chunks:
+            upstream = self._upstream_stream(to_chat_request(req), record, upstream_headers)
+            async with aclosing(upstream) as chunks:
                 first = await anext(chunks, None)
                 for event in machine.start():
                     yield event
@@ -196,21 +220,24 @@ class AzureModelServer:
                 for event in events:
                     yield event
 
-    async def create_chat_completion(self, body: Any) -> dict[str, Any]:
+    async def create_chat_completion(self, body: Any, upstream_headers: dict[str, str] | None = None) -> dict[str, Any]:
         async with self._recorded("chat/completions") as record:
             req: ChatRequest = parse(ChatRequest, body)
             upstream_body = chat.to_upstream(req, body, self._model)
             async with self._upstream_slot():
-                completion = await self._client.complete(upstream_body)
+                completion = await self._client.complete(upstream_body, upstream_headers)
             record.tokens(completion.get("usage"))
             return chat.from_upstream(completion, self._model)
 
-    async def create_chat_completion_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
+    async def create_chat_completion_stream(
+        self, body: Any, upstream_headers: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Chat chunks as the client should see them; errors before Azure's first byte raise from the first `anext`."""
         async with self._recorded("chat/completions", stream=True) as record:
             req: ChatRequest = parse(ChatRequest, body)
             include_usage = chat.wants_usage(req)
-            async with aclosing(self._upstream_stream(chat.to_upstream(req, body, self._model), record)) as chunks:
+            upstream = self._upstream_stream(chat.to_upstream(req, body, self._model), record, upstream_headers)
+            async with aclosing(upstream) as chunks:
                 try:
                     async for chunk in chunks:
                         forwarded = chat.stream_chunk(chunk, self._model, include_usage)
@@ -237,9 +264,11 @@ class AzureModelServer:
                 headers={"retry-after": str(max(1, wait))},
             ) from None
 
-    async def _upstream_stream(self, body: dict[str, Any], record: RequestRecord) -> AsyncIterator[dict[str, Any]]:
+    async def _upstream_stream(
+        self, body: dict[str, Any], record: RequestRecord, upstream_headers: dict[str, str] | None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Azure's chunks, holding one upstream slot from before the call until the stream is closed."""
-        async with self._upstream_slot(), aclosing(self._client.stream(body)) as chunks:
+        async with self._upstream_slot(), aclosing(self._client.stream(body, upstream_headers)) as chunks:
             async for chunk in chunks:
                 if record.ttft_s is None and _carries_output(chunk):
                     record.first_token()

@@ -60,6 +60,21 @@ _REFUSED_FIELDS = {
 }
 
 
+# The Responses field behind each Chat Completions parameter whose name differs, for naming it in errors.
+_RESPONSES_FIELDS = {
+    "reasoning_effort": "reasoning.effort",
+    "max_completion_tokens": "max_output_tokens",
+    "verbosity": "text.verbosity",
+    "response_format": "text.format",
+    "messages": "input",
+}
+
+
+def responses_field(chat_param: str) -> str:
+    """The Responses request field that became Chat Completions parameter `chat_param`."""
+    return _RESPONSES_FIELDS.get(chat_param, chat_param)
+
+
 def to_chat_request(req: ResponsesRequest) -> dict[str, Any]:
     """Build the Chat Completions body (without `model` and `stream`, which the caller owns)."""
     _refuse_unsupported(req)
