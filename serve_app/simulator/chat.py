@@ -28,7 +28,7 @@ from .payloads import Interruption, ResponseMeta, completion_body, stream_plan
 from .ratelimit import Admission, charged_tokens
 from .state import SimulatorState
 from .triggers import Triggers, UnknownTrigger, parse_triggers
-from .validation import InvalidRequest, validate_chat_request
+from .validation import InvalidRequest, check_context_length, validate_chat_request
 
 _JSON = b"application/json"
 _EVENT_STREAM = b"text/event-stream; charset=utf-8"
@@ -85,7 +85,8 @@ class ChatCompletionsEndpoint:
         fault = state.faults.take()
         if fault is not None:
             state.stats.faults_injected += 1
-            return await call.fail(errors.status_reply(fault.status, api_version, fault.retry_after_s))
+            reply = errors.status_reply(fault.status, api_version, fault.retry_after_s, config.retry_after_headers)
+            return await call.fail(reply)
         try:
             body = json.loads(await call.exchange.read_body())
         except ValueError:
@@ -103,7 +104,8 @@ class ChatCompletionsEndpoint:
         state.stats.by_deployment[deployment] += 1
         state.recent_requests.append({"deployment": deployment, "api_version": api_version, "body": body})
         try:
-            validate_chat_request(body, reasoning=spec.reasoning, api_version=api_version)
+            validate_chat_request(body, rules=spec.rules, api_version=api_version)
+            check_context_length(body, prompt_tokens(body), spec.context_tokens)
             triggers = parse_triggers(last_user_text(body["messages"]))
         except InvalidRequest as problem:
             return await call.fail(errors.invalid_request(problem.message, problem.param, problem.code))
@@ -114,7 +116,7 @@ class ChatCompletionsEndpoint:
             admission = state.limiter.admit(deployment, charge)
             if not admission.allowed:
                 state.stats.rate_limited += 1
-                return await call.fail(_quota_exceeded(admission, api_version))
+                return await call.fail(_quota_exceeded(admission, api_version, config.retry_after_headers))
             call.admission = admission
         await self._answer(call, body, spec, triggers, api_version)
 
@@ -130,7 +132,8 @@ class ChatCompletionsEndpoint:
         if triggers.content_filter_prompt:
             return await call.fail(errors.prompt_filtered())
         if triggers.status is not None and self._state.status_tally.should_fail(triggers.status, body["messages"]):
-            return await call.fail(errors.status_reply(triggers.status.status, api_version))
+            reply = errors.status_reply(triggers.status.status, api_version, None, call.config.retry_after_headers)
+            return await call.fail(reply)
         answer = generate(body, reasoning=spec.reasoning, triggers=triggers)
         stats = self._state.stats
         stats.prompt_tokens += answer.usage.prompt_tokens
@@ -140,11 +143,13 @@ class ChatCompletionsEndpoint:
             created=int(time.time()),
             model=spec.model,
             system_fingerprint=_fingerprint(spec.model),
+            service_tier=_tier_used(body.get("service_tier")),
         )
         top_logprobs = (body.get("top_logprobs") or 0) if body.get("logprobs") else None
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            await self._stream(call, answer, meta, include_usage, top_logprobs, _interruption(triggers))
+            interruption = _interruption(triggers)
+            await self._stream(call, answer, meta, include_usage, top_logprobs, interruption, spec.async_filter)
             return
         payload = json.dumps(completion_body(answer, meta, top_logprobs=top_logprobs)).encode()
         headers = call.headers(_JSON, length=len(payload))
@@ -163,9 +168,15 @@ class ChatCompletionsEndpoint:
         include_usage: bool,
         top_logprobs: int | None,
         interruption: Interruption | None,
+        async_filter: bool,
     ) -> None:
         plan = stream_plan(
-            answer, meta, include_usage=include_usage, top_logprobs=top_logprobs, interruption=interruption
+            answer,
+            meta,
+            include_usage=include_usage,
+            top_logprobs=top_logprobs,
+            interruption=interruption,
+            async_filter=async_filter,
         )
         exchange, stats, pace = call.exchange, self._state.stats, call.config.inter_token_s
         exchange.watch()
@@ -237,7 +248,7 @@ def _authorize(headers: RequestHeaders, keys: tuple[str, ...]) -> ErrorReply | N
     return errors.token_rejected() if token.count(".") == 2 else errors.access_denied()
 
 
-def _quota_exceeded(admission: Admission, api_version: str | None) -> ErrorReply:
+def _quota_exceeded(admission: Admission, api_version: str | None, retry_after_headers: bool) -> ErrorReply:
     assert admission.exceeded is not None
     return errors.rate_limited(
         api_version,
@@ -245,7 +256,13 @@ def _quota_exceeded(admission: Admission, api_version: str | None) -> ErrorReply
         exceeded=admission.exceeded,
         remaining_requests=admission.remaining_requests,
         remaining_tokens=admission.remaining_tokens,
+        retry_after_headers=retry_after_headers,
     )
+
+
+def _tier_used(asked: Any) -> str:
+    # `auto` runs on the standard tier unless the resource has priority processing set to be used by default.
+    return "default" if asked in (None, "auto") else str(asked)
 
 
 def _interruption(triggers: Triggers) -> Interruption | None:
