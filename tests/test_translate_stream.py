@@ -67,7 +67,11 @@ def azure_chunks(
                 {"index": i, "function": {"arguments": arguments[half:]}},
             ]
         )
-    order = [p for group in zip(*pieces, strict=False) for p in group] if interleave else [p for group in pieces for p in group]
+    order = (
+        [p for group in zip(*pieces, strict=False) for p in group]
+        if interleave
+        else [p for group in pieces for p in group]
+    )
     for piece in order:
         delta({"tool_calls": [piece]})
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]})
@@ -244,3 +248,8 @@ def test_chat_stream_forwards_usage_only_when_asked() -> None:
     usage_chunk = azure_chunks(content="a")[-1]
     assert stream_chunk(usage_chunk, "dep", include_usage=False) is None
     assert stream_chunk(usage_chunk, "dep", include_usage=True)["usage"] == USAGE
+
+
+def test_a_streamed_response_reports_the_service_tier_azure_used() -> None:
+    chunks = [{**chunk, "service_tier": "flex"} for chunk in azure_chunks(content="a")]
+    assert run(chunks)[-1]["response"]["service_tier"] == "flex"
