@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from . import jsonwire
 from .config import Retries, Timeouts, is_v1_url
+from .entra import EntraTokens
 from .errors import OpenAIError, RefusedParameter, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .retry import RetryPolicy, retry_after_s
 
@@ -133,7 +134,8 @@ class AzureClient:
         base_url: str,
         deployment: str,
         query: Mapping[str, str],
-        api_key: SecretStr,
+        api_key: SecretStr | None = None,
+        tokens: EntraTokens | None = None,
         timeouts: Timeouts,
         retries: Retries | None = None,
         observer: UpstreamObserver | None = None,
@@ -150,7 +152,12 @@ class AzureClient:
             else f"{base}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
         )
         self._url = f"{path}?{urlencode(dict(query))}" if query else path
-        self._headers = {"api-key": api_key.get_secret_value(), "content-type": "application/json"}
+        if (api_key is None) == (tokens is None):
+            raise ValueError("an AzureClient authenticates with exactly one of api_key and tokens")
+        self._tokens = tokens
+        self._headers = {"content-type": "application/json"}
+        if api_key is not None:
+            self._headers["api-key"] = api_key.get_secret_value()
         self._timeouts = timeouts
         self._http_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
@@ -162,9 +169,16 @@ class AzureClient:
     def __repr__(self) -> str:
         return f"AzureClient(url={self._url!r})"
 
+    def start(self) -> None:
+        """Begin fetching an Entra ID token, if that is the auth, before the first call needs it."""
+        if self._tokens is not None:
+            self._tokens.start()
+
     async def _auth(self) -> Mapping[str, str]:
-        """Per-call auth headers (the key travels in the session's own headers)."""
-        return {}
+        """Per-call auth headers: an Entra token changes hourly; a key travels in the session's own headers."""
+        if self._tokens is None:
+            return {}
+        return {"authorization": await self._tokens.authorization()}
 
     def _http(self) -> aiohttp.ClientSession:
         # Made on first use, inside the event loop that will run it. limit=0: the replica's limiter
@@ -180,6 +194,8 @@ class AzureClient:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._tokens is not None:
+            await self._tokens.aclose()
 
     async def complete(self, body: Mapping[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
         """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`.

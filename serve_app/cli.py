@@ -114,7 +114,11 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
         app["deployments"][0]["ray_actor_options"] = {"num_cpus": 0}
         apps.append(app)
 
-    keys = {key_env(name): config.openai_api_key.get_secret_value() for name, config in servers.items()}
+    keys = {
+        key_env(name): config.openai_api_key.get_secret_value()
+        for name, config in servers.items()
+        if config.openai_api_key is not None  # Entra ID auth has none
+    }
     cluster.start(port=options.port, host=options.host, env=keys, ingress=options.ingress)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

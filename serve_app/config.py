@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -76,6 +76,13 @@ class _Upstream(BaseModel):
     )
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
+    auth: Literal["key", "entra"] = Field(
+        default="key",
+        description=(
+            "key: the Azure key as api-key; entra: Microsoft Entra ID tokens from azure-identity (workload or"
+            " managed identity, environment, Azure CLI), for resources with key auth off"
+        ),
+    )
     rejected_parameters: tuple[str, ...] = Field(
         default=(),
         description=(
@@ -144,14 +151,15 @@ class Inbound(BaseModel):
 class AzureModelConfig(_Upstream, Inbound):
     """One `azure_openai_model` server as NeMo Gym configures it."""
 
-    openai_api_key: SecretStr
+    # Declared after `auth` (in _Upstream), so that its validator can see which auth is chosen.
+    openai_api_key: SecretStr | None = Field(default=None, validate_default=True)
     num_concurrent_requests: int = Field(ge=1, description="Most calls in flight to Azure at once, whole deployment")
 
     @field_validator("openai_api_key")
     @classmethod
-    def _non_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty")
+    def _needed_for_key_auth(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("auth", "key") == "key" and (value is None or not value.get_secret_value()):
+            raise ValueError("must not be empty (or set auth: entra)")
         return value
 
 
@@ -162,7 +170,10 @@ class ModelServerArgs(_Upstream, Inbound):
         default=DEFAULT_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable holding the key"
     )
 
-    def api_key(self) -> SecretStr:
+    def api_key(self) -> SecretStr | None:
+        """The Azure key from the environment; None under Entra ID auth, which needs none."""
+        if self.auth == "entra":
+            return None
         value = os.environ.get(self.openai_api_key_env)
         if not value:
             raise ConfigError([f"environment variable {self.openai_api_key_env} (the Azure API key) is not set"])
@@ -253,20 +264,23 @@ def resolve_tree(tree: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(tree, resolve=True)  # type: ignore[return-value]
 
 
-def _drop_api_version_placeholder(section: DictConfig) -> None:
-    """NeMo Gym's config leaves `api-version` as `???`; the v1 API has none, so there it is not missing."""
-    try:
-        base_url = section.get("openai_base_url")
-    except OmegaConfBaseException:
-        return  # reported, by path, when the tree is resolved
+def _drop_unneeded_placeholders(section: DictConfig) -> None:
+    """NeMo Gym's config leaves `api-version` as `???` and the key to `${...}`: the v1 API has no api-version,
+    and Entra ID auth no key, so there they are not missing."""
+    base_url, auth = _resolved_or_none(section, "openai_base_url"), _resolved_or_none(section, "auth")
     query = section.get("default_query")
-    if (
-        isinstance(base_url, str)
-        and is_v1_url(base_url)
-        and isinstance(query, DictConfig)
-        and OmegaConf.is_missing(query, "api-version")
-    ):
+    v1 = isinstance(base_url, str) and is_v1_url(base_url)
+    if v1 and isinstance(query, DictConfig) and OmegaConf.is_missing(query, "api-version"):
         del query["api-version"]
+    if auth == "entra" and "openai_api_key" in section and _resolved_or_none(section, "openai_api_key") is None:
+        del section["openai_api_key"]
+
+
+def _resolved_or_none(section: DictConfig, key: str) -> Any:
+    try:
+        return None if OmegaConf.is_missing(section, key) else section.get(key)
+    except OmegaConfBaseException:
+        return None  # an unresolved value is reported, by path, when the tree is resolved
 
 
 def _raw(node: DictConfig | ListConfig, key: Any) -> str:
@@ -318,7 +332,7 @@ def model_servers_from_tree(tree: DictConfig) -> dict[str, AzureModelConfig]:
     if not sections:
         raise ConfigError(["no model server found: expected <name>.responses_api_models.azure_openai_model"])
     for section in sections.values():
-        _drop_api_version_placeholder(section)
+        _drop_unneeded_placeholders(section)
     resolved = resolve_tree(tree)
     problems: list[str] = []
     servers = {}

@@ -142,6 +142,12 @@ class UpstreamUnavailable(OpenAIError):
     status = 502
 
 
+class CredentialUnavailable(OpenAIError):
+    """No Entra ID token could be had for the call to Azure (the credential failed, or did not answer in time)."""
+
+    status = 502
+
+
 class UpstreamTimeout(OpenAIError):
     """Azure did not answer within the configured timeouts."""
 

@@ -22,12 +22,14 @@ from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 
 from .config import Retries
-from .errors import OpenAIError, UpstreamTimeout, UpstreamUnavailable
+from .errors import CredentialUnavailable, OpenAIError, UpstreamTimeout, UpstreamUnavailable
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 
 def is_retryable(error: OpenAIError) -> bool:
+    if isinstance(error, CredentialUnavailable):
+        return False  # azure-identity retries its own token endpoint; waiting for it again only delays the error
     if isinstance(error, (UpstreamTimeout, UpstreamUnavailable)):
         return True
     return error.status in RETRYABLE_STATUSES or error.status >= 500

@@ -33,6 +33,7 @@ from ray.serve.schema import ReplicaRank
 from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
+from .entra import EntraTokens
 from .errors import OpenAIError, Overloaded, RefusedParameter, UpstreamError
 from .http import (
     EventStreamResponse,
@@ -105,6 +106,8 @@ class AzureModelServer:
             deployment=self._model,
             query=self._args.default_query,
             api_key=self._args.api_key(),
+            # One credential per replica; its first token is fetched as the replica starts (reconfigure).
+            tokens=EntraTokens() if self._args.auth == "entra" else None,
             timeouts=self._args.timeouts,
             retries=self._args.retries,
             observer=self._telemetry,
@@ -124,6 +127,7 @@ class AzureModelServer:
         self._budget.configure(budget.num_concurrent_requests, rank.rank)
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._telemetry.watch(self._limiter))
+            self._client.start()
 
     async def check_health(self) -> None:
         """Serve's health probe: never calls Azure (that would spend quota and tie our health to theirs)."""
@@ -303,6 +307,6 @@ def build_app(args: dict[str, Any]) -> Application:
     failing every replica.
     """
     validated: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
-    validated.api_key()  # fail now if the key's environment variable is not set
+    validated.api_key()  # fail now if the key's environment variable is not set (key auth)
     validated.inbound_keys()
     return AzureModelServer.bind(validated.model_dump(mode="json"))

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from . import errors
 from .answers import Answer, generate, last_user_text, prompt_tokens
 from .config import DeploymentSpec, SimulatorConfig
+from .entra import token_is_valid
 from .errors import ErrorReply
 from .exchange import ClientGone, Exchange, Headers
 from .payloads import Interruption, ResponseMeta, completion_body, stream_plan
@@ -57,7 +58,7 @@ class ChatCompletionsEndpoint:
             api_version = QueryParams(scope["query_string"]).get("api-version")
             if api_version not in call.config.api_version_set:
                 return await call.fail(errors.resource_not_found())
-        denial = _authorize(RequestHeaders(scope=scope), call.config.api_keys)
+        denial = _authorize(RequestHeaders(scope=scope), call.config)
         if denial is not None:
             return await call.fail(denial)
         stats = self._state.stats
@@ -235,17 +236,20 @@ class _Call:
         await self.exchange.respond(reply.status, payload, headers)
 
 
-def _authorize(headers: RequestHeaders, keys: tuple[str, ...]) -> ErrorReply | None:
+def _authorize(headers: RequestHeaders, config: SimulatorConfig) -> ErrorReply | None:
     key = headers.get("api-key")
     if key is not None:
-        return None if key in keys else errors.access_denied()
+        return None if key in config.api_keys else errors.access_denied()
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return errors.access_denied()
-    if token in keys:
+    if token in config.api_keys:
         return None
-    # A JWT-shaped bearer is an Entra token, which the gateway rejects with its own body.
-    return errors.token_rejected() if token.count(".") == 2 else errors.access_denied()
+    if token.count(".") != 2:
+        return errors.access_denied()
+    # A JWT-shaped bearer is an Entra token, which the gateway checks, and rejects with its own body.
+    signing_key = config.entra_signing_key
+    return None if signing_key is not None and token_is_valid(token, signing_key) else errors.token_rejected()
 
 
 def _quota_exceeded(admission: Admission, api_version: str | None, retry_after_headers: bool) -> ErrorReply:

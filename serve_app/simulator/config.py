@@ -105,6 +105,10 @@ class SimulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     api_keys: tuple[str, ...] = ("sim-key",)
+    entra_signing_key: str | None = Field(
+        default=None,
+        description="Accept Entra ID bearer tokens signed with this key (see simulator.entra); None: refuse all.",
+    )
     api_versions: tuple[str, ...] = DEFAULT_API_VERSIONS
     deployments: dict[str, DeploymentSpec] = Field(default_factory=_default_deployments)
     latency_s: float = Field(default=0.0, ge=0, description="Delay before a non-streaming answer.")
