@@ -38,6 +38,8 @@ else:  # pragma: no cover
 # `x-ratelimit-*`), and what Azure support asks for to trace a call. None carries a secret.
 _FORWARDED_HEADERS = ("retry-after", "retry-after-ms", "x-ms-region", "apim-request-id")
 _FORWARDED_PREFIX = "x-ratelimit-"
+# How gpt-5.4 and later refuse function tools beside a reasoning effort on Chat Completions.
+_TOOLS_WITH_EFFORT = "Function tools with reasoning_effort are not supported"
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -353,6 +355,9 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upst
     code = error.get("code")
     param = error.get("param")
     kind = error.get("type")
+    if param == "reasoning_effort" and str(message).startswith(_TOOLS_WITH_EFFORT):
+        # Azure's remedy (its own /v1/responses) is not one a client of ours has; ours is.
+        message = f"{message} Through this server: leave the reasoning effort out, or set it to 'none', to call tools."
     forwarded = forwarded_headers(headers)
     if status == 429 and "retry-after" not in forwarded:
         # Azure sometimes says when only in its reset headers or its message; tell our client in the usual way.

@@ -133,6 +133,7 @@ async def test_function_tools_with_a_reasoning_effort_on_gpt_5_4_are_a_400_namin
         with pytest.raises(UpstreamError) as info:
             await respond(client, NEMO_GYM)
         assert (info.value.status, info.value.param) == (400, "reasoning_effort")
+        assert info.value.message.endswith("leave the reasoning effort out, or set it to 'none', to call tools.")
         without_effort = {key: value for key, value in NEMO_GYM.items() if key != "reasoning"}
         assert (await respond(client, without_effort))["status"] == "completed"
     finally:
