@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from fake_azure import FakeAzure
 from pydantic import SecretStr
 
 from serve_app.azure import AzureClient
@@ -34,14 +35,12 @@ def simulator() -> Iterator[BackgroundSimulator]:
 class TokenEndpoint:
     """App Service's managed-identity endpoint: GET ?api-version=2019-08-01&resource=..., X-IDENTITY-HEADER."""
 
-    def __init__(self, lifetime_s: float = 3600) -> None:
-        self.lifetime_s = lifetime_s
+    def __init__(self) -> None:
+        self.lifetime_s = 3600.0
         self.calls: list[dict[str, str]] = []
         self.answer: Callable[[], web.Response] | None = None  # overrides the normal answer
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         self.calls.append(dict(request.query))
         if request.headers.get("X-IDENTITY-HEADER") != IDENTITY_HEADER:
             return web.json_response({"error": "bad header"}, status=401)
@@ -52,28 +51,14 @@ class TokenEndpoint:
         body = {"access_token": token, "expires_on": str(expires_on), "resource": request.query["resource"]}
         return web.json_response({**body, "token_type": "Bearer"})
 
-    async def __aenter__(self) -> TokenEndpoint:
-        app = web.Application()
-        app.router.add_get("/msi/token", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/msi/token"
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
 
 @pytest.fixture
 async def endpoint(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TokenEndpoint]:
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
-    async with TokenEndpoint() as token_endpoint:
-        monkeypatch.setenv("IDENTITY_ENDPOINT", token_endpoint.url)
+    token_endpoint = TokenEndpoint()
+    async with FakeAzure(token_endpoint.handle) as server:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"{server.url}/msi/token")
         monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)
         yield token_endpoint
 

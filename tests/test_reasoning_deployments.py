@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -48,19 +49,24 @@ def simulator() -> Iterator[BackgroundSimulator]:
 
 @pytest.fixture
 async def o3(simulator: BackgroundSimulator) -> AsyncIterator[AzureClient]:
-    client = azure(simulator, "o3-mini")
-    yield client
-    await client.aclose()
+    async with azure(simulator, "o3-mini") as client:
+        yield client
 
 
-def azure(simulator: BackgroundSimulator, deployment: str) -> AzureClient:
-    return AzureClient(
+@asynccontextmanager
+async def azure(simulator: BackgroundSimulator, deployment: str) -> AsyncIterator[AzureClient]:
+    """A fresh client (nothing learned yet) for `deployment` on the simulator's v1 route."""
+    client = AzureClient(
         base_url=simulator.openai_base_url,
         deployment=deployment,
         query={},
         api_key=SecretStr("sim-key"),
         timeouts=Timeouts(total_s=30),
     )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def sent(simulator: BackgroundSimulator) -> list[dict[str, Any]]:
@@ -100,41 +106,32 @@ async def test_a_refused_parameter_at_another_value_is_refused_by_name(o3: Azure
 
 
 async def test_a_reasoning_effort_on_a_chat_deployment_is_refused_by_name(simulator: BackgroundSimulator) -> None:
-    client = azure(simulator, "gpt-4o")
-    try:
+    async with azure(simulator, "gpt-4o") as client:
         with pytest.raises(RefusedParameter) as info:
             await respond(client, {"input": "hi", "reasoning": {"effort": "high"}})
-        assert info.value.param == "reasoning_effort"
-        assert info.value.named("reasoning.effort").message.startswith("'reasoning.effort' cannot be honoured")
         assert (await respond(client, {"input": "hi"}))["status"] == "completed"
-    finally:
-        await client.aclose()
+    assert info.value.param == "reasoning_effort"
+    assert info.value.named("reasoning.effort").message.startswith("'reasoning.effort' cannot be honoured")
 
 
 async def test_gpt_5_takes_temperature_1_and_refuses_others_with_azures_own_400(
     simulator: BackgroundSimulator,
 ) -> None:
-    client = azure(simulator, "gpt-5-mini")
-    try:
+    async with azure(simulator, "gpt-5-mini") as client:
         assert (await respond(client, {"input": "hi", "temperature": 1}))["status"] == "completed"
         with pytest.raises(UpstreamError) as info:
             await respond(client, {"input": "hi", "temperature": 0.5})
-        assert (info.value.code, info.value.param) == ("unsupported_value", "temperature")
-        assert client.parameters.learned == frozenset()  # not a refused parameter: a refused value
-    finally:
-        await client.aclose()
+    assert (info.value.code, info.value.param) == ("unsupported_value", "temperature")
+    assert client.parameters.learned == frozenset()  # not a refused parameter: a refused value
 
 
 async def test_function_tools_with_a_reasoning_effort_on_gpt_5_4_are_a_400_naming_the_effort(
     simulator: BackgroundSimulator,
 ) -> None:
-    client = azure(simulator, "gpt-5.4")
-    try:
+    without_effort = {key: value for key, value in NEMO_GYM.items() if key != "reasoning"}
+    async with azure(simulator, "gpt-5.4") as client:
         with pytest.raises(UpstreamError) as info:
             await respond(client, NEMO_GYM)
-        assert (info.value.status, info.value.param) == (400, "reasoning_effort")
-        assert info.value.message.endswith("leave the reasoning effort out, or set it to 'none', to call tools.")
-        without_effort = {key: value for key, value in NEMO_GYM.items() if key != "reasoning"}
         assert (await respond(client, without_effort))["status"] == "completed"
-    finally:
-        await client.aclose()
+    assert (info.value.status, info.value.param) == (400, "reasoning_effort")
+    assert info.value.message.endswith("leave the reasoning effort out, or set it to 'none', to call tools.")
