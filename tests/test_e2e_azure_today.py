@@ -30,10 +30,10 @@ NEMO_GYM = {
 
 @pytest.fixture(scope="module")
 def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
-    v1 = {"base_url": simulator.openai_base_url, "default_query": {}}
+    v1 = simulator.openai_base_url  # no api-version
     serve_instance.deploy(
-        sim_app("o_series", simulator, deployment="o3-mini", **v1),
-        sim_app("chat_model", simulator, deployment="gpt-4o", **v1),
+        sim_app("o_series", simulator, deployment="o3-mini", base_url=v1, default_query={}),
+        sim_app("chat_model", simulator, deployment="gpt-4o", base_url=v1, default_query={}),
     )
     return serve_instance
 
