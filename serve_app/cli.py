@@ -144,6 +144,8 @@ def point_at_simulator(tree: DictConfig, simulator_url: str) -> None:
         v1 = not _unresolved(section, "openai_base_url") and is_v1_url(str(section.openai_base_url))
         section.openai_base_url = simulator_url + V1_PATH if v1 else simulator_url
         section.openai_api_key = SIMULATOR_KEY
+        if "auth" in section:
+            section.auth = "key"  # the simulator's key; an Entra credential would reach out to Azure
         if _unresolved(section, "openai_model"):
             section.openai_model = SIMULATED_DEPLOYMENT
         if v1:
