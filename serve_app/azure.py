@@ -2,7 +2,9 @@
 
 One instance per replica. It never limits concurrency itself (the caller's limiter does, so
 that no request ever waits inside the HTTP pool), and it turns every upstream failure into a
-typed `OpenAIError` carrying Azure's status and code.
+typed `OpenAIError` carrying Azure's status and code. It speaks both of Azure's URL forms
+(classic, with an api-version; v1), authenticates with a key or Entra ID tokens (entra.py),
+passes Azure's quota and trace headers on, and keeps the parameters its deployment refuses.
 
 It speaks aiohttp directly. Measured (tests/benchmark/RESULTS.md): httpx's own pool burns
 CPU quadratically in waiting requests, and httpx over the aiohttp transport still costs about
