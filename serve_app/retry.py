@@ -10,7 +10,7 @@ and backing off blindly then spends every attempt before the window reopens. If 
 with a Retry-After, to the client, which can wait better than a held connection can. Otherwise
 the wait is exponential from `backoff_initial_s`, capped at `backoff_max_s`, with up to 25%
 jitter so that a burst of 429s does not come back as a burst. The caller's deadline bounds
-everything, waits included.
+everything, waits included, and a retry must leave its attempt at least `MIN_ATTEMPT_S` of it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from .config import Retries
 from .errors import CredentialUnavailable, OpenAIError, UpstreamTimeout, UpstreamUnavailable
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
+# A retry must leave its attempt at least this much of the deadline.
+MIN_ATTEMPT_S = 1.0
 
 
 def is_retryable(error: OpenAIError) -> bool:
@@ -114,4 +116,5 @@ class RetryPolicy:
         else:
             backoff = min(self._retries.backoff_initial_s * 2 ** (attempt - 1), self._retries.backoff_max_s)
             wait = backoff * (1 - 0.25 * self._rng.random())
-        return wait if wait < remaining_s else None
+        # Waking with almost no time left would spend the attempt on a 504 where Azure's answer was the better one.
+        return wait if wait + MIN_ATTEMPT_S < remaining_s else None

@@ -122,6 +122,9 @@ def test_no_retry_after_the_last_attempt_or_past_the_deadline() -> None:
     policy = RetryPolicy(FAST)
     assert policy.delay(4, error(503), remaining_s=60) is None
     assert policy.delay(1, error(429, {"retry-after": "2"}), remaining_s=1.5) is None
+    # nor when the attempt after the wait would have next to no time left
+    assert policy.delay(1, error(429, {"retry-after": "2"}), remaining_s=2.5) is None
+    assert policy.delay(1, error(429, {"retry-after": "2"}), remaining_s=3.5) == 2.0
 
 
 # --- the client's loop ---------------------------------------------------------------------------
