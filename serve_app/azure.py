@@ -2,7 +2,9 @@
 
 One instance per replica. It never limits concurrency itself (the caller's limiter does, so
 that no request ever waits inside the HTTP pool), and it turns every upstream failure into a
-typed `OpenAIError` carrying Azure's status and code.
+typed `OpenAIError` carrying Azure's status and code. It speaks both of Azure's URL forms
+(classic, with an api-version; v1), authenticates with a key or Entra ID tokens (entra.py),
+passes Azure's quota and trace headers on, and keeps the parameters its deployment refuses.
 
 It speaks aiohttp directly. Measured (tests/benchmark/RESULTS.md): httpx's own pool burns
 CPU quadratically in waiting requests, and httpx over the aiohttp transport still costs about
@@ -12,10 +14,11 @@ CPU quadratically in waiting requests, and httpx over the aiohttp transport stil
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -23,20 +26,31 @@ import aiohttp
 from pydantic import SecretStr
 
 from . import jsonwire
-from .config import Retries, Timeouts
-from .errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from .retry import RetryPolicy
+from .config import Retries, Timeouts, is_v1_url
+from .entra import EntraTokens
+from .errors import OpenAIError, RefusedParameter, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .retry import RetryPolicy, retry_after_s
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as deadline_after
 else:  # pragma: no cover
     from async_timeout import timeout as deadline_after
 
-# Headers of an Azure error answer that a client needs to back off correctly.
-_FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
+# Azure's answer headers that our client is told too: when to retry, the quota left (every
+# `x-ratelimit-*`), and what Azure support asks for to trace a call. None carries a secret.
+_FORWARDED_HEADERS = ("retry-after", "retry-after-ms", "x-ms-region", "apim-request-id")
+_FORWARDED_PREFIX = "x-ratelimit-"
+# How gpt-5.4 and later refuse function tools beside a reasoning effort on Chat Completions.
+_TOOLS_WITH_EFFORT = "Function tools with reasoning_effort are not supported"
 
-# What a caller may hold released while a call waits to be retried (see `AzureClient.complete`).
-WaitScope = Callable[[], AbstractAsyncContextManager[Any]]
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of Azure's answer that go on to our client, names in lower case."""
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower() in _FORWARDED_HEADERS or name.lower().startswith(_FORWARDED_PREFIX)
+    }
 
 
 class UpstreamObserver(Protocol):
@@ -55,6 +69,68 @@ class _Unobserved:
         pass
 
 
+# The documented default of each parameter that some deployments refuse and that clients send at its
+# default anyway (NeMo Gym datasets send `parallel_tool_calls: true` beside tools; o-series refuse it).
+# Left out, a parameter at its default changes nothing, so it is left out rather than refused.
+PARAMETER_DEFAULTS: dict[str, Any] = {
+    "parallel_tool_calls": True,
+    "temperature": 1,
+    "top_p": 1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logprobs": False,
+}
+
+
+def is_default(name: str, value: Any) -> bool:
+    if name not in PARAMETER_DEFAULTS:
+        return False
+    default = PARAMETER_DEFAULTS[name]
+    # True == 1 in Python; a boolean default is met only by a boolean, a number only by a number.
+    return isinstance(value, bool) == isinstance(default, bool) and value == default
+
+
+class RejectedParameters:
+    """The Chat Completions parameters this deployment refuses: configured, or learned from Azure's first
+    `unsupported_parameter` answer naming one (a 400 that cost no tokens; one client per replica, so
+    each replica learns each parameter once). A refused parameter at its default is left out of the
+    call; at any other value the request is refused, naming it: never dropped silently."""
+
+    def __init__(self, deployment: str, configured: Iterable[str] = ()) -> None:
+        self._deployment = deployment
+        self._configured = frozenset(configured)
+        self._learned: set[str] = set()
+
+    @property
+    def learned(self) -> frozenset[str]:
+        return frozenset(self._learned)
+
+    def fit(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`body` without its refused parameters; RefusedParameter if one is set to other than its default."""
+        refused = [name for name in body if name in self._configured or name in self._learned]
+        if not refused:
+            return body
+        fitted = dict(body)
+        for name in refused:
+            value = fitted.pop(name)
+            if value is not None and not is_default(name, value):
+                source = "configured in rejected_parameters" if name in self._configured else "Azure refused it"
+                raise RefusedParameter(
+                    name, value, self._deployment, source=source, default=PARAMETER_DEFAULTS.get(name)
+                )
+        return fitted
+
+    def learn(self, error: OpenAIError, body: Mapping[str, Any]) -> bool:
+        """Whether `error` is Azure refusing a parameter of `body` that was not known to be refused (now it is)."""
+        name = error.param
+        if error.status != 400 or error.code != "unsupported_parameter" or name is None or name not in body:
+            return False
+        if name in self._configured or name in self._learned:
+            return False
+        self._learned.add(name)
+        return True
+
+
 class AzureClient:
     def __init__(
         self,
@@ -62,15 +138,30 @@ class AzureClient:
         base_url: str,
         deployment: str,
         query: Mapping[str, str],
-        api_key: SecretStr,
+        api_key: SecretStr | None = None,
+        tokens: EntraTokens | None = None,
         timeouts: Timeouts,
         retries: Retries | None = None,
         observer: UpstreamObserver | None = None,
+        rejected_parameters: Iterable[str] = (),
     ) -> None:
         self.deployment = deployment
-        path = f"{base_url.rstrip('/')}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+        self.parameters = RejectedParameters(deployment, rejected_parameters)
+        base = base_url.rstrip("/")
+        # The v1 API names the deployment in the body; the classic one in the path (and ignores the body's).
+        self._v1 = is_v1_url(base)
+        path = (
+            f"{base}/chat/completions"
+            if self._v1
+            else f"{base}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+        )
         self._url = f"{path}?{urlencode(dict(query))}" if query else path
-        self._headers = {"api-key": api_key.get_secret_value(), "content-type": "application/json"}
+        if (api_key is None) == (tokens is None):
+            raise ValueError("an AzureClient authenticates with exactly one of api_key and tokens")
+        self._tokens = tokens
+        self._headers = {"content-type": "application/json"}
+        if api_key is not None:
+            self._headers["api-key"] = api_key.get_secret_value()
         self._timeouts = timeouts
         self._http_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
@@ -81,6 +172,17 @@ class AzureClient:
 
     def __repr__(self) -> str:
         return f"AzureClient(url={self._url!r})"
+
+    def start(self) -> None:
+        """Begin fetching an Entra ID token, if that is the auth, before the first call needs it."""
+        if self._tokens is not None:
+            self._tokens.start()
+
+    async def _auth(self) -> Mapping[str, str]:
+        """Per-call auth headers: an Entra token changes hourly; a key travels in the session's own headers."""
+        if self._tokens is None:
+            return {}
+        return {"authorization": await self._tokens.authorization()}
 
     def _http(self) -> aiohttp.ClientSession:
         # Made on first use, inside the event loop that will run it. limit=0: the replica's limiter
@@ -96,36 +198,75 @@ class AzureClient:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._tokens is not None:
+            await self._tokens.aclose()
 
-    async def complete(self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext) -> dict[str, Any]:
+    async def complete(self, body: Mapping[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
         """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`.
+        `headers`, when given, receives the headers of Azure's answer that a client should see."""
+        deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
+        answers = self._retried(body, lambda payload: self._complete_once(payload, deadline, headers), deadline)
+        async with aclosing(answers):
+            return await anext(answers)
 
-        Each wait between attempts runs inside `while_waiting()` (a caller can lend out its
-        concurrency slot there)."""
-        payload = jsonwire.dumps(body)
+    async def stream(
+        self, body: Mapping[str, Any], headers: dict[str, str] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
+        that a retry would repeat what the client already has). The HTTP stream lives inside
+        this generator, so closing the generator (normally, by error, or because our client went
+        away) closes it upstream. The total deadline is checked between chunks; a silent Azure
+        is cut off by the read timeout. `headers` as for `complete`, filled before the first chunk."""
+        streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
+        chunks = self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers), deadline)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    async def _retried(
+        self, body: Mapping[str, Any], send: Callable[[bytes], AsyncGenerator[dict[str, Any], None]], deadline: float
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """What `send(payload)` yields, its attempts retried per policy until the first item is out:
+        a non-streaming call yields one item, a stream its chunks."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeouts.total_s
+        addressed = {**body, "model": self.deployment} if self._v1 else body
         attempt = 0
         while True:
+            payload = jsonwire.dumps(self.parameters.fit(addressed))
             attempt += 1
+            started = False
             try:
-                async with deadline_after(deadline - loop.time()):
-                    return await self._complete_once(payload)
-            except TimeoutError:
-                error: OpenAIError = self._total_timeout()
-            except OpenAIError as exc:
-                error = exc
-            wait = self._policy.delay(attempt, error, deadline - loop.time())
-            if wait is None:
-                raise error
-            self._observer.retry(error.status)
-            async with while_waiting():
-                await asyncio.sleep(wait)
+                async with aclosing(send(payload)) as items:
+                    async for item in items:
+                        started = True
+                        yield item
+                return
+            except OpenAIError as error:
+                if not started and self.parameters.learn(error, addressed):
+                    # Azure refused one parameter before doing any work; asking without it is no retry.
+                    attempt -= 1
+                    continue
+                wait = None if started else self._policy.delay(attempt, error, deadline - loop.time())
+                if wait is None:
+                    raise
+                self._observer.retry(error.status)
+            await asyncio.sleep(wait)
 
-    async def _complete_once(self, payload: bytes) -> dict[str, Any]:
+    async def _complete_once(
+        self, payload: bytes, deadline: float, headers: dict[str, str] | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        try:
+            async with deadline_after(deadline - asyncio.get_running_loop().time()):
+                answer = await self._post(payload, headers)
+        except TimeoutError:
+            raise self._total_timeout() from None
+        yield answer
+
+    async def _post(self, payload: bytes, into: dict[str, str] | None) -> dict[str, Any]:
         started = time.monotonic()
         try:
-            async with self._http().post(self._url, data=payload) as response:
+            async with self._http().post(self._url, data=payload, headers=await self._auth()) as response:
                 status, content, headers = response.status, await response.read(), response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             error = transport_error(exc, self._timeouts)
@@ -135,52 +276,29 @@ class AzureClient:
         if status >= 400:
             raise upstream_error(status, content, headers)
         try:
-            completion: dict[str, Any] = jsonwire.loads(content)
+            answer: dict[str, Any] = jsonwire.loads(content)
         except jsonwire.JSONDecodeError:
             raise UpstreamUnavailable(
                 "Azure answered with a body that is not JSON.", code="upstream_invalid_response"
             ) from None
-        return completion
+        if into is not None:
+            into.update(forwarded_headers(headers))
+        return answer
 
-    async def stream(
-        self, body: Mapping[str, Any], *, while_waiting: WaitScope = nullcontext
+    async def _stream_once(
+        self, payload: bytes, deadline: float, into: dict[str, str] | None
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
-        that a retry would repeat what the client already has). The HTTP stream lives inside
-        this generator, so closing the generator (normally, by error, or because our client went
-        away) closes it upstream. The total deadline is checked between chunks; a silent Azure
-        is cut off by the read timeout."""
-        payload = jsonwire.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeouts.total_s
-        attempt = 0
-        while True:
-            attempt += 1
-            started = False
-            try:
-                async with aclosing(self._stream_once(payload, deadline)) as chunks:
-                    async for chunk in chunks:
-                        started = True
-                        yield chunk
-                return
-            except OpenAIError as error:
-                wait = None if started else self._policy.delay(attempt, error, deadline - loop.time())
-                if wait is None:
-                    raise
-                self._observer.retry(error.status)
-            async with while_waiting():
-                await asyncio.sleep(wait)
-
-    async def _stream_once(self, payload: bytes, deadline: float) -> AsyncGenerator[dict[str, Any], None]:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         answered = False
         try:
-            async with self._http().post(self._url, data=payload) as response:
+            async with self._http().post(self._url, data=payload, headers=await self._auth()) as response:
                 answered = True
                 self._observer.attempt(response.status, time.monotonic() - started)
                 if response.status >= 400:
                     raise upstream_error(response.status, await response.read(), response.headers)
+                if into is not None:
+                    into.update(forwarded_headers(response.headers))
                 async for data in _sse_data(response.content):
                     if data == b"[DONE]":
                         return
@@ -239,13 +357,22 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upst
     code = error.get("code")
     param = error.get("param")
     kind = error.get("type")
+    if param == "reasoning_effort" and str(message).startswith(_TOOLS_WITH_EFFORT):
+        # Azure's remedy (its own /v1/responses) is not one a client of ours has; ours is.
+        message = f"{message} Through this server: leave the reasoning effort out, or set it to 'none', to call tools."
+    forwarded = forwarded_headers(headers)
+    if status == 429 and "retry-after" not in forwarded:
+        # Azure sometimes says when only in its reset headers or its message; tell our client in the usual way.
+        asked = retry_after_s(forwarded, str(message))
+        if asked is not None:
+            forwarded["retry-after"] = str(max(1, math.ceil(asked)))
     return UpstreamError(
         str(message),
         status=status,
         code=None if code is None else str(code),
         param=param if isinstance(param, str) else None,
         type=kind if isinstance(kind, str) and kind else None,
-        headers={k: headers[k] for k in _FORWARDED_ERROR_HEADERS if k in headers},
+        headers=forwarded,
     )
 
 

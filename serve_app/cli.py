@@ -126,7 +126,11 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
         app["deployments"][0]["ray_actor_options"] = {"num_cpus": 0}
         apps.append(app)
 
-    keys = {key_env(name): config.openai_api_key.get_secret_value() for name, config in servers.items()}
+    keys = {
+        key_env(name): config.openai_api_key.get_secret_value()
+        for name, config in servers.items()
+        if config.openai_api_key is not None  # Entra ID auth has none
+    }
     longest_call_s = max(config.timeouts.total_s for config in servers.values())
     cluster.start(
         port=options.port, host=options.host, env=keys, ingress=options.ingress, longest_call_s=longest_call_s
@@ -149,7 +153,8 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def point_at_simulator(tree: DictConfig, simulator_url: str) -> None:
-    """Fill every model server with simulator endpoint and key; keep the config's deployment names and api-versions."""
+    """Fill every model server with simulator endpoint and key; keep deployment names, api-versions and the
+    API form (classic or v1) the config gives."""
     for section in find_model_servers(tree).values():
         fill_with_simulator(section, simulator_url)
 

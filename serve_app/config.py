@@ -19,11 +19,11 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, Node, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from .deployment_constants import DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_TOTAL_S
 
@@ -33,6 +33,8 @@ MODEL_SERVER_KIND = ("responses_api_models", "azure_openai_model")
 # the loaders and the CLI's --config default take as a path.
 DEFAULT_CONFIG = Path(str(importlib.resources.files("serve_app") / "configs" / "azure_openai_model.yaml"))
 DEFAULT_KEY_ENV = "AZURE_OPENAI_API_KEY"
+# An endpoint ending here is Azure's v1 API: no api-version, the deployment named in the body.
+V1_PATH = "/openai/v1"
 
 
 class ConfigError(ValueError):
@@ -71,11 +73,29 @@ class _Upstream(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    openai_base_url: str = Field(description="Azure endpoint, e.g. https://NAME.openai.azure.com")
+    openai_base_url: str = Field(
+        description="Azure endpoint: https://NAME.openai.azure.com (classic) or https://NAME.openai.azure.com/openai/v1"
+    )
     openai_model: str = Field(min_length=1, description="Azure deployment name; always overrides a request's model")
-    default_query: dict[str, str] = Field(description="Query parameters sent on every upstream call")
+    default_query: dict[str, str] = Field(
+        default_factory=dict, validate_default=True, description="Query parameters sent on every upstream call"
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
+    auth: Literal["key", "entra"] = Field(
+        default="key",
+        description=(
+            "key: the Azure key as api-key; entra: Microsoft Entra ID tokens from azure-identity (workload or"
+            " managed identity, environment, Azure CLI), for resources with key auth off"
+        ),
+    )
+    rejected_parameters: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Chat Completions parameters the deployment refuses (o-series: temperature, top_p, parallel_tool_calls,"
+            " ...); unlisted ones are learned from Azure's first unsupported_parameter answer"
+        ),
+    )
 
     @field_validator("openai_base_url")
     @classmethod
@@ -94,10 +114,18 @@ class _Upstream(BaseModel):
 
     @field_validator("default_query")
     @classmethod
-    def _has_api_version(cls, value: dict[str, str]) -> dict[str, str]:
-        if not value.get("api-version"):
-            raise ValueError("must hold 'api-version' (for example 2024-10-21)")
+    def _classic_needs_api_version(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        base_url = info.data.get("openai_base_url")
+        if not value.get("api-version") and not (isinstance(base_url, str) and is_v1_url(base_url)):
+            raise ValueError(
+                "must hold 'api-version' (for example 2025-04-01-preview), "
+                f"unless openai_base_url is the v1 API (ending in {V1_PATH})"
+            )
         return value
+
+
+def is_v1_url(base_url: str) -> bool:
+    return base_url.rstrip("/").endswith(V1_PATH)
 
 
 class Inbound(BaseModel):
@@ -129,14 +157,15 @@ class Inbound(BaseModel):
 class AzureModelConfig(_Upstream, Inbound):
     """One `azure_openai_model` server as NeMo Gym configures it."""
 
-    openai_api_key: SecretStr
+    # Declared after `auth` (in _Upstream), so that its validator can see which auth is chosen.
+    openai_api_key: SecretStr | None = Field(default=None, validate_default=True)
     num_concurrent_requests: int = Field(ge=1, description="Most calls in flight to Azure at once, whole deployment")
 
     @field_validator("openai_api_key")
     @classmethod
-    def _non_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty")
+    def _needed_for_key_auth(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("auth", "key") == "key" and (value is None or not value.get_secret_value()):
+            raise ValueError("must not be empty (or set auth: entra)")
         return value
 
 
@@ -147,7 +176,10 @@ class ModelServerArgs(_Upstream, Inbound):
         default=DEFAULT_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable holding the key"
     )
 
-    def api_key(self) -> SecretStr:
+    def api_key(self) -> SecretStr | None:
+        """The Azure key from the environment; None under Entra ID auth, which needs none."""
+        if self.auth == "entra":
+            return None
         value = os.environ.get(self.openai_api_key_env)
         if not value:
             raise ConfigError([f"environment variable {self.openai_api_key_env} (the Azure API key) is not set"])
@@ -240,6 +272,25 @@ def resolve_tree(tree: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(tree, resolve=True)  # type: ignore[return-value]
 
 
+def _drop_unneeded_placeholders(section: DictConfig) -> None:
+    """NeMo Gym's config leaves `api-version` as `???` and the key to `${...}`: the v1 API has no api-version,
+    and Entra ID auth no key, so there they are not missing."""
+    base_url, auth = _resolved_or_none(section, "openai_base_url"), _resolved_or_none(section, "auth")
+    query = section.get("default_query")
+    v1 = isinstance(base_url, str) and is_v1_url(base_url)
+    if v1 and isinstance(query, DictConfig) and OmegaConf.is_missing(query, "api-version"):
+        del query["api-version"]
+    if auth == "entra" and "openai_api_key" in section and _resolved_or_none(section, "openai_api_key") is None:
+        del section["openai_api_key"]
+
+
+def _resolved_or_none(section: DictConfig, key: str) -> Any:
+    try:
+        return None if OmegaConf.is_missing(section, key) else section.get(key)
+    except OmegaConfBaseException:
+        return None  # an unresolved value is reported, by path, when the tree is resolved
+
+
 def _raw(node: DictConfig | ListConfig, key: Any) -> str:
     child = node._get_node(key)
     # The interpolation text, e.g. ${policy_base_url}.
@@ -260,15 +311,21 @@ def _leaves(node: DictConfig | ListConfig, prefix: str = "") -> Iterable[tuple[s
 # The built-in simulator's credentials and defaults, for model servers run without Azure.
 SIMULATOR_KEY = "sim-key"
 SIMULATED_DEPLOYMENT = "gpt-4o"
-SIMULATED_API_VERSION = "2024-10-21"
+SIMULATED_API_VERSION = "2025-04-01-preview"
 
 
 def fill_with_simulator(section: DictConfig, simulator_url: str) -> None:
-    """Fill one model server with the simulator's endpoint and key; keep the deployment and api-version it gives."""
-    section.openai_base_url = simulator_url
+    """Fill one model server with the simulator's endpoint and key; keep the deployment name, api-version and
+    API form (classic or v1) it gives."""
+    v1 = not _unresolved(section, "openai_base_url") and is_v1_url(str(section.openai_base_url))
+    section.openai_base_url = simulator_url + V1_PATH if v1 else simulator_url
     section.openai_api_key = SIMULATOR_KEY
+    if "auth" in section:
+        section.auth = "key"  # the simulator's key; an Entra credential would reach out to Azure
     if _unresolved(section, "openai_model"):
         section.openai_model = SIMULATED_DEPLOYMENT
+    if v1:
+        return
     if "default_query" not in section or _unresolved(section.default_query, "api-version"):
         OmegaConf.update(section, "default_query.api-version", SIMULATED_API_VERSION, force_add=True)
 
@@ -313,6 +370,8 @@ def model_servers_from_tree(tree: DictConfig) -> dict[str, AzureModelConfig]:
     sections = find_model_servers(tree)
     if not sections:
         raise ConfigError(["no model server found: expected <name>.responses_api_models.azure_openai_model"])
+    for section in sections.values():
+        _drop_unneeded_placeholders(section)
     resolved = resolve_tree(tree)
     problems: list[str] = []
     servers = {}

@@ -6,6 +6,7 @@ they turn into HTTP; a caller through a deployment handle gets the exception its
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,6 +89,33 @@ class UnsupportedField(InvalidRequest):
         )
 
 
+class RefusedParameter(InvalidRequest):
+    """A request parameter the upstream deployment refuses, set to something other than its default.
+
+    `field` is the name the client used; the Responses endpoint renames Chat Completions parameters
+    (`reasoning_effort` is `reasoning.effort` there) with `named`."""
+
+    def __init__(self, field: str, value: Any, deployment: str, *, source: str, default: Any = None) -> None:
+        self.field, self.value, self.deployment, self.source, self.default = field, value, deployment, source, default
+        if default is None:
+            remedy = "leave it out"
+        else:
+            remedy = f"leave it out, or send its default ({_json(default)}), which is then left out for you"
+        super().__init__(
+            f"'{field}' cannot be honoured: the Azure deployment '{deployment}' does not support it ({source}); "
+            f"this request sets it to {_json(value)}. To use this deployment, {remedy}.",
+            param=field,
+            code="unsupported_parameter",
+        )
+
+    def named(self, field: str) -> RefusedParameter:
+        return RefusedParameter(field, self.value, self.deployment, source=self.source, default=self.default)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
+
+
 class RequestTooLarge(OpenAIError):
     status = 413
 
@@ -110,6 +138,12 @@ class UpstreamError(OpenAIError):
 
 class UpstreamUnavailable(OpenAIError):
     """Azure could not be reached, or the connection broke before a complete answer."""
+
+    status = 502
+
+
+class CredentialUnavailable(OpenAIError):
+    """No Entra ID token could be had for the call to Azure (the credential failed, or did not answer in time)."""
 
     status = 502
 

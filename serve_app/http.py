@@ -6,7 +6,7 @@ Nothing here knows Azure or the Responses API; the deployment calls these around
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -126,16 +126,18 @@ async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator
 
 async def answer(
     body: Any,
-    complete: Callable[[Any], Awaitable[dict[str, Any]]],
-    stream: Callable[[Any], AsyncIterator[dict[str, Any]]],
-    sse: Callable[[AsyncIterator[dict[str, Any]]], AsyncIterator[bytes]],
+    complete: Callable[[Any, dict[str, str]], Awaitable[dict[str, Any]]],
+    stream: Callable[[Any, dict[str, str]], AsyncGenerator[dict[str, Any], None]],
+    sse: Callable[[AsyncGenerator[dict[str, Any], None]], AsyncGenerator[bytes, None]],
 ) -> Response:
     """One endpoint's answer, from the operation that makes it: a JSON body, or an event stream.
 
-    The stream's first item is awaited before the answer is committed, so an error before Azure's
-    first byte is a plain HTTP error (raised from here); later errors travel in-band (`sse`)."""
+    The operation fills in the headers of Azure's answer that the client should see. The stream's first
+    item is awaited before the answer is committed, so an error before Azure's first byte is a plain HTTP
+    error (raised from here); later errors travel in-band (`sse`)."""
+    headers: dict[str, str] = {}
     if not (isinstance(body, dict) and body.get("stream")):
-        return json_response(await complete(body))
-    items = stream(body)
+        return json_response(await complete(body, headers), headers=headers)
+    items = stream(body, headers)
     first = await anext(items, None)
-    return EventStreamResponse(sse(prepend(first, items) if first is not None else items))
+    return EventStreamResponse(sse(prepend(first, items) if first is not None else items), headers)

@@ -21,7 +21,7 @@ How our Serve application fits that (README, "With NeMo Gym", says why each choi
 
 # No `from __future__ import annotations` here: FastAPI reads the front's route signatures at runtime.
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,8 @@ class ModelServerFront:
         app = model_server_app(self.name, config, num_replicas=config.num_replicas)
         options = {k: v for k, v in app["deployments"][0].items() if k != "name"}
         # The key reaches the replicas in their environment, as the CLI's does; never in args.
-        env = {key_env(self.name): config.openai_api_key.get_secret_value()}
+        key = config.openai_api_key
+        env = {key_env(self.name): key.get_secret_value()} if key is not None else {}  # none under Entra ID
         options["ray_actor_options"] = {"num_cpus": 0, "runtime_env": {"env_vars": env}}
         # gym starts its servers at once: another server's front may have started Serve a moment ago.
         with suppress(ActorAlreadyExistsError):
@@ -179,8 +180,9 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
         body = await read_json(request, config.max_request_bytes)
         return await answer(
             body,
-            lambda b: _answer_unless_client_leaves(request, getattr(handle, method).remote(b)),
-            lambda b: _stream_unless_client_leaves(request, getattr(streaming, f"{method}_stream").remote(b)),
+            # Azure's headers (quota, region) stay behind: a handle call cannot fill the front's dict.
+            lambda b, _: _answer_unless_client_leaves(request, getattr(handle, method).remote(b)),
+            lambda b, _: _stream_unless_client_leaves(request, getattr(streaming, f"{method}_stream").remote(b)),
             chat_sse if method == "create_chat_completion" else response_sse,
         )
 
@@ -230,7 +232,7 @@ async def _disconnected(request: Any) -> None:
         pass
 
 
-async def _stream_unless_client_leaves(request: Any, events: Any) -> AsyncIterator[dict[str, Any]]:
+async def _stream_unless_client_leaves(request: Any, events: Any) -> AsyncGenerator[dict[str, Any], None]:
     """A handle's stream as an async generator: cancelled at the replica if the client leaves before the
     first event (that is, while Azure has not answered) or when the answer is closed."""
     try:

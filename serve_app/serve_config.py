@@ -44,16 +44,9 @@ def key_env(app: str) -> str:
 
 
 def model_server_app(name: str, config: AzureModelConfig, *, num_replicas: int = 1) -> dict[str, Any]:
-    args = ModelServerArgs(
-        openai_base_url=config.openai_base_url,
-        openai_model=config.openai_model,
-        default_query=config.default_query,
-        timeouts=config.timeouts,
-        retries=config.retries,
-        openai_api_key_env=key_env(name),
-        max_request_bytes=config.max_request_bytes,
-        inbound_api_keys_env=config.inbound_api_keys_env,
-    )
+    # Every setting the two shapes share is carried over; the key is named instead of written.
+    shared = config.model_dump(include=set(ModelServerArgs.model_fields) & set(AzureModelConfig.model_fields))
+    args = ModelServerArgs(**shared, openai_api_key_env=key_env(name))
     return {
         "name": name,
         "route_prefix": f"/{name}",

@@ -34,12 +34,14 @@ from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
 from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
-from .errors import OpenAIError, Overloaded
+from .entra import EntraTokens
+from .errors import OpenAIError, Overloaded, RefusedParameter, UpstreamError
 from .http import Gate, answer, chat_sse, install_error_handlers, json_response, read_json, response_sse
 from .limiter import Limiter, QueueFull
 from .schemas import ChatRequest, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response
+from .translate.request import responses_field
 from .translate.response import new_id
 from .translate.stream import ResponseEventStream
 
@@ -63,6 +65,19 @@ def _carries_output(chunk: dict[str, Any]) -> bool:
     return False
 
 
+@asynccontextmanager
+async def _in_responses_terms() -> AsyncIterator[None]:
+    """Errors about Chat Completions parameters, renamed to the Responses fields the client sent."""
+    try:
+        yield
+    except RefusedParameter as exc:
+        raise exc.named(responses_field(exc.field)) from None
+    except UpstreamError as exc:
+        if exc.status == 400 and exc.param is not None:
+            exc.param = responses_field(exc.param)
+        raise
+
+
 @serve.deployment(
     # A Serve config sets these from the budget and the longest call (serve_config.py).
     max_ongoing_requests=MAX_ONGOING_REQUESTS,
@@ -83,9 +98,12 @@ class AzureModelServer:
             deployment=self._model,
             query=self._args.default_query,
             api_key=self._args.api_key(),
+            # One credential per replica; its first token is fetched as the replica starts (reconfigure).
+            tokens=EntraTokens() if self._args.auth == "entra" else None,
             timeouts=self._args.timeouts,
             retries=self._args.retries,
             observer=self._telemetry,
+            rejected_parameters=self._args.rejected_parameters,
         )
         # Nothing is admitted upstream until the budget ledger has granted this replica a share.
         self._limiter = Limiter(0)
@@ -101,6 +119,7 @@ class AzureModelServer:
         self._budget.configure(budget.num_concurrent_requests, rank.rank)
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._telemetry.watch(self._limiter))
+            self._client.start()
 
     async def check_health(self) -> None:
         """Serve's health probe: never calls Azure (that would spend quota and tie our health to theirs)."""
@@ -133,19 +152,21 @@ class AzureModelServer:
         return json_response(await self.list_models())
 
     # --- the same operations, callable through a deployment handle from other Serve apps --------
+    # `upstream_headers`, when given, receives Azure's headers worth passing on (quota left, region,
+    # request id); the HTTP routes send them with the answer, a handle caller has no use for them.
 
     async def list_models(self) -> dict[str, Any]:
         """`/v1/models`: the one deployment that answers, whatever a request's `model` says."""
         model = {"id": self._model, "object": "model", "created": 0, "owned_by": "azure"}
         return {"object": "list", "data": [model]}
 
-    async def create_response(self, body: Any) -> dict[str, Any]:
-        async with self._recorded("responses") as record:
+    async def create_response(self, body: Any, upstream_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        async with self._recorded("responses") as record, _in_responses_terms():
             req: ResponsesRequest = parse(ResponsesRequest, body)
             chat_body = to_chat_request(req)
             created_at = int(time.time())
             async with self._upstream_slot():
-                completion = await self._client.complete(chat_body)
+                completion = await self._client.complete(chat_body, upstream_headers)
             record.tokens(completion.get("usage"))
             return to_response(
                 completion,
@@ -156,15 +177,18 @@ class AzureModelServer:
                 completed_at=int(time.time()),
             )
 
-    async def create_response_stream(self, body: Any) -> AsyncGenerator[dict[str, Any], None]:
+    async def create_response_stream(
+        self, body: Any, upstream_headers: dict[str, str] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Responses stream events. The first event is yielded only after Azure has answered, so
         errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
-        async with self._recorded("responses", stream=True) as record:
+        async with self._recorded("responses", stream=True) as record, _in_responses_terms():
             req: ResponsesRequest = parse(ResponsesRequest, body)
             machine = ResponseEventStream(
                 req, model=self._model, response_id=new_id("resp"), created_at=int(time.time())
             )
-            async with aclosing(self._upstream_stream(to_chat_request(req), record)) as chunks:
+            upstream = self._upstream_stream(to_chat_request(req), record, upstream_headers)
+            async with aclosing(upstream) as chunks:
                 first = await anext(chunks, None)
                 for event in machine.start():
                     yield event
@@ -183,21 +207,24 @@ class AzureModelServer:
                 for event in events:
                     yield event
 
-    async def create_chat_completion(self, body: Any) -> dict[str, Any]:
+    async def create_chat_completion(self, body: Any, upstream_headers: dict[str, str] | None = None) -> dict[str, Any]:
         async with self._recorded("chat/completions") as record:
             req: ChatRequest = parse(ChatRequest, body)
             upstream_body = chat.to_upstream(req, body, self._model)
             async with self._upstream_slot():
-                completion = await self._client.complete(upstream_body)
+                completion = await self._client.complete(upstream_body, upstream_headers)
             record.tokens(completion.get("usage"))
             return chat.from_upstream(completion, self._model)
 
-    async def create_chat_completion_stream(self, body: Any) -> AsyncGenerator[dict[str, Any], None]:
+    async def create_chat_completion_stream(
+        self, body: Any, upstream_headers: dict[str, str] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Chat chunks as the client should see them; errors before Azure's first byte raise from the first `anext`."""
         async with self._recorded("chat/completions", stream=True) as record:
             req: ChatRequest = parse(ChatRequest, body)
             include_usage = chat.wants_usage(req)
-            async with aclosing(self._upstream_stream(chat.to_upstream(req, body, self._model), record)) as chunks:
+            upstream = self._upstream_stream(chat.to_upstream(req, body, self._model), record, upstream_headers)
+            async with aclosing(upstream) as chunks:
                 try:
                     async for chunk in chunks:
                         forwarded = chat.stream_chunk(chunk, self._model, include_usage)
@@ -225,10 +252,10 @@ class AzureModelServer:
             ) from None
 
     async def _upstream_stream(
-        self, body: dict[str, Any], record: RequestRecord
+        self, body: dict[str, Any], record: RequestRecord, upstream_headers: dict[str, str] | None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Azure's chunks, holding one upstream slot from before the call until the stream is closed."""
-        async with self._upstream_slot(), aclosing(self._client.stream(body)) as chunks:
+        async with self._upstream_slot(), aclosing(self._client.stream(body, upstream_headers)) as chunks:
             async for chunk in chunks:
                 if record.ttft_s is None and _carries_output(chunk):
                     record.first_token()
@@ -263,7 +290,7 @@ def build_app(args: dict[str, Any]) -> Application:
     failing every replica.
     """
     validated: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
-    validated.api_key()  # fail now if the key's environment variable is not set
+    validated.api_key()  # fail now if the key's environment variable is not set (key auth)
     validated.inbound_keys()
     # mypy does not apply class decorators; at runtime the class is a serve.Deployment.
     return cast(serve.Deployment, AzureModelServer).bind(validated.model_dump(mode="json"))

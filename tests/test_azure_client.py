@@ -1,5 +1,4 @@
-"""The Azure client: URL, auth header and query; Azure's errors kept in the OpenAI envelope; transport failures
-typed."""
+"""The Azure client: URL, auth and query; Azure's errors in the OpenAI envelope; transport failures typed."""
 
 from __future__ import annotations
 
@@ -13,9 +12,9 @@ from aiohttp import web
 from pydantic import SecretStr
 from support.fake_azure import FakeAzure, reply, script, sse
 
-from serve_app.azure import AzureClient
+from serve_app.azure import AzureClient, is_default
 from serve_app.config import Retries, Timeouts
-from serve_app.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from serve_app.errors import RefusedParameter, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 KEY = "azure-key-0123456789"
 
@@ -49,6 +48,22 @@ async def test_posts_to_the_deployment_path_with_every_default_query_key_and_the
     assert path == "/openai/deployments/my%20gpt/chat/completions?api-version=2024-10-21&extra=1"
     assert headers["api-key"] == KEY and "Authorization" not in headers
     assert json.loads(body) == {"messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_the_v1_api_posts_to_chat_completions_with_the_deployment_as_model_and_no_api_version() -> None:
+    async with FakeAzure(script(lambda: reply(200, {"choices": []}))) as azure:
+        client = AzureClient(
+            base_url=azure.url + "/openai/v1/",
+            deployment="my-o3",
+            query={},
+            api_key=SecretStr(KEY),
+            timeouts=Timeouts(),
+        )
+        await client.complete({"messages": [{"role": "user", "content": "hi"}], "model": "from-the-client"})
+        await client.aclose()
+    path, headers, body = azure.requests[0]
+    assert path == "/openai/v1/chat/completions"
+    assert json.loads(body)["model"] == "my-o3" and headers["api-key"] == KEY
 
 
 AZURE_ERRORS = {
@@ -100,7 +115,13 @@ AZURE_ERRORS = {
     "rate limit with retry headers": (
         429,
         {"error": {"code": "429", "message": "Please retry after 6 seconds."}},
-        {"retry-after": "6", "retry-after-ms": "5500", "x-ratelimit-remaining-requests": "0"},
+        {
+            "retry-after": "6",
+            "retry-after-ms": "5500",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ms-region": "Sweden Central",
+            "apim-request-id": "a1b2",
+        },
         ("429", "rate_limit_error", None),
     ),
     "server error": (
@@ -123,7 +144,7 @@ async def test_azure_errors_keep_status_code_and_message(
     assert (error.code, error.type, error.param) == expected
     assert error.message == (body.get("error") or body)["message"]
     assert set(error.body()["error"]) == {"message", "type", "param", "code"}
-    assert error.headers == {k: v for k, v in headers.items() if k.startswith("retry-after")}
+    assert error.headers == headers  # each one's backoff or quota header is passed on
 
 
 async def test_a_non_json_error_body_becomes_the_message() -> None:
@@ -240,3 +261,71 @@ async def test_an_in_band_error_frame_raises_after_the_chunks_before_it() -> Non
 async def test_a_stream_that_ends_without_done_is_an_error() -> None:
     with pytest.raises(UpstreamUnavailable, match="DONE"):
         await stream_from(lambda: reply(200, raw=sse({"choices": []})))
+
+
+# --- parameters the deployment refuses ------------------------------------------------------------
+
+
+def refuses(param: str) -> Callable[[], web.Response]:
+    message = f"Unsupported parameter: '{param}' is not supported with this model."
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": "unsupported_parameter"}
+    return lambda: reply(400, {"error": error})
+
+
+async def test_a_refused_parameter_at_its_default_is_learned_once_and_left_out() -> None:
+    body = {"messages": [], "tools": [{}], "parallel_tool_calls": True}
+    async with FakeAzure(script(refuses("parallel_tool_calls"), lambda: reply(200, {"choices": []}))) as azure:
+        client = client_for(azure.url)  # max_attempts=1: learning is not a retry
+        await client.complete(body)
+        await client.complete(body)
+        await client.aclose()
+    sent = [json.loads(request[2]) for request in azure.requests]
+    assert "parallel_tool_calls" in sent[0] and len(sent) == 3
+    assert all("parallel_tool_calls" not in later for later in sent[1:])
+    assert client.parameters.learned == {"parallel_tool_calls"}
+
+
+async def test_a_refused_parameter_at_another_value_is_a_400_naming_it_and_never_dropped() -> None:
+    async with FakeAzure(script(refuses("temperature"), lambda: reply(200, {"choices": []}))) as azure:
+        client = client_for(azure.url)
+        with pytest.raises(RefusedParameter) as info:
+            await client.complete({"messages": [], "temperature": 0.2})
+        with pytest.raises(RefusedParameter):
+            await client.complete({"messages": [], "temperature": 0.2})
+        await client.complete({"messages": [], "temperature": 1})
+        await client.aclose()
+    assert len(azure.requests) == 2  # the refusal, then the call at the default, sent without it
+    assert "temperature" not in json.loads(azure.requests[1][2])
+    error = info.value
+    assert (error.status, error.param, error.code) == (400, "temperature", "unsupported_parameter")
+    assert "0.2" in error.message and "my gpt" in error.message and "default (1)" in error.message
+
+
+async def test_configured_refusals_never_reach_azure() -> None:
+    async with FakeAzure(script(lambda: reply(200, {"choices": []}))) as azure:
+        client = AzureClient(
+            base_url=azure.url,
+            deployment="o3",
+            query={"api-version": "2025-04-01-preview"},
+            api_key=SecretStr(KEY),
+            timeouts=Timeouts(),
+            rejected_parameters=("top_p", "max_tokens"),
+        )
+        await client.complete({"messages": [], "top_p": 1})
+        with pytest.raises(RefusedParameter, match="max_tokens"):
+            await client.complete({"messages": [], "max_tokens": 10})
+        await client.aclose()
+    assert len(azure.requests) == 1 and "top_p" not in json.loads(azure.requests[0][2])
+
+
+@pytest.mark.parametrize(
+    "name, value, default",
+    [
+        ("parallel_tool_calls", True, True),
+        ("temperature", 1.0, True),
+        ("temperature", True, False),
+        ("logprobs", 0, False),
+    ],
+)
+def test_only_the_documented_default_itself_counts_as_default(name: str, value: Any, default: bool) -> None:
+    assert is_default(name, value) == default

@@ -39,6 +39,20 @@ def test_simulate_fills_what_is_missing_and_keeps_what_the_config_gives() -> Non
     assert config.default_query == {"api-version": SIMULATED_API_VERSION}
 
 
+def test_simulate_keeps_the_v1_form_the_config_gives_and_uses_the_simulators_key() -> None:
+    overrides = [
+        "+policy_base_url=https://example.openai.azure.com/openai/v1",
+        "+policy_model_name=my-o3",
+        "+policy_model.responses_api_models.azure_openai_model.auth=entra",
+    ]
+    tree = load_tree([DEFAULT_CONFIG], overrides, env_file=None)
+    point_at_simulator(tree, "http://127.0.0.1:9/azure_simulator")
+    config = model_servers_from_tree(tree)["policy_model"]
+    assert config.openai_base_url == "http://127.0.0.1:9/azure_simulator/openai/v1"
+    assert config.default_query == {}
+    assert config.auth == "key" and config.openai_api_key is not None
+
+
 def test_without_simulate_missing_credentials_are_an_error_naming_them() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "serve_app", "serve", "--env-file", "/nonexistent"],
@@ -62,7 +76,7 @@ def test_simulate_alone_serves_azures_contract() -> None:
         text=True,
     )
     try:
-        url = f"http://127.0.0.1:{port}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+        url = f"http://127.0.0.1:{port}/openai/deployments/gpt-4o/chat/completions?api-version={SIMULATED_API_VERSION}"
         response = once_listening(
             lambda: httpx.post(
                 url, headers={"api-key": SIMULATOR_KEY}, json={"messages": [{"role": "user", "content": "hi"}]}

@@ -156,6 +156,28 @@ def test_the_key_never_appears_in_reprs_or_errors() -> None:
     assert "super-secret-key" not in str(info.value)
 
 
+def test_the_v1_api_needs_no_api_version() -> None:
+    v1 = {**VALID, "openai_base_url": "https://example.openai.azure.com/openai/v1/", "default_query": {}}
+    config = validate_model(AzureModelConfig, v1, "m")
+    assert config.openai_base_url == "https://example.openai.azure.com/openai/v1"
+    assert config.default_query == {}
+    without = {k: v for k, v in v1.items() if k != "default_query"}
+    assert validate_model(AzureModelConfig, without, "m").default_query == {}
+
+
+def test_the_shipped_configs_placeholder_api_version_is_not_missing_on_the_v1_api() -> None:
+    servers = load_model_servers(
+        [DEFAULT_CONFIG],
+        [
+            "+policy_base_url=https://example.services.ai.azure.com/openai/v1",
+            "+policy_api_key=secret-key-123",
+            "+policy_model_name=o3-mini",
+        ],
+        env_file=None,
+    )
+    assert servers["policy_model"].default_query == {}
+
+
 def test_default_query_values_become_strings() -> None:
     config = validate_model(AzureModelConfig, {**VALID, "default_query": {"api-version": "2024-10-21", "x": 3}}, "m")
     assert config.default_query == {"api-version": "2024-10-21", "x": "3"}

@@ -32,6 +32,7 @@ MANIFESTS = {
     "rayservice.yaml": [("ray.io/v1", "RayService")],
     "kustomization.yaml": [("kustomize.config.k8s.io/v1beta1", "Kustomization")],
     "secret.example.yaml": [("v1", "Secret")],
+    "workload-identity.example.yaml": [("v1", "ServiceAccount")],
 }
 SECRET = "serve-app-keys"
 # Environment variables holding secrets, by name (serve_app.serve_config applies the same rule to runtime_env).
@@ -133,6 +134,13 @@ def test_kustomization_applies_the_rayservice_and_names_only_files_that_exist() 
 
 def test_kustomization_leaves_the_example_secret_out() -> None:
     assert "secret.example.yaml" not in KUSTOMIZATION.get("resources", [])
+
+
+def test_the_workload_identity_example_is_optional_and_names_an_identity() -> None:
+    account = load("workload-identity.example.yaml")[0]
+    assert "workload-identity.example.yaml" not in KUSTOMIZATION.get("resources", [])
+    assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
+    assert "serviceAccountName: " + account["metadata"]["name"] in (K8S / "rayservice.yaml").read_text()
 
 
 def test_every_container_runs_the_one_image_kustomize_retags() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import random
 import time
 from email.utils import formatdate
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -16,7 +15,7 @@ from support.fake_azure import FakeAzure, reply, script, sse
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from serve_app.retry import RetryPolicy, retry_after_s
+from serve_app.retry import RetryPolicy, duration_s, retry_after_s
 
 FAST = Retries(max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.02, retry_after_max_s=5)
 
@@ -62,6 +61,49 @@ def test_retry_after_headers(headers: dict[str, str], expected: float | None) ->
     assert retry_after_s(headers, now=lambda: 1_000_000) == expected
 
 
+@pytest.mark.parametrize(
+    "value, seconds",
+    [("1s", 1.0), ("250ms", 0.25), ("1m30s", 90.0), ("6.5s", 6.5), ("1h", 3600.0), ("12", 12.0), ("soon", None)],
+)
+def test_durations_in_azures_reset_headers(value: str, seconds: float | None) -> None:
+    assert duration_s(value) == seconds
+
+
+RESET_HINTS = {
+    "only a reset time": ({"x-ratelimit-reset-requests": "2s"}, "", 2.0),
+    "the longest exhausted quota's reset": (
+        {"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "1m30s"},
+        "",
+        90.0,
+    ),
+    "a quota with some left does not apply": (
+        {
+            "x-ratelimit-reset-requests": "1s",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-tokens": "40s",
+            "x-ratelimit-remaining-tokens": "5000",
+        },
+        "",
+        1.0,
+    ),
+    "the message's sentence": ({}, "... in Sweden Central have exceeded ... Please retry after 6 seconds.", 6.0),
+    "the longer of reset and sentence": ({"x-ratelimit-reset-tokens": "250ms"}, "Please retry after 3 seconds.", 3.0),
+    "retry-after wins over the hints": ({"retry-after": "2", "x-ratelimit-reset-tokens": "59s"}, "", 2.0),
+}
+
+
+@pytest.mark.parametrize("headers, message, expected", RESET_HINTS.values(), ids=RESET_HINTS.keys())
+def test_without_retry_after_the_wait_comes_from_reset_times_and_the_message(
+    headers: dict[str, str], message: str, expected: float
+) -> None:
+    assert retry_after_s(headers, message) == expected
+
+
+def test_a_daily_quota_wait_is_not_waited_for() -> None:
+    daily = UpstreamError("Please retry after 86400 seconds.", status=429)
+    assert RetryPolicy(FAST).delay(1, daily, remaining_s=10_000) is None
+
+
 def test_azure_retry_after_is_honoured_and_too_long_a_one_is_not_waited_for() -> None:
     policy = RetryPolicy(FAST)
     assert policy.delay(1, error(429, {"retry-after-ms": "1200"}), remaining_s=60) == 1.2
@@ -80,6 +122,9 @@ def test_no_retry_after_the_last_attempt_or_past_the_deadline() -> None:
     policy = RetryPolicy(FAST)
     assert policy.delay(4, error(503), remaining_s=60) is None
     assert policy.delay(1, error(429, {"retry-after": "2"}), remaining_s=1.5) is None
+    # nor when the attempt after the wait would have next to no time left
+    assert policy.delay(1, error(429, {"retry-after": "2"}), remaining_s=2.5) is None
+    assert policy.delay(1, error(429, {"retry-after": "2"}), remaining_s=3.5) == 2.0
 
 
 # --- the client's loop ---------------------------------------------------------------------------
@@ -119,7 +164,53 @@ async def test_exhausted_retries_return_azures_last_status_body_and_retry_after(
         with pytest.raises(UpstreamError) as info:
             await client(azure.url, Retries(max_attempts=2, backoff_initial_s=0.01)).complete({})
     assert len(azure.requests) == 2
-    assert (info.value.status, info.value.code, info.value.headers) == (429, "429", {"retry-after-ms": "10"})
+    assert (info.value.status, info.value.code) == (429, "429")
+    assert info.value.headers == {"retry-after-ms": "10", "retry-after": "1"}  # whole seconds for every client
+
+
+def reset_only() -> web.Response:
+    message = "Requests ... have exceeded call rate limit of your current AIServices S0 pricing tier."
+    headers = {"x-ratelimit-reset-requests": "500ms", "x-ratelimit-remaining-requests": "0", "x-ms-region": "x"}
+    return reply(429, {"error": {"code": "429", "message": message}}, headers)
+
+
+async def test_a_429_naming_only_a_reset_time_is_waited_out_with_one_retry() -> None:
+    patient = Retries(max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.02, retry_after_max_s=5)
+    async with FakeAzure(script(reset_only, ok)) as azure:
+        started = time.monotonic()
+        await client(azure.url, patient).complete({})
+    # Blind backoff (0.01-0.02 s) would have spent the attempts long before the window reopened.
+    assert len(azure.requests) == 2 and time.monotonic() - started >= 0.5
+
+
+async def test_a_wait_longer_than_retry_after_max_goes_back_at_once_with_a_retry_after() -> None:
+    def daily() -> web.Response:
+        message = "Requests ... have exceeded the daily token quota. Please retry after 86400 seconds."
+        return reply(429, {"error": {"code": "429", "message": message}}, {"x-ratelimit-remaining-tokens": "0"})
+
+    async with FakeAzure(script(daily, ok)) as azure:
+        with pytest.raises(UpstreamError) as info:
+            await client(azure.url).complete({})
+    assert len(azure.requests) == 1
+    assert info.value.headers == {"x-ratelimit-remaining-tokens": "0", "retry-after": "86400"}
+
+
+async def test_azures_quota_region_and_request_id_headers_are_passed_on_with_an_answer() -> None:
+    headers = {
+        "x-ratelimit-remaining-requests": "99",
+        "x-ratelimit-remaining-tokens": "9000",
+        "x-ms-region": "Sweden Central",
+        "apim-request-id": "abc",
+        "x-ms-client-request-id": "not passed on",
+    }
+    seen: dict[str, str] = {}
+    streamed: dict[str, str] = {}
+    async with FakeAzure(script(lambda: reply(200, {"choices": []}, headers))) as azure:
+        await client(azure.url).complete({}, seen)
+    async with FakeAzure(script(lambda: reply(200, raw=sse({"choices": []}, "[DONE]"), headers=headers))) as azure:
+        assert [chunk async for chunk in client(azure.url).stream({}, streamed)] == [{"choices": []}]
+    expected = {k: v for k, v in headers.items() if k != "x-ms-client-request-id"}
+    assert seen == expected and streamed == expected
 
 
 async def test_a_client_error_is_not_retried() -> None:
@@ -155,21 +246,6 @@ async def test_a_slow_upstream_is_cut_at_the_total_deadline_with_a_504() -> None
         with pytest.raises(UpstreamTimeout):
             await azure_client.complete({})
         assert time.monotonic() - started < 1.0
-
-
-async def test_waits_run_inside_the_callers_wait_scope() -> None:
-    entered = []
-
-    class Lend:
-        async def __aenter__(self) -> None:
-            entered.append("released")
-
-        async def __aexit__(self, *exc: Any) -> None:
-            entered.append("reacquired")
-
-    async with FakeAzure(script(busy, ok)) as azure:
-        await client(azure.url).complete({}, while_waiting=Lend)
-    assert entered == ["released", "reacquired"]
 
 
 async def test_a_stream_is_retried_before_its_first_chunk() -> None:

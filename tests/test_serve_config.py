@@ -87,7 +87,10 @@ def _args(config: dict[str, Any]) -> dict[str, Any]:
 
 BROKEN = {
     "budget below the replica count": (lambda c: deployment(c).update(num_replicas=20), "below the replica count"),
-    "missing api-version": (_set(_args, "default_query", {"foo": "bar"}), "api-version"),
+    "missing api-version on the classic form": (
+        _set(lambda c: model(c, "judge_model")["args"], "default_query", {"foo": "bar"}),
+        "api-version",
+    ),
     "duplicate route prefix": (
         _set(lambda c: model(c, "judge_model"), "route_prefix", "/policy_model"),
         "route_prefix /policy_model",

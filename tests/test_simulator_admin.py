@@ -101,14 +101,14 @@ async def test_reset_keeps_counting_requests_still_in_flight() -> None:
 async def test_config_can_be_read(client: httpx.AsyncClient) -> None:
     config = (await client.get("/sim/config")).json()
     assert config == SimulatorConfig(recorded_requests=3).model_dump(mode="json")
-    assert config["deployments"]["gpt-4o"] == {"model": "gpt-4o-2024-11-20", "reasoning": False}
+    assert config["deployments"]["gpt-4o"].items() >= {"model": "gpt-4o-2024-11-20", "reasoning": False}.items()
 
 
 async def test_config_patches_apply_to_the_next_requests(client: httpx.AsyncClient) -> None:
     patch = {"latency_s": 0.01, "region": "westus", "deployments": {"extra": "o4-mini-2025-04-16", "gpt-4o-mini": None}}
     updated = (await client.post("/sim/config", json=patch)).json()
     assert updated["latency_s"] == 0.01
-    assert updated["deployments"]["extra"] == {"model": "o4-mini-2025-04-16", "reasoning": True}
+    assert updated["deployments"]["extra"].items() >= {"model": "o4-mini-2025-04-16", "reasoning": True}.items()
     assert "gpt-4o-mini" not in updated["deployments"] and "gpt-4o" in updated["deployments"]
     response = await client.post(classic_path("extra"), json=HI)
     assert response.json()["model"] == "o4-mini-2025-04-16" and response.headers["x-ms-region"] == "westus"

@@ -9,6 +9,7 @@ import pytest
 
 from serve_app.simulator import SimulatorConfig, create_app
 from serve_app.simulator.answers import prompt_tokens
+from serve_app.simulator.errors import duration
 from serve_app.simulator.testing import V1_PATH, classic_path, in_process_client
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -147,3 +148,20 @@ async def test_limits_changed_at_runtime_apply_at_once(clock: FakeClock) -> None
         assert await statuses(client, 2) == [200, 429]
         await client.post("/sim/config", json={"rpm": None})
         assert await statuses(client, 3) == [200] * 3
+
+
+async def test_429s_can_say_when_only_in_reset_headers_and_the_message(clock: FakeClock) -> None:
+    async with simulator(clock, rpm=6, retry_after_headers=False) as client:
+        await client.post(classic_path(), json=HI)
+        clock.now += 8.75
+        response = await client.post(classic_path(), json=HI)
+    assert response.status_code == 429
+    assert "retry-after" not in response.headers and "retry-after-ms" not in response.headers
+    assert response.headers["x-ratelimit-reset-requests"] == "2s"
+    assert response.headers["x-ratelimit-reset-tokens"] == "2s"
+    assert "Please retry after 2 seconds." in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("seconds, spelled", [(0.25, "250ms"), (6, "6s"), (90, "1m30s"), (86_400, "1440m0s")])
+def test_reset_times_are_spelled_as_azure_spells_them(seconds: float, spelled: str) -> None:
+    assert duration(seconds) == spelled

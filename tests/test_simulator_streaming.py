@@ -16,6 +16,7 @@ from serve_app.simulator import (
     ERROR_MID_STREAM,
     PARALLEL_TOOLS,
     REFUSAL,
+    SimulatorConfig,
     create_app,
     tokens_trigger,
 )
@@ -276,3 +277,64 @@ async def test_the_sdk_accumulates_a_stream_into_the_non_streaming_answer(
         if chunk.object == "chat.completion.chunk":
             accumulated.handle_chunk(chunk)
     assert essentials(accumulated.current_completion_snapshot) == essentials(plain)
+
+
+# --- the asynchronous content filter ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def async_filtered() -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(SimulatorConfig().patched({"deployments": {"lagging": {"model": "gpt-4o", "async_filter": True}}}))
+    async with in_process_client(app) as client:
+        yield client
+
+
+def annotations(events: list[Any]) -> list[dict[str, Any]]:
+    return [event for event in events if isinstance(event, dict) and event.get("id") == "" and event["choices"]]
+
+
+async def test_under_the_async_filter_tokens_are_unannotated_and_annotations_trail_past_the_stop(
+    async_filtered: httpx.AsyncClient,
+) -> None:
+    text = tokens_trigger(2 * ANNOTATION_INTERVAL + 3)
+    events = await stream(async_filtered, asking(text, stream_options={"include_usage": True}), "lagging")
+    assert "prompt_annotations" in events[0] and "prompt_filter_results" not in events[0]
+    content = [chunk for chunk in chunks_of(events) if chunk["choices"] and chunk["choices"][0]["delta"].get("content")]
+    assert content and all("content_filter_results" not in chunk["choices"][0] for chunk in content)
+    stop = next(
+        i for i, chunk in enumerate(chunks_of(events)) if chunk["choices"] and chunk["choices"][0]["finish_reason"]
+    )
+    stop = events.index(chunks_of(events)[stop])
+    trailing = [event for event in events[stop + 1 :] if event in annotations(events)]
+    assert len(annotations(events)) == 3 and len(trailing) == 2
+    assert all("delta" not in event["choices"][0] for event in annotations(events))
+    ends = [event["choices"][0]["content_filter_offsets"]["end_offset"] for event in annotations(events)]
+    assert ends == sorted(ends) and ends[-1] == len("".join(deltas(events)))
+    assert events[-1] == "[DONE]" and chunks_of(events)[-1]["usage"]
+
+
+async def test_under_the_async_filter_a_block_is_a_no_delta_content_filter_choice_then_done(
+    async_filtered: httpx.AsyncClient,
+) -> None:
+    events = await stream(
+        async_filtered, asking(f"{CONTENT_FILTER_OUTPUT} a b c d", stream_options={"include_usage": True}), "lagging"
+    )
+    block = events[-2]
+    assert block["id"] == "" and "delta" not in block["choices"][0]
+    assert block["choices"][0]["finish_reason"] == "content_filter"
+    assert block["choices"][0]["content_filter_results"]["violence"]["filtered"] is True
+    assert events[-1] == "[DONE]"
+    assert not any(c["choices"] and c["choices"][0].get("finish_reason") for c in chunks_of(events))
+    assert not any(chunk.get("usage") for chunk in chunks_of(events))
+
+
+async def test_the_answer_reports_the_service_tier_used(client: httpx.AsyncClient) -> None:
+    tiers = {}
+    for asked in ("auto", "default", "priority", "flex", None):
+        body = {"messages": [{"role": "user", "content": "hi"}], "service_tier": asked}
+        tiers[asked] = (await client.post(classic_path("gpt-4o", "2025-04-01-preview"), json=body)).json()[
+            "service_tier"
+        ]
+    assert tiers == {"auto": "default", "default": "default", "priority": "priority", "flex": "flex", None: "default"}
+    streamed = await stream(client, asking("hi", service_tier="priority"))
+    assert {chunk["service_tier"] for chunk in chunks_of(streamed)} == {"priority"}

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from serve_app.simulator import create_app
-from serve_app.simulator.testing import classic_path, in_process_client
+from serve_app.simulator import SimulatorConfig, create_app
+from serve_app.simulator.testing import V1_PATH, classic_path, in_process_client
 from serve_app.simulator.validation import CHAT_COMPLETION_PARAMETERS
 
 USER = {"role": "user", "content": "hi"}
@@ -46,6 +46,22 @@ def unsupported(name: str) -> dict[str, Any]:
     return error(f"Unsupported parameter: '{name}' is not supported with this model.", name, "unsupported_parameter")
 
 
+def default_only(name: str, value: str) -> dict[str, Any]:
+    return error(
+        f"Unsupported value: '{name}' does not support {value} with this model. "
+        "Only the default (1) value is supported.",
+        name,
+        "unsupported_value",
+    )
+
+
+def post(client: httpx.AsyncClient, deployment: str, api_version: str, body: dict[str, Any]) -> Any:
+    """The classic route at `api_version`, or the v1 route for "v1"."""
+    if api_version == "v1":
+        return client.post(V1_PATH, json={**body, "model": deployment})
+    return client.post(classic_path(deployment, api_version), json=body)
+
+
 def invalid_value(value: str, supported: str, param: str) -> dict[str, Any]:
     return error(f"Invalid value: '{value}'. Supported values are: {supported}.", param, "invalid_value")
 
@@ -75,8 +91,34 @@ REJECTED: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
     ("max_tokens on a reasoning model", "gpt-5-mini", OLD_VERSION, {"messages": [USER], "max_tokens": 10},
      error("Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
            "instead.", "max_tokens", "unsupported_parameter")),
-    ("temperature on a reasoning model", "gpt-5-mini", OLD_VERSION, {"messages": [USER], "temperature": 0.2},
+    ("temperature on an o-series model", "o3-mini", OLD_VERSION, {"messages": [USER], "temperature": 0.2},
      unsupported("temperature")),
+    ("temperature other than 1 on gpt-5", "gpt-5-mini", OLD_VERSION, {"messages": [USER], "temperature": 0.2},
+     default_only("temperature", "0.2")),
+    ("temperature other than 1 on o4-mini", "o4-mini", OLD_VERSION, {"messages": [USER], "temperature": 0.7},
+     default_only("temperature", "0.7")),
+    ("parallel_tool_calls on an o-series model", "o3-mini", MODERN_VERSION,
+     {"messages": [USER], "tools": [TOOL], "parallel_tool_calls": True}, unsupported("parallel_tool_calls")),
+    ("parallel_tool_calls on o4-mini", "o4-mini", MODERN_VERSION,
+     {"messages": [USER], "tools": [TOOL], "parallel_tool_calls": True}, unsupported("parallel_tool_calls")),
+    ("function tools with a reasoning effort on gpt-5.4", "gpt-5.4", "v1",
+     {"messages": [USER], "tools": [TOOL], "reasoning_effort": "low"},
+     error("Function tools with reasoning_effort are not supported for gpt-5.4 in /v1/chat/completions. "
+           "Please use /v1/responses instead.", "reasoning_effort")),
+    ("reasoning_effort before 2024-12-01-preview", "gpt-5-mini", OLD_VERSION,
+     {"messages": [USER], "reasoning_effort": "low"},
+     error("Unrecognized request argument supplied: reasoning_effort")),
+    ("stream_options before 2024-09-01-preview", "gpt-4o", "2024-08-01-preview",
+     {"messages": [USER], "stream": True, "stream_options": {"include_usage": True}},
+     error("Unrecognized request argument supplied: stream_options")),
+    ("verbosity before 2025-04-01-preview", "gpt-5-mini", MODERN_VERSION,
+     {"messages": [USER], "verbosity": "low"}, error("Unrecognized request argument supplied: verbosity")),
+    ("prompt_cache_key before 2025-04-01-preview", "gpt-4o", MODERN_VERSION,
+     {"messages": [USER], "prompt_cache_key": "k"}, error("Unrecognized request argument supplied: prompt_cache_key")),
+    ("an unknown argument on v1 has a code", "gpt-4o", "v1", {"messages": [USER], "colour": "red"},
+     error("Unrecognized request argument supplied: colour", None, "unrecognized_request_argument")),
+    ("an unknown service tier", "gpt-4o", "v1", {"messages": [USER], "service_tier": "turbo"},
+     invalid_value("turbo", "'auto', 'default', 'priority', and 'flex'", "service_tier")),
     ("top_p on a reasoning model", "o3-mini", OLD_VERSION, {"messages": [USER], "top_p": 0.5}, unsupported("top_p")),
     ("presence_penalty on a reasoning model", "gpt-5-mini", OLD_VERSION,
      {"messages": [USER], "presence_penalty": 1}, unsupported("presence_penalty")),
@@ -240,7 +282,7 @@ REJECTED: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
      {"messages": [USER], "response_format": {"type": "json_object"}},
      error("'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
            "messages")),
-    ("an unknown verbosity", "gpt-5-mini", MODERN_VERSION, {"messages": [USER], "verbosity": "loud"},
+    ("an unknown verbosity", "gpt-5-mini", "2025-04-01-preview", {"messages": [USER], "verbosity": "loud"},
      invalid_value("loud", "'low', 'medium', and 'high'", "verbosity")),
 ]  # fmt: skip
 
@@ -251,7 +293,7 @@ REJECTED: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
 async def test_azure_rejects_the_request_with_its_wording(
     client: httpx.AsyncClient, deployment: str, api_version: str, body: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    response = await client.post(classic_path(deployment, api_version), json=body)
+    response = await post(client, deployment, api_version, body)
     assert response.status_code == 400
     assert response.json() == {"error": expected}
 
@@ -279,6 +321,17 @@ ACCEPTED: list[tuple[str, str, str, dict[str, Any]]] = [
      {"messages": [USER], "tools": [TOOL], "tool_choice": "none"}),
     ("json_object when a message mentions JSON", "gpt-4o", OLD_VERSION,
      {"messages": [{"role": "system", "content": "Reply in JSON."}, USER], "response_format": {"type": "json_object"}}),
+    ("temperature 1 on gpt-5 and o4-mini", "gpt-5-mini", OLD_VERSION, {"messages": [USER], "temperature": 1}),
+    ("temperature 1 on o4-mini", "o4-mini", OLD_VERSION, {"messages": [USER], "temperature": 1}),
+    ("parallel_tool_calls on gpt-5", "gpt-5-mini", MODERN_VERSION,
+     {"messages": [USER], "tools": [TOOL], "parallel_tool_calls": True}),
+    ("function tools without a reasoning effort on gpt-5.4", "gpt-5.4", "v1", {"messages": [USER], "tools": [TOOL]}),
+    ("function tools with reasoning effort none on gpt-5.4", "gpt-5.4", "v1",
+     {"messages": [USER], "tools": [TOOL], "reasoning_effort": "none"}),
+    ("a reasoning effort without tools on gpt-5.4", "gpt-5.4", "v1", {"messages": [USER], "reasoning_effort": "high"}),
+    ("every service tier", "gpt-4o", "v1", {"messages": [USER], "service_tier": "flex"}),
+    ("verbosity and prompt_cache_key on v1", "gpt-5-mini", "v1",
+     {"messages": [USER], "verbosity": "low", "prompt_cache_key": "k"}),
     ("integers where numbers are expected", "gpt-4o", OLD_VERSION, {"messages": [USER], "temperature": 1, "top_p": 1}),
     ("every chat parameter with a sensible value", "gpt-4o", "2025-04-01-preview", {
         "messages": [USER], "model": "ignored", "frequency_penalty": 0.1, "logit_bias": {"50256": -100},
@@ -299,7 +352,7 @@ ACCEPTED: list[tuple[str, str, str, dict[str, Any]]] = [
 async def test_azure_accepts_the_request(
     client: httpx.AsyncClient, deployment: str, api_version: str, body: dict[str, Any]
 ) -> None:
-    response = await client.post(classic_path(deployment, api_version), json=body)
+    response = await post(client, deployment, api_version, body)
     assert response.status_code == 200, response.json()
 
 
@@ -310,4 +363,30 @@ def test_the_recognised_parameters_are_exactly_the_chat_completions_ones() -> No
         "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
         "functions", "function_call", "reasoning_effort", "data_sources", "store", "metadata", "modalities",
         "prediction", "audio", "prompt_cache_key", "safety_identifier", "verbosity", "user_security_context",
+        "service_tier",
     } == CHAT_COMPLETION_PARAMETERS  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, told",
+    [
+        ({}, "However, your messages resulted in 1208 tokens. Please reduce the length of the messages."),
+        (
+            {"max_completion_tokens": 500},
+            "However, you requested 1708 tokens (1208 in the messages, 500 in the completion). "
+            "Please reduce the length of the messages or completion.",
+        ),
+    ],
+    ids=["the prompt alone", "prompt and completion"],
+)
+async def test_a_request_longer_than_the_context_window_is_context_length_exceeded(
+    extra: dict[str, Any], told: str
+) -> None:
+    app = create_app(SimulatorConfig().patched({"deployments": {"small": {"model": "gpt-4o", "context_tokens": 1000}}}))
+    async with in_process_client(app) as client:
+        long = {"role": "user", "content": "word " * 1200}
+        response = await client.post(classic_path("small"), json={"messages": [long], **extra})
+        fits = await client.post(classic_path("small"), json={"messages": [USER], **extra})
+    assert response.status_code == 400 and fits.status_code == 200
+    message = f"This model's maximum context length is 1000 tokens. {told}"
+    assert response.json() == {"error": error(message, "messages", "context_length_exceeded")}

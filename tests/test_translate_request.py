@@ -212,10 +212,11 @@ SETTING_CASES = {
     ),
     "text format sends nothing": ({"text": {"format": {"type": "text"}}}, {}),
     "verbosity keeps its name": ({"text": {"verbosity": "low"}}, {"verbosity": "low"}),
-    "store, metadata, empty include and auto service tier need no upstream action": (
-        {"store": True, "metadata": {"run": "7"}, "include": [], "service_tier": "auto", "truncation": "disabled"},
+    "store, metadata and empty include need no upstream action": (
+        {"store": True, "metadata": {"run": "7"}, "include": [], "truncation": "disabled"},
         {},
     ),
+    "every service tier goes to Azure": ({"service_tier": "flex"}, {"service_tier": "flex"}),
     "the request's model is ignored": ({"model": "gpt-4o-mini"}, {}),
     "a direct caller is the plain case": (
         {
@@ -291,7 +292,6 @@ REFUSED = {
     "stored prompt": ({"prompt": {"id": "pmpt_1"}}, "prompt"),
     "max_tool_calls": ({"max_tool_calls": 2}, "max_tool_calls"),
     "truncation auto": ({"truncation": "auto"}, "truncation"),
-    "a service tier Azure chat cannot give": ({"service_tier": "flex"}, "service_tier"),
     "an include we cannot produce": ({"include": ["file_search_call.results"]}, "include[0]"),
     "reasoning summaries": ({"reasoning": {"effort": "low", "summary": "auto"}}, "reasoning.summary"),
     "web_search tool": ({"tools": [{"type": "web_search"}]}, "tools[0]"),

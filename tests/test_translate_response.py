@@ -237,3 +237,13 @@ def test_a_completion_without_choices_is_an_upstream_error() -> None:
     with pytest.raises(UpstreamError) as info:
         respond({"choices": [], "usage": None})
     assert info.value.status == 502
+
+
+def test_the_service_tier_is_the_one_azure_reports() -> None:
+    req = parse(ResponsesRequest, {"input": "hi", "service_tier": "auto"})
+    answered = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "service_tier": "priority"}
+    response = to_response(answered, req, model="m", response_id="r", created_at=1, completed_at=2)
+    assert response["service_tier"] == "priority"
+    unreported = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}
+    response = to_response(unreported, req, model="m", response_id="r", created_at=1, completed_at=2)
+    assert response["service_tier"] == "auto"

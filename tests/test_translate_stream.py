@@ -248,3 +248,8 @@ def test_chat_stream_forwards_usage_only_when_asked() -> None:
     usage_chunk = azure_chunks(content="a")[-1]
     assert stream_chunk(usage_chunk, "dep", include_usage=False) is None
     assert stream_chunk(usage_chunk, "dep", include_usage=True)["usage"] == USAGE
+
+
+def test_a_streamed_response_reports_the_service_tier_azure_used() -> None:
+    chunks = [{**chunk, "service_tier": "flex"} for chunk in azure_chunks(content="a")]
+    assert run(chunks)[-1]["response"]["service_tier"] == "flex"

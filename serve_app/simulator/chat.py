@@ -22,13 +22,14 @@ from starlette.types import Receive, Scope, Send
 from . import errors
 from .answers import Answer, generate, last_user_text, prompt_tokens
 from .config import DeploymentSpec, SimulatorConfig
+from .entra import token_is_valid
 from .errors import ErrorReply
 from .exchange import ClientGone, Exchange, Headers
 from .payloads import Interruption, ResponseMeta, completion_body, stream_plan
 from .ratelimit import Admission, charged_tokens
 from .state import SimulatorState
 from .triggers import Triggers, UnknownTrigger, parse_triggers
-from .validation import InvalidRequest, validate_chat_request
+from .validation import InvalidRequest, check_context_length, validate_chat_request
 
 _JSON = b"application/json"
 _EVENT_STREAM = b"text/event-stream; charset=utf-8"
@@ -57,7 +58,7 @@ class ChatCompletionsEndpoint:
             api_version = QueryParams(scope["query_string"]).get("api-version")
             if api_version not in call.config.api_version_set:
                 return await call.fail(errors.resource_not_found())
-        denial = _authorize(RequestHeaders(scope=scope), call.config.api_keys)
+        denial = _authorize(RequestHeaders(scope=scope), call.config)
         if denial is not None:
             return await call.fail(denial)
         stats = self._state.stats
@@ -85,7 +86,8 @@ class ChatCompletionsEndpoint:
         fault = state.faults.take()
         if fault is not None:
             state.stats.faults_injected += 1
-            return await call.fail(errors.status_reply(fault.status, api_version, fault.retry_after_s))
+            reply = errors.status_reply(fault.status, api_version, fault.retry_after_s, config.retry_after_headers)
+            return await call.fail(reply)
         try:
             body = json.loads(await call.exchange.read_body())
         except ValueError:
@@ -103,7 +105,8 @@ class ChatCompletionsEndpoint:
         state.stats.by_deployment[deployment] += 1
         state.recent_requests.append({"deployment": deployment, "api_version": api_version, "body": body})
         try:
-            validate_chat_request(body, reasoning=spec.reasoning, api_version=api_version)
+            validate_chat_request(body, rules=spec.rules, api_version=api_version)
+            check_context_length(body, prompt_tokens(body), spec.context_tokens)
             triggers = parse_triggers(last_user_text(body["messages"]))
         except InvalidRequest as problem:
             return await call.fail(errors.invalid_request(problem.message, problem.param, problem.code))
@@ -114,7 +117,7 @@ class ChatCompletionsEndpoint:
             admission = state.limiter.admit(deployment, charge)
             if not admission.allowed:
                 state.stats.rate_limited += 1
-                return await call.fail(_quota_exceeded(admission, api_version))
+                return await call.fail(_quota_exceeded(admission, api_version, config.retry_after_headers))
             call.admission = admission
         await self._answer(call, body, spec, triggers, api_version)
 
@@ -130,7 +133,8 @@ class ChatCompletionsEndpoint:
         if triggers.content_filter_prompt:
             return await call.fail(errors.prompt_filtered())
         if triggers.status is not None and self._state.status_tally.should_fail(triggers.status, body["messages"]):
-            return await call.fail(errors.status_reply(triggers.status.status, api_version))
+            reply = errors.status_reply(triggers.status.status, api_version, None, call.config.retry_after_headers)
+            return await call.fail(reply)
         answer = generate(body, reasoning=spec.reasoning, triggers=triggers)
         stats = self._state.stats
         stats.prompt_tokens += answer.usage.prompt_tokens
@@ -140,11 +144,13 @@ class ChatCompletionsEndpoint:
             created=int(time.time()),
             model=spec.model,
             system_fingerprint=_fingerprint(spec.model),
+            service_tier=_tier_used(body.get("service_tier")),
         )
         top_logprobs = (body.get("top_logprobs") or 0) if body.get("logprobs") else None
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            await self._stream(call, answer, meta, include_usage, top_logprobs, _interruption(triggers))
+            interruption = _interruption(triggers)
+            await self._stream(call, answer, meta, include_usage, top_logprobs, interruption, spec.async_filter)
             return
         payload = json.dumps(completion_body(answer, meta, top_logprobs=top_logprobs)).encode()
         headers = call.headers(_JSON, length=len(payload))
@@ -163,9 +169,15 @@ class ChatCompletionsEndpoint:
         include_usage: bool,
         top_logprobs: int | None,
         interruption: Interruption | None,
+        async_filter: bool,
     ) -> None:
         plan = stream_plan(
-            answer, meta, include_usage=include_usage, top_logprobs=top_logprobs, interruption=interruption
+            answer,
+            meta,
+            include_usage=include_usage,
+            top_logprobs=top_logprobs,
+            interruption=interruption,
+            async_filter=async_filter,
         )
         exchange, stats, pace = call.exchange, self._state.stats, call.config.inter_token_s
         exchange.watch()
@@ -224,20 +236,23 @@ class _Call:
         await self.exchange.respond(reply.status, payload, headers)
 
 
-def _authorize(headers: RequestHeaders, keys: tuple[str, ...]) -> ErrorReply | None:
+def _authorize(headers: RequestHeaders, config: SimulatorConfig) -> ErrorReply | None:
     key = headers.get("api-key")
     if key is not None:
-        return None if key in keys else errors.access_denied()
+        return None if key in config.api_keys else errors.access_denied()
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return errors.access_denied()
-    if token in keys:
+    if token in config.api_keys:
         return None
-    # A JWT-shaped bearer is an Entra token, which the gateway rejects with its own body.
-    return errors.token_rejected() if token.count(".") == 2 else errors.access_denied()
+    if token.count(".") != 2:
+        return errors.access_denied()
+    # A JWT-shaped bearer is an Entra token, which the gateway checks, and rejects with its own body.
+    signing_key = config.entra_signing_key
+    return None if signing_key is not None and token_is_valid(token, signing_key) else errors.token_rejected()
 
 
-def _quota_exceeded(admission: Admission, api_version: str | None) -> ErrorReply:
+def _quota_exceeded(admission: Admission, api_version: str | None, retry_after_headers: bool) -> ErrorReply:
     assert admission.exceeded is not None
     return errors.rate_limited(
         api_version,
@@ -245,7 +260,13 @@ def _quota_exceeded(admission: Admission, api_version: str | None) -> ErrorReply
         exceeded=admission.exceeded,
         remaining_requests=admission.remaining_requests,
         remaining_tokens=admission.remaining_tokens,
+        retry_after_headers=retry_after_headers,
     )
+
+
+def _tier_used(asked: Any) -> str:
+    # `auto` runs on the standard tier unless the resource has priority processing set to be used by default.
+    return "default" if asked in (None, "auto") else str(asked)
 
 
 def _interruption(triggers: Triggers) -> Interruption | None:

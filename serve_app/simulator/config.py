@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .validation import ModelRules, rules_for
+
 # Real GA and preview data-plane versions of the classic route; any other value gets Azure's 404.
 DEFAULT_API_VERSIONS: tuple[str, ...] = (
     "2022-12-01",
@@ -52,13 +54,28 @@ class DeploymentSpec(BaseModel):
     """One Azure deployment: the model version it serves and whether reasoning-model rules apply.
 
     A bare string is accepted as the model version; `reasoning` defaults to a guess from that name so a
-    YAML file can say `deployments: {my-o3: o3-mini-2025-01-31}`.
+    YAML file can say `deployments: {my-o3: o3-mini-2025-01-31}`. Which parameters the deployment refuses,
+    and how, follows from the model (`validation.rules_for`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(min_length=1)
     reasoning: bool
+    context_tokens: int = Field(
+        default=128_000, ge=1, description="The model's context window: longer requests get context_length_exceeded."
+    )
+    async_filter: bool = Field(
+        default=False,
+        description=(
+            "Azure's asynchronous content filter: tokens stream unannotated, annotations trail (even past the stop"
+            " chunk), and a block ends the stream with a no-delta content_filter choice."
+        ),
+    )
+
+    @property
+    def rules(self) -> ModelRules:
+        return rules_for(self.model, self.reasoning)
 
     @model_validator(mode="before")
     @classmethod
@@ -76,7 +93,9 @@ def _default_deployments() -> dict[str, DeploymentSpec]:
         "gpt-4o-mini": DeploymentSpec(model="gpt-4o-mini-2024-07-18", reasoning=False),
         "gpt-4.1": DeploymentSpec(model="gpt-4.1-2025-04-14", reasoning=False),
         "gpt-5-mini": DeploymentSpec(model=DEFAULT_REASONING_MODEL, reasoning=True),
+        "gpt-5.4": DeploymentSpec(model="gpt-5.4", reasoning=True),
         "o3-mini": DeploymentSpec(model="o3-mini-2025-01-31", reasoning=True),
+        "o4-mini": DeploymentSpec(model="o4-mini-2025-04-16", reasoning=True),
     }
 
 
@@ -86,6 +105,10 @@ class SimulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     api_keys: tuple[str, ...] = ("sim-key",)
+    entra_signing_key: str | None = Field(
+        default=None,
+        description="Accept Entra ID bearer tokens signed with this key (see simulator.entra); None: refuse all.",
+    )
     api_versions: tuple[str, ...] = DEFAULT_API_VERSIONS
     deployments: dict[str, DeploymentSpec] = Field(default_factory=_default_deployments)
     latency_s: float = Field(default=0.0, ge=0, description="Delay before a non-streaming answer.")
@@ -98,6 +121,13 @@ class SimulatorConfig(BaseModel):
     )
     rate_limit_default_max_tokens: int = Field(
         default=1000, ge=1, description="Completion tokens charged to the TPM quota when a request names no maximum."
+    )
+    retry_after_headers: bool = Field(
+        default=True,
+        description=(
+            "False: 429s say when to retry only in x-ratelimit-reset-requests/-tokens and their message, as Azure's"
+            " sometimes do."
+        ),
     )
     region: str = "swedencentral"
     recorded_requests: int = Field(default=100, ge=0, description="How many recent request bodies /sim/requests keeps.")

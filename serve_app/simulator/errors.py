@@ -101,6 +101,22 @@ def retry_headers(retry_after_s: float) -> dict[str, str]:
     }
 
 
+def duration(seconds: float) -> str:
+    """Azure's spelling of a reset time: `250ms`, `6s`, `1m30s`."""
+    if seconds < 1:
+        return f"{max(1, math.ceil(seconds * 1000))}ms"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+def reset_headers(retry_after_s: float) -> dict[str, str]:
+    """What some 429s carry instead of retry-after: when each quota window starts again."""
+    return {
+        "x-ratelimit-reset-requests": duration(retry_after_s),
+        "x-ratelimit-reset-tokens": duration(retry_after_s),
+    }
+
+
 def remaining_headers(requests: int | None, tokens: int | None) -> dict[str, str]:
     """Quota headers; an unlimited quota has none."""
     headers = {}
@@ -118,6 +134,7 @@ def rate_limited(
     exceeded: Literal["token", "call"],
     remaining_requests: int | None = 0,
     remaining_tokens: int | None = 0,
+    retry_after_headers: bool = True,
 ) -> ErrorReply:
     message = (
         f"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {api_version or 'v1'} "
@@ -125,7 +142,8 @@ def rate_limited(
         f"{max(1, math.ceil(retry_after_s))} seconds. Please contact Azure support service if you would like to "
         "further increase the default rate limit."
     )
-    headers = {**retry_headers(retry_after_s), **remaining_headers(remaining_requests, remaining_tokens)}
+    when = retry_headers(retry_after_s) if retry_after_headers else reset_headers(retry_after_s)
+    headers = {**when, **remaining_headers(remaining_requests, remaining_tokens)}
     return ErrorReply(429, {"error": {"code": "429", "message": message}}, headers)
 
 
@@ -137,10 +155,13 @@ _AZURE_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def status_reply(status: int, api_version: str | None, retry_after_s: float | None = None) -> ErrorReply:
+def status_reply(
+    status: int, api_version: str | None, retry_after_s: float | None = None, retry_after_headers: bool = True
+) -> ErrorReply:
     """What Azure sends for `status`, for injected faults; a 429 always says when to retry."""
     if status == 429:
-        return rate_limited(api_version, retry_after_s or DEFAULT_RETRY_AFTER_S, exceeded="call")
+        wait = retry_after_s or DEFAULT_RETRY_AFTER_S
+        return rate_limited(api_version, wait, exceeded="call", retry_after_headers=retry_after_headers)
     if status == 400:
         reply = invalid_request("The request was rejected by the simulator as instructed.")
     elif status == 401:

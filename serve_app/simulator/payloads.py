@@ -5,6 +5,10 @@ object), a role chunk with empty content, one chunk per token, periodic content-
 whose choice has no `delta`, tool calls whose id and name come once before argument fragments, a final
 chunk with an empty delta, then an optional usage chunk with `choices: []`, except after a content-filter
 stop, which goes straight to `[DONE]`.
+
+Under the asynchronous filter the first frame says `prompt_annotations`, tokens come unannotated and the
+annotation frames trail them by one block, the last ones after the stop chunk; a blocked answer ends with
+a no-delta choice whose `finish_reason` is `content_filter`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class ResponseMeta:
     created: int
     model: str
     system_fingerprint: str
+    service_tier: str = "default"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ def completion_body(answer: Answer, meta: ResponseMeta, *, top_logprobs: int | N
         "created": meta.created,
         "model": meta.model,
         "system_fingerprint": meta.system_fingerprint,
+        "service_tier": meta.service_tier,
         "choices": [
             {
                 "index": index,
@@ -99,12 +105,14 @@ def stream_plan(
     include_usage: bool,
     top_logprobs: int | None,
     interruption: Interruption | None = None,
+    async_filter: bool = False,
 ) -> StreamPlan:
     chunks = _Chunks(meta, include_usage)
     opening = {"choices": [], "created": 0, "id": "", "model": "", "object": ""}
-    frames = [_sse({**opening, "prompt_filter_results": PROMPT_FILTER_RESULTS})]
+    prompt_key = "prompt_annotations" if async_filter else "prompt_filter_results"
+    frames = [_sse({**opening, prompt_key: PROMPT_FILTER_RESULTS})]
     for index, choice in enumerate(answer.choices):
-        frames.extend(_choice_frames(chunks, index, choice, top_logprobs))
+        frames.extend(_choice_frames(chunks, index, choice, top_logprobs, async_filter))
     if include_usage and not any(choice.filtered for choice in answer.choices):
         frames.append(chunks.frame([], usage=usage_body(answer.usage)))
     frames.append(Frame(DONE_FRAME))
@@ -135,6 +143,7 @@ class _Chunks:
             "created": self._meta.created,
             "model": self._meta.model,
             "system_fingerprint": self._meta.system_fingerprint,
+            "service_tier": self._meta.service_tier,
             "choices": choices,
         }
         if self._include_usage:
@@ -149,19 +158,18 @@ class _Chunks:
         paced: bool = True,
         finish_reason: str | None = None,
         logprobs: dict[str, Any] | None = None,
-        filter_results: dict[str, Any] = CHOICE_RESULTS,
+        filter_results: dict[str, Any] | None = CHOICE_RESULTS,
     ) -> Frame:
-        choice = {
-            "index": index,
-            "delta": delta,
-            "finish_reason": finish_reason,
-            "logprobs": logprobs,
-            "content_filter_results": filter_results,
-        }
+        """A delta chunk; `filter_results` None leaves the annotation out (the asynchronous filter sends it later)."""
+        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
+        if filter_results is not None:
+            choice["content_filter_results"] = filter_results
         return self.frame([choice], paced=paced)
 
 
-def _choice_frames(chunks: _Chunks, index: int, choice: Choice, top_logprobs: int | None) -> list[Frame]:
+def _choice_frames(
+    chunks: _Chunks, index: int, choice: Choice, top_logprobs: int | None, async_filter: bool = False
+) -> list[Frame]:
     role = {
         "role": "assistant",
         "content": None if choice.content is None else "",
@@ -169,25 +177,41 @@ def _choice_frames(chunks: _Chunks, index: int, choice: Choice, top_logprobs: in
     }
     frames = [chunks.delta(index, role, paced=False, filter_results={})]
     text_field = "content" if choice.refusal is None else "refusal"
-    annotated_to = 0
+    token_results = None if async_filter else CHOICE_RESULTS
+    blocks: list[tuple[int, int]] = []  # (start, end) offsets of each annotated block of text
+    pending: list[Frame] = []  # annotations the asynchronous filter has not sent yet
     written = 0
     for position, token in enumerate(choice.text_tokens):
         logprobs = None
         if top_logprobs is not None:
             entries = [_logprob_entry(token, position, top_logprobs)]
             logprobs = {"content": None, "refusal": None, text_field: entries}
-        frames.append(chunks.delta(index, {text_field: token}, logprobs=logprobs))
+        frames.append(chunks.delta(index, {text_field: token}, logprobs=logprobs, filter_results=token_results))
         written += len(token)
         if (position + 1) % ANNOTATION_INTERVAL == 0:
-            frames.append(_annotation(index, annotated_to, written))
-            annotated_to = written
+            start = blocks[-1][1] if blocks else 0
+            blocks.append((start, written))
+            if async_filter:
+                # One block behind: this block's verdict comes after the next block's tokens.
+                frames.extend(pending)
+                pending = [_annotation(index, start, written)]
+            else:
+                frames.append(_annotation(index, start, written))
     for call_index, call in enumerate(choice.tool_calls):
         function = {"name": call.name, "arguments": ""}
         opening = {"index": call_index, "id": call.id, "type": "function", "function": function}
-        frames.append(chunks.delta(index, {"tool_calls": [opening]}))
+        frames.append(chunks.delta(index, {"tool_calls": [opening]}, filter_results=token_results))
         for fragment in tokenize(call.arguments):
             fragment_delta = {"index": call_index, "function": {"arguments": fragment}}
-            frames.append(chunks.delta(index, {"tool_calls": [fragment_delta]}))
+            frames.append(chunks.delta(index, {"tool_calls": [fragment_delta]}, filter_results=token_results))
+    if async_filter:
+        start = blocks[-1][1] if blocks else 0
+        if choice.filtered:
+            # The filter blocks what it has seen: no stop chunk, its verdict instead, then [DONE].
+            return [*frames, *pending, _annotation(index, start, written, blocked=True)]
+        closing = chunks.delta(index, {}, paced=False, finish_reason=choice.finish_reason, filter_results=None)
+        tail = [_annotation(index, start, written)] if written > start else []
+        return [*frames, closing, *pending, *tail]
     closing_filter = FILTERED_CHOICE_RESULTS if choice.filtered else {}
     frames.append(
         chunks.delta(index, {}, paced=False, finish_reason=choice.finish_reason, filter_results=closing_filter)
@@ -195,11 +219,11 @@ def _choice_frames(chunks: _Chunks, index: int, choice: Choice, top_logprobs: in
     return frames
 
 
-def _annotation(index: int, start: int, end: int) -> Frame:
+def _annotation(index: int, start: int, end: int, *, blocked: bool = False) -> Frame:
     choice = {
         "index": index,
-        "finish_reason": None,
-        "content_filter_results": CHOICE_RESULTS,
+        "finish_reason": "content_filter" if blocked else None,
+        "content_filter_results": FILTERED_CHOICE_RESULTS if blocked else CHOICE_RESULTS,
         "content_filter_offsets": {"check_offset": start, "start_offset": start, "end_offset": end},
     }
     return _sse({"choices": [choice], "created": 0, "id": "", "model": "", "object": ""})

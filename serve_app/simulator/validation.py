@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -54,6 +55,7 @@ _PARAMETER_TYPES: dict[str, tuple[str, ...]] = {
     "safety_identifier": ("string",),
     "verbosity": ("string",),
     "user_security_context": ("object",),
+    "service_tier": ("string",),
 }
 CHAT_COMPLETION_PARAMETERS = frozenset(_PARAMETER_TYPES)
 
@@ -68,8 +70,57 @@ REASONING_UNSUPPORTED_PARAMETERS = (
     "logit_bias",
 )
 
-# reasoning_effort and the developer role arrived with this data-plane version; v1 has them too.
-REASONING_FEATURES_SINCE = "2024-12-01"
+# The first dated data-plane version that knows each parameter; the v1 route knows them all. Older
+# versions answer "Unrecognized request argument supplied".
+PARAMETERS_SINCE = {
+    "stream_options": "2024-09-01",
+    "reasoning_effort": "2024-12-01",
+    "verbosity": "2025-04-01",
+    "prompt_cache_key": "2025-04-01",
+}
+# The developer role arrived with reasoning_effort.
+REASONING_FEATURES_SINCE = PARAMETERS_SINCE["reasoning_effort"]
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """How Azure treats parameters for one model, as it answers for it.
+
+    `unsupported`: refused outright (`unsupported_parameter`); `default_only`: only the default, 1, is
+    accepted (`unsupported_value`); `tools_with_effort`: function tools and a reasoning effort together."""
+
+    model: str
+    reasoning: bool
+    unsupported: frozenset[str]
+    default_only: frozenset[str] = frozenset()
+    tools_with_effort: bool = True
+
+
+_O_SERIES = ("o1", "o3", "o4")
+_GPT5_MINOR = re.compile(r"gpt-5\.(\d+)")
+
+
+def rules_for(model: str, reasoning: bool) -> ModelRules:
+    """o-series refuse the sampling parameters and parallel_tool_calls (o4-mini takes temperature 1);
+    gpt-5 takes temperature 1 only, and from gpt-5.4 on refuses function tools beside a reasoning effort."""
+    if not reasoning:
+        return ModelRules(model, False, frozenset({"reasoning_effort"}))
+    sampling = frozenset(REASONING_UNSUPPORTED_PARAMETERS)
+    if model.startswith(_O_SERIES):
+        if model.startswith("o4-mini"):
+            return ModelRules(
+                model, True, sampling - {"temperature"} | {"parallel_tool_calls"}, frozenset({"temperature"})
+            )
+        return ModelRules(model, True, sampling | {"parallel_tool_calls"})
+    minor = _GPT5_MINOR.match(model)
+    return ModelRules(
+        model,
+        True,
+        sampling - {"temperature"},
+        frozenset({"temperature"}),
+        tools_with_effort=not (minor is not None and int(minor.group(1)) >= 4),
+    )
+
 
 _RANGES: dict[str, tuple[float, float | None]] = {
     "temperature": (0, 2),
@@ -84,6 +135,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
 _ENUMS: dict[str, tuple[str, ...]] = {
     "reasoning_effort": ("none", "minimal", "low", "medium", "high"),
     "verbosity": ("low", "medium", "high"),
+    "service_tier": ("auto", "default", "priority", "flex"),
 }
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _ROLES_BEFORE_DEVELOPER = _ROLES[:-1]
@@ -116,17 +168,19 @@ _EXPECTED = {
 _GOT = {**_EXPECTED, "number": "a decimal", "null": "null"}
 
 
-def supports_reasoning_features(api_version: str | None) -> bool:
-    """Whether `api_version` (None meaning the v1 route) knows reasoning_effort and the developer role."""
-    return api_version is None or api_version[:10] >= REASONING_FEATURES_SINCE
+def knows(api_version: str | None, since: str) -> bool:
+    """Whether `api_version` (None meaning the v1 route) is `since` or later."""
+    return api_version is None or api_version[:10] >= since
 
 
-def validate_chat_request(body: Mapping[str, Any], *, reasoning: bool, api_version: str | None) -> None:
+def validate_chat_request(body: Mapping[str, Any], *, rules: ModelRules, api_version: str | None) -> None:
     """Raise InvalidRequest for the first problem Azure would report about `body`."""
-    modern = supports_reasoning_features(api_version)
+    modern = knows(api_version, REASONING_FEATURES_SINCE)
     for name in body:
-        if name not in _PARAMETER_TYPES or (name == "reasoning_effort" and not modern):
-            raise InvalidRequest(f"Unrecognized request argument supplied: {name}")
+        if name not in _PARAMETER_TYPES or not knows(api_version, PARAMETERS_SINCE.get(name, "")):
+            # The v1 route names a code; the dated versions leave it null.
+            code = "unrecognized_request_argument" if api_version is None else None
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", None, code)
     params = {name: value for name, value in body.items() if value is not None}
     if "messages" not in params:
         raise _missing("messages")
@@ -138,13 +192,32 @@ def validate_chat_request(body: Mapping[str, Any], *, reasoning: bool, api_versi
     for name, allowed in _ENUMS.items():
         if name in params:
             _check_enum(params[name], allowed, name)
-    _check_deployment_rules(params, reasoning)
+    _check_deployment_rules(params, rules)
     _check_stream_options(params)
     _check_logprobs(params)
     _check_stop(params)
     _check_tools(params)
     _check_messages(params["messages"], _ROLES if modern else _ROLES_BEFORE_DEVELOPER)
     _check_response_format(params)
+
+
+def check_context_length(body: Mapping[str, Any], prompt_tokens: int, context_tokens: int) -> None:
+    """Azure's answer when the prompt, plus the completion asked for, does not fit the model's context."""
+    completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    if prompt_tokens + completion <= context_tokens:
+        return
+    if completion:
+        asked = (
+            f"you requested {prompt_tokens + completion} tokens ({prompt_tokens} in the messages, "
+            f"{completion} in the completion). Please reduce the length of the messages or completion."
+        )
+    else:
+        asked = f"your messages resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+    raise InvalidRequest(
+        f"This model's maximum context length is {context_tokens} tokens. However, {asked}",
+        "messages",
+        "context_length_exceeded",
+    )
 
 
 def _kind(value: Any) -> str:
@@ -227,22 +300,32 @@ def _empty_array(param: str, reported_param: str) -> InvalidRequest:
     )
 
 
-def _check_deployment_rules(params: Mapping[str, Any], reasoning: bool) -> None:
-    if reasoning:
-        for name in REASONING_UNSUPPORTED_PARAMETERS:
-            if name in params:
-                hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
-                raise InvalidRequest(
-                    f"Unsupported parameter: '{name}' is not supported with this model.{hint}",
-                    name,
-                    "unsupported_parameter",
-                )
-    elif "reasoning_effort" in params:
+def _check_deployment_rules(params: Mapping[str, Any], rules: ModelRules) -> None:
+    for name in sorted(rules.unsupported & params.keys()):
+        hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
         raise InvalidRequest(
-            "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
-            "reasoning_effort",
-            "unsupported_parameter",
+            f"Unsupported parameter: '{name}' is not supported with this model.{hint}", name, "unsupported_parameter"
         )
+    for name in sorted(rules.default_only & params.keys()):
+        if params[name] != 1:
+            raise InvalidRequest(
+                f"Unsupported value: '{name}' does not support {params[name]} with this model. "
+                "Only the default (1) value is supported.",
+                name,
+                "unsupported_value",
+            )
+    effort = params.get("reasoning_effort")
+    if not rules.tools_with_effort and params.get("tools") and effort not in (None, "none"):
+        raise InvalidRequest(
+            f"Function tools with reasoning_effort are not supported for {_family(rules.model)} in "
+            "/v1/chat/completions. Please use /v1/responses instead.",
+            "reasoning_effort",
+        )
+
+
+def _family(model: str) -> str:
+    """`gpt-5.4-2026-03-05` -> `gpt-5.4`: Azure names the model, not its version, in this message."""
+    return re.sub(r"-\d{4}-\d{2}-\d{2}$", "", model)
 
 
 def _check_stream_options(params: Mapping[str, Any]) -> None:

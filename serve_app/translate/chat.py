@@ -4,7 +4,10 @@ The body goes to Azure as sent, except `model`, which is always the configured d
 Azure's answer comes back as Azure sent it, with `model` set to the deployment name (Azure
 reports a model version there). In a stream, frames that OpenAI clients do not expect are
 dropped: Azure's first frame (empty `choices`, empty `id`, only `prompt_filter_results`) and
-choices that carry only `content_filter_results` and no `delta`. The usage chunk, which we
+choices that carry only `content_filter_results` and no `delta`, wherever they come (the
+asynchronous filter sends them late, even after the stop chunk). A no-delta choice that
+finishes (the asynchronous filter's block, `finish_reason: "content_filter"`) is forwarded with
+an empty `delta`, so the client learns that its output was cut. The usage chunk, which we
 always ask Azure for, is forwarded only when the client asked for it.
 """
 
@@ -39,11 +42,16 @@ def from_upstream(completion: dict[str, Any], deployment: str) -> dict[str, Any]
 
 def stream_chunk(chunk: dict[str, Any], deployment: str, include_usage: bool) -> dict[str, Any] | None:
     """The chunk to forward to the client, or None to drop it."""
-    choices = [choice for choice in chunk.get("choices") or () if "delta" in choice]
+    choices = [
+        choice if "delta" in choice else {**choice, "delta": {}}
+        for choice in chunk.get("choices") or ()
+        if "delta" in choice or choice.get("finish_reason")
+    ]
     has_usage = bool(chunk.get("usage"))
     if not choices and not (has_usage and include_usage):
         return None
-    forwarded = {**chunk, "choices": choices, "model": deployment}
+    # The filter's own frames have empty `id` and `object`; clients expect a chunk's `object`.
+    forwarded = {**chunk, "choices": choices, "model": deployment, "object": "chat.completion.chunk"}
     if not include_usage:
         forwarded.pop("usage", None)
     return forwarded

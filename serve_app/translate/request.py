@@ -10,7 +10,8 @@ Rules that are not obvious from the two specs:
 - `reasoning` items are replayed by agents every turn but have no Chat Completions equivalent
   (Azure's reasoning state is not addressable); they are left out of the upstream body.
 - A field we cannot honour is refused with a 400 naming it; fields that need no upstream action
-  (`store`, `metadata`, `service_tier: auto|default`) are accepted and only echoed.
+  (`store`, `metadata`) are accepted and only echoed. `service_tier` goes to Azure as it is
+  (`auto|default|priority|flex`), and the answer reports the tier Azure used.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from ..schemas import (
 # `include` values we can honour: logprobs map to `logprobs: true`; encrypted reasoning is
 # vacuously honoured because Azure chat returns no reasoning items to include it in.
 SUPPORTED_INCLUDES = {"message.output_text.logprobs", "reasoning.encrypted_content"}
-NO_OP_SERVICE_TIERS = {None, "auto", "default"}
 
 # Fields refused whenever they are set, and why.
 _REFUSED_FIELDS = {
@@ -58,6 +58,21 @@ _REFUSED_FIELDS = {
     "image": "image context compression is not available on Azure Chat Completions",
     "moderation": "Azure applies its own content filters; OpenAI moderation policies cannot be set",
 }
+
+
+# The Responses field behind each Chat Completions parameter whose name differs, for naming it in errors.
+_RESPONSES_FIELDS = {
+    "reasoning_effort": "reasoning.effort",
+    "max_completion_tokens": "max_output_tokens",
+    "verbosity": "text.verbosity",
+    "response_format": "text.format",
+    "messages": "input",
+}
+
+
+def responses_field(chat_param: str) -> str:
+    """The Responses request field that became Chat Completions parameter `chat_param`."""
+    return _RESPONSES_FIELDS.get(chat_param, chat_param)
 
 
 def to_chat_request(req: ResponsesRequest) -> dict[str, Any]:
@@ -83,7 +98,7 @@ def to_chat_request(req: ResponsesRequest) -> dict[str, Any]:
     if req.max_output_tokens is not None:
         # `max_tokens` is rejected by reasoning deployments; `max_completion_tokens` works on all.
         body["max_completion_tokens"] = req.max_output_tokens
-    for name in ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key"):
+    for name in ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key", "service_tier"):
         value = getattr(req, name)
         if value is not None:
             body[name] = value
@@ -115,8 +130,6 @@ def _refuse_unsupported(req: ResponsesRequest) -> None:
         _refuse_if_set(name, getattr(req, name), reason)
     if req.truncation == "auto":
         raise UnsupportedField("truncation", "Azure Chat Completions does not truncate conversations; use 'disabled'")
-    if req.service_tier not in NO_OP_SERVICE_TIERS:
-        raise UnsupportedField("service_tier", "only 'auto' and 'default' are available through Azure Chat Completions")
     for i, value in enumerate(req.include or ()):
         if value not in SUPPORTED_INCLUDES:
             raise UnsupportedField(f"include[{i}]", f"{value!r} cannot be produced from Azure Chat Completions")

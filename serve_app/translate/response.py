@@ -112,7 +112,14 @@ def to_response(
     mark_incomplete(output, status)
     response = response_envelope(req, model=model, response_id=response_id, created_at=created_at)
     finish(response, status, incomplete, output, usage(completion.get("usage")), completed_at)
+    report_service_tier(response, completion.get("service_tier"))
     return response
+
+
+def report_service_tier(response: dict[str, Any], used: Any) -> None:
+    """The tier Azure says it used, in place of the one asked for (`auto` resolves to a real tier)."""
+    if isinstance(used, str) and used:
+        response["service_tier"] = used
 
 
 def finish(

@@ -27,6 +27,7 @@ from .response import (
     mark_incomplete,
     message_item,
     new_id,
+    report_service_tier,
     response_envelope,
     usage,
 )
@@ -71,6 +72,7 @@ class ResponseEventStream:
         self._calls: dict[int, _Call] = {}
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._service_tier: Any = None
         self._closed: list[dict[str, Any]] | None = None  # final output items, once closed
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -88,6 +90,8 @@ class ResponseEventStream:
         events: list[dict[str, Any]] = []
         if chunk.get("usage"):
             self._usage = chunk["usage"]
+        if chunk.get("service_tier"):
+            self._service_tier = chunk["service_tier"]
         for choice in chunk.get("choices") or ():
             # Azure sends choices with only content_filter_results and no delta; they carry no output.
             delta = choice.get("delta") or {}
@@ -107,6 +111,7 @@ class ResponseEventStream:
         status, incomplete = finish_status(self._finish_reason)
         response = dict(self._response)
         finish(response, status, incomplete, self._closed or [], usage(self._usage), completed_at)
+        report_service_tier(response, self._service_tier)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return events + [self._event(kind, response=response)]
 

@@ -42,11 +42,11 @@ def sim_app(
 ) -> dict[str, Any]:
     """A model server app pointed at the simulator, as the CLI would generate it (with quick retries)."""
     upstream.setdefault("retries", Retries(backoff_initial_s=0.05, backoff_max_s=0.2))
+    upstream.setdefault("default_query", {"api-version": "2024-10-21"})
     config = AzureModelConfig(
         openai_base_url=base_url or simulator.base_url,
         openai_api_key="unused-here",
         openai_model=deployment,
-        default_query={"api-version": "2024-10-21"},
         num_concurrent_requests=budget,
         **upstream,
     )
