@@ -75,7 +75,11 @@ def _tagger(prefix: str, unsupported: frozenset[str] = frozenset(), untyped: str
 
 
 ContentPart = Annotated[
-    Annotated[InputText, Tag("part:input_text")] | Annotated[InputImage, Tag("part:input_image")] | Annotated[OutputText, Tag("part:output_text")] | Annotated[RefusalPart, Tag("part:refusal")] | Annotated[UnsupportedPart, Tag("part:unsupported")],
+    Annotated[InputText, Tag("part:input_text")]
+    | Annotated[InputImage, Tag("part:input_image")]
+    | Annotated[OutputText, Tag("part:output_text")]
+    | Annotated[RefusalPart, Tag("part:refusal")]
+    | Annotated[UnsupportedPart, Tag("part:unsupported")],
     Discriminator(_tagger("part", _UNSUPPORTED_PARTS)),
 ]
 
@@ -176,7 +180,11 @@ _UNSUPPORTED_ITEMS = frozenset(
 
 
 InputItem = Annotated[
-    Annotated[MessageItem, Tag("item:message")] | Annotated[FunctionCallItem, Tag("item:function_call")] | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")] | Annotated[ReasoningItem, Tag("item:reasoning")] | Annotated[UnsupportedItem, Tag("item:unsupported")],
+    Annotated[MessageItem, Tag("item:message")]
+    | Annotated[FunctionCallItem, Tag("item:function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")]
+    | Annotated[ReasoningItem, Tag("item:reasoning")]
+    | Annotated[UnsupportedItem, Tag("item:unsupported")],
     # An "easy" input message ({"role", "content"}) carries no type.
     Discriminator(_tagger("item", _UNSUPPORTED_ITEMS, untyped="message")),
 ]
@@ -229,7 +237,9 @@ def _tool_choice_tag(value: Any) -> str:
 
 
 ToolChoice = Annotated[
-    Annotated[Literal["none", "auto", "required"], Tag("choice:mode")] | Annotated[ToolChoiceFunction, Tag("choice:function")] | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
+    Annotated[Literal["none", "auto", "required"], Tag("choice:mode")]
+    | Annotated[ToolChoiceFunction, Tag("choice:function")]
+    | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
     Discriminator(_tool_choice_tag),
 ]
 
@@ -253,7 +263,9 @@ class FormatJsonSchema(_Strict):
 
 
 TextFormat = Annotated[
-    Annotated[FormatText, Tag("format:text")] | Annotated[FormatJsonObject, Tag("format:json_object")] | Annotated[FormatJsonSchema, Tag("format:json_schema")],
+    Annotated[FormatText, Tag("format:text")]
+    | Annotated[FormatJsonObject, Tag("format:json_object")]
+    | Annotated[FormatJsonSchema, Tag("format:json_schema")],
     Discriminator(_tagger("format")),
 ]
 
@@ -265,7 +277,9 @@ class TextConfig(_Strict):
 
 class ReasoningConfig(_Strict):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    summary: Literal["auto", "concise", "detailed"] | None = None
+    # Accepted and echoed, never produced: OpenAI documents summaries as not guaranteed, and Azure
+    # Chat Completions returns none. Codex sends "none" to mean "no summary".
+    summary: Literal["auto", "concise", "detailed", "none"] | None = None
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
@@ -291,6 +305,12 @@ class ResponsesRequest(_Strict):
     user: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None  # "24h" refused
+    # Built-in tools only: none run here, so any cap is honoured as given.
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    # Codex sends its own request-scoped metadata to every provider; it changes no output and is
+    # not part of the Response.
+    client_metadata: dict[str, str] | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
     stream: bool | None = None
@@ -303,8 +323,6 @@ class ResponsesRequest(_Strict):
     background: bool | None = None
     conversation: Any = None
     prompt: Any = None
-    max_tool_calls: int | None = None
-    prompt_cache_retention: str | None = None
     prompt_cache_options: dict[str, Any] | None = None
     access_programs: dict[str, Any] | None = None
     background_options: dict[str, Any] | None = None
@@ -336,15 +354,16 @@ def parse(model: type[BaseModel], data: Any) -> Any:
         # about what the client actually sent.
         first = max(exc.errors(include_url=False, include_input=False), key=lambda e: len(e["loc"]))
         param = _param_path(first["loc"])
+        code = "invalid_value" if param else None
         if first["type"] == "extra_forbidden":
-            message = f"Unknown parameter: '{param}'."
+            message, code = f"Unknown parameter: '{param}'.", "unknown_parameter"  # OpenAI's code
         elif first["type"] == "union_tag_invalid":
             kind = str(first.get("ctx", {}).get("tag", "")).partition(":")[2]
             param = f"{param}.type"
             message = f"Invalid value for '{param}': unknown type {kind!r}."
         else:
             message = f"Invalid '{param}': {first['msg']}."
-        raise InvalidRequest(message, param=param, code="invalid_value" if param else None) from None
+        raise InvalidRequest(message, param=param, code=code) from None
 
 
 def _param_path(loc: tuple[Any, ...]) -> str:

@@ -67,7 +67,11 @@ def azure_chunks(
                 {"index": i, "function": {"arguments": arguments[half:]}},
             ]
         )
-    order = [p for group in zip(*pieces, strict=False) for p in group] if interleave else [p for group in pieces for p in group]
+    order = (
+        [p for group in zip(*pieces, strict=False) for p in group]
+        if interleave
+        else [p for group in pieces for p in group]
+    )
     for piece in order:
         delta({"tool_calls": [piece]})
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]})

@@ -10,7 +10,8 @@ Rules that are not obvious from the two specs:
 - `reasoning` items are replayed by agents every turn but have no Chat Completions equivalent
   (Azure's reasoning state is not addressable); they are left out of the upstream body.
 - A field we cannot honour is refused with a 400 naming it; fields that need no upstream action
-  (`store`, `metadata`, `service_tier: auto|default`) are accepted and only echoed.
+  (`store`, `metadata`, `service_tier: auto|default`, `reasoning.summary`, `max_tool_calls`,
+  `prompt_cache_retention: in_memory`) are accepted and only echoed; `client_metadata` is ignored.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ _REFUSED_FIELDS = {
     "background": "background responses need server-side storage, which this server does not keep",
     "conversation": "conversations are not stored here; send the whole conversation as input",
     "prompt": "stored prompt templates do not exist on Azure Chat Completions",
-    "max_tool_calls": "Azure Chat Completions cannot cap the number of tool calls",
-    "prompt_cache_retention": "Azure Chat Completions has no prompt cache retention setting",
     "prompt_cache_options": "Azure Chat Completions has no prompt cache options",
     "access_programs": "OpenAI access programs do not apply to Azure deployments",
     "background_options": "background responses need server-side storage, which this server does not keep",
@@ -120,10 +119,10 @@ def _refuse_unsupported(req: ResponsesRequest) -> None:
     for i, value in enumerate(req.include or ()):
         if value not in SUPPORTED_INCLUDES:
             raise UnsupportedField(f"include[{i}]", f"{value!r} cannot be produced from Azure Chat Completions")
-    if req.reasoning is not None:
-        for name in ("summary", "generate_summary"):
-            if getattr(req.reasoning, name) is not None:
-                raise UnsupportedField(f"reasoning.{name}", "Azure Chat Completions returns no reasoning summaries")
+    if req.prompt_cache_retention == "24h":
+        raise UnsupportedField(
+            "prompt_cache_retention", "Azure keeps prompt caches in memory only (at most an hour); use 'in_memory'"
+        )
     if req.stream_options is not None and req.stream_options.include_obfuscation:
         raise UnsupportedField("stream_options.include_obfuscation", "stream obfuscation is not implemented")
 

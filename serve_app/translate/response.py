@@ -42,17 +42,19 @@ def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, cr
         "incomplete_details": None,
         "instructions": req.instructions,
         "max_output_tokens": req.max_output_tokens,
-        "max_tool_calls": None,
+        "max_tool_calls": req.max_tool_calls,
         "model": model,
         "output": [],
         "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
         "previous_response_id": None,
         "prompt_cache_key": req.prompt_cache_key,
-        "reasoning": {"effort": req.reasoning.effort if req.reasoning else None, "summary": None},
+        "prompt_cache_retention": req.prompt_cache_retention,
+        "reasoning": _reasoning_echo(req),
         "safety_identifier": req.safety_identifier,
-        "service_tier": req.service_tier,
+        "service_tier": req.service_tier or "auto",
         "store": bool(req.store),  # nothing is stored, whatever was asked
-        "temperature": req.temperature,
+        # Unset sampling settings echo the values Azure, like OpenAI, uses when they are not sent.
+        "temperature": 1.0 if req.temperature is None else req.temperature,
         "text": _text_echo(req),
         "tool_choice": _tool_choice_echo(req),
         "tools": [
@@ -60,8 +62,8 @@ def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, cr
             for tool in req.tools or ()
             if isinstance(tool, FunctionTool)
         ],
-        "top_logprobs": req.top_logprobs,
-        "top_p": req.top_p,
+        "top_logprobs": req.top_logprobs or 0,
+        "top_p": 1.0 if req.top_p is None else req.top_p,
         "truncation": req.truncation or "disabled",
         "usage": None,
         "user": req.user,
@@ -69,10 +71,24 @@ def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, cr
     }
 
 
+def _reasoning_echo(req: ResponsesRequest) -> dict[str, Any]:
+    reasoning = req.reasoning
+    if reasoning is None:
+        return {"effort": None, "summary": None}
+    echo: dict[str, Any] = {
+        "effort": reasoning.effort,
+        # "none" asks for no summary, which a Response says as null (the SDK's types know no "none").
+        "summary": None if reasoning.summary == "none" else reasoning.summary,
+    }
+    if reasoning.generate_summary is not None:
+        echo["generate_summary"] = reasoning.generate_summary
+    return echo
+
+
 def _text_echo(req: ResponsesRequest) -> dict[str, Any]:
     text = req.text
     fmt = text.format.model_dump(by_alias=True, exclude_none=True) if text and text.format else {"type": "text"}
-    return {"format": fmt, "verbosity": text.verbosity if text else None}
+    return {"format": fmt, "verbosity": text.verbosity if text and text.verbosity else "medium"}
 
 
 def _tool_choice_echo(req: ResponsesRequest) -> Any:
