@@ -84,6 +84,92 @@ ContentPart = Annotated[
 ]
 
 
+# --- tools ---------------------------------------------------------------------------------------
+
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+    # Programmatic tool calling and deferred loading; refused when they ask for more than a plain call.
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    defer_loading: bool | None = None
+    output_schema: dict[str, Any] | None = None
+
+
+class FormatGrammar(_Strict):
+    type: Literal["grammar"]
+    syntax: Literal["lark", "regex"]
+    definition: str
+
+
+class FormatFreeText(_Strict):
+    type: Literal["text"]
+
+
+class CustomTool(_Strict):
+    """A freeform tool: the model writes its input as plain text, optionally to a grammar."""
+
+    type: Literal["custom"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    format: (
+        Annotated[
+            Annotated[FormatFreeText, Tag("format:text")] | Annotated[FormatGrammar, Tag("format:grammar")],
+            Discriminator(_tagger("format")),
+        ]
+        | None
+    ) = None
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    defer_loading: bool | None = None
+    async_: bool | None = Field(default=None, alias="async")
+
+
+class NamespaceTool(_Strict):
+    """A group of function and custom tools the model calls as `namespace` + `name` (Codex's `multi_agent_v1`)."""
+
+    type: Literal["namespace"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    tools: list[
+        Annotated[
+            Annotated[FunctionTool, Tag("tool:function")] | Annotated[CustomTool, Tag("tool:custom")],
+            Discriminator(_tagger("tool")),
+        ]
+    ]
+
+
+class ToolSearchTool(_Strict):
+    type: Literal["tool_search"]
+    description: str | None = None
+    execution: Literal["server", "client"] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class UnsupportedTool(_Loose):
+    pass
+
+
+_TYPED_TOOLS = frozenset({"function", "custom", "namespace", "tool_search"})
+
+
+def _tool_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"tool:{kind}" if kind in _TYPED_TOOLS else "tool:unsupported"
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("tool:function")]
+    | Annotated[CustomTool, Tag("tool:custom")]
+    | Annotated[NamespaceTool, Tag("tool:namespace")]
+    | Annotated[ToolSearchTool, Tag("tool:tool_search")]
+    | Annotated[UnsupportedTool, Tag("tool:unsupported")],
+    Discriminator(_tool_tag),
+]
+
+
 # --- input items ---------------------------------------------------------------------------------
 
 
@@ -128,6 +214,47 @@ class FunctionCallOutputItem(_Strict):
     namespace: str | None = None
 
 
+class CustomToolCallItem(_Strict):
+    type: Literal["custom_tool_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: str
+    id: str | None = None
+    status: ItemStatus | None = None
+    namespace: str | None = None
+    caller: Caller | None = None
+    async_: bool | None = Field(default=None, alias="async")
+
+
+class CustomToolCallOutputItem(_Strict):
+    type: Literal["custom_tool_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+    id: str | None = None
+    status: ItemStatus | None = None
+    caller: Caller | None = None
+
+
+class ToolSearchCallItem(_Strict):
+    type: Literal["tool_search_call"]
+    arguments: Any
+    call_id: str | None = None
+    id: str | None = None
+    execution: Literal["server", "client"] | None = None
+    status: ItemStatus | None = None
+    created_by: str | None = None
+
+
+class ToolSearchOutputItem(_Strict):
+    type: Literal["tool_search_output"]
+    tools: list[Tool]
+    call_id: str | None = None
+    id: str | None = None
+    execution: Literal["server", "client"] | None = None
+    status: ItemStatus | None = None
+    created_by: str | None = None
+
+
 class SummaryText(_Strict):
     type: Literal["summary_text"]
     text: str
@@ -154,8 +281,6 @@ _UNSUPPORTED_ITEMS = frozenset(
         "compaction_trigger",
         "program",
         "program_output",
-        "tool_search_call",
-        "tool_search_output",
         "file_search_call",
         "web_search_call",
         "computer_call",
@@ -172,8 +297,6 @@ _UNSUPPORTED_ITEMS = frozenset(
         "mcp_approval_request",
         "mcp_approval_response",
         "mcp_call",
-        "custom_tool_call",
-        "custom_tool_call_output",
         "compaction",
     }
 )
@@ -184,44 +307,26 @@ InputItem = Annotated[
     | Annotated[FunctionCallItem, Tag("item:function_call")]
     | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")]
     | Annotated[ReasoningItem, Tag("item:reasoning")]
+    | Annotated[CustomToolCallItem, Tag("item:custom_tool_call")]
+    | Annotated[CustomToolCallOutputItem, Tag("item:custom_tool_call_output")]
+    | Annotated[ToolSearchCallItem, Tag("item:tool_search_call")]
+    | Annotated[ToolSearchOutputItem, Tag("item:tool_search_output")]
     | Annotated[UnsupportedItem, Tag("item:unsupported")],
     # An "easy" input message ({"role", "content"}) carries no type.
     Discriminator(_tagger("item", _UNSUPPORTED_ITEMS, untyped="message")),
 ]
 
 
-# --- tools and settings --------------------------------------------------------------------------
-
-
-class FunctionTool(_Strict):
-    type: Literal["function"]
-    name: str = Field(min_length=1)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-    # Programmatic tool calling and deferred loading; refused when they ask for more than a plain call.
-    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
-    defer_loading: bool | None = None
-    output_schema: dict[str, Any] | None = None
-
-
-class UnsupportedTool(_Loose):
-    pass
-
-
-def _tool_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "tool:function" if kind == "function" else "tool:unsupported"
-
-
-Tool = Annotated[
-    Annotated[FunctionTool, Tag("tool:function")] | Annotated[UnsupportedTool, Tag("tool:unsupported")],
-    Discriminator(_tool_tag),
-]
+# --- tool choice and settings --------------------------------------------------------------------------
 
 
 class ToolChoiceFunction(_Strict):
     type: Literal["function"]
+    name: str = Field(min_length=1)
+
+
+class ToolChoiceCustom(_Strict):
+    type: Literal["custom"]
     name: str = Field(min_length=1)
 
 
@@ -233,12 +338,13 @@ def _tool_choice_tag(value: Any) -> str:
     if isinstance(value, str):
         return "choice:mode"
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "choice:function" if kind == "function" else "choice:unsupported"
+    return f"choice:{kind}" if kind in ("function", "custom") else "choice:unsupported"
 
 
 ToolChoice = Annotated[
     Annotated[Literal["none", "auto", "required"], Tag("choice:mode")]
     | Annotated[ToolChoiceFunction, Tag("choice:function")]
+    | Annotated[ToolChoiceCustom, Tag("choice:custom")]
     | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
     Discriminator(_tool_choice_tag),
 ]

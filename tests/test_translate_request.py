@@ -353,7 +353,6 @@ REFUSED = {
         {"input": [USER, {**fc("c"), "caller": {"type": "program", "caller_id": "p"}}]},
         "input[1].caller",
     ),
-    "a tool namespace": ({"input": [USER, {**fc("c"), "namespace": "ns"}]}, "input[1].namespace"),
     "a prompt cache breakpoint": (
         {
             "input": [

@@ -1,7 +1,7 @@
 """Azure Chat Completion -> Responses API `Response` object. Pure: no I/O, no Ray.
 
 The streaming translator builds its Responses from the same pieces (`response_envelope`,
-`finish_status`, `message_item`, `function_call_item`, `usage`), so that a stream accumulates
+`finish_status`, `message_item`, `call_item`, `usage`), so that a stream accumulates
 to exactly the object this module returns for the same upstream answer.
 """
 
@@ -11,7 +11,8 @@ import uuid
 from typing import Any
 
 from ..errors import UpstreamError
-from ..schemas import FunctionTool, ResponsesRequest, ToolChoiceFunction
+from ..schemas import ResponsesRequest, ToolChoiceCustom, ToolChoiceFunction, UnsupportedTool
+from .tools import ToolMap, custom_input, search_arguments
 
 # Chat `finish_reason` -> (Response status, incomplete_details.reason).
 _FINISH = {
@@ -57,10 +58,11 @@ def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, cr
         "temperature": 1.0 if req.temperature is None else req.temperature,
         "text": _text_echo(req),
         "tool_choice": _tool_choice_echo(req),
+        # Hosted tools reach here only when the config leaves them out; they are not the Response's.
         "tools": [
             tool.model_dump(by_alias=True, exclude_unset=True)
             for tool in req.tools or ()
-            if isinstance(tool, FunctionTool)
+            if not isinstance(tool, UnsupportedTool)
         ],
         "top_logprobs": req.top_logprobs or 0,
         "top_p": 1.0 if req.top_p is None else req.top_p,
@@ -93,7 +95,7 @@ def _text_echo(req: ResponsesRequest) -> dict[str, Any]:
 
 def _tool_choice_echo(req: ResponsesRequest) -> Any:
     choice = req.tool_choice
-    if isinstance(choice, ToolChoiceFunction):
+    if isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom)):
         return choice.model_dump()
     return choice or "auto"
 
@@ -106,7 +108,9 @@ def to_response(
     response_id: str,
     created_at: int,
     completed_at: int,
+    tools: ToolMap | None = None,
 ) -> dict[str, Any]:
+    tools = tools or ToolMap.of(req)
     choices = completion.get("choices") or []
     if not choices:
         raise UpstreamError(
@@ -120,10 +124,9 @@ def to_response(
         output.append(message_item(new_id("msg"), message.get("content"), message.get("refusal"), _logprobs(choice)))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
+        name = function.get("name", "")
         output.append(
-            function_call_item(
-                new_id("fc"), call.get("id", ""), function.get("name", ""), function.get("arguments", "")
-            )
+            call_item(tools, new_id(tools.id_prefix(name)), call.get("id", ""), name, function.get("arguments", ""))
         )
     mark_incomplete(output, status)
     response = response_envelope(req, model=model, response_id=response_id, created_at=created_at)
@@ -158,15 +161,20 @@ def message_item(item_id: str, text: str | None, refusal: str | None, logprobs: 
     return {"id": item_id, "type": "message", "role": "assistant", "status": "completed", "content": content}
 
 
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": "completed",
-    }
+def call_item(tools: ToolMap, item_id: str, call_id: str, upstream_name: str, arguments: str) -> dict[str, Any]:
+    """The output item for a call of the upstream function `upstream_name`, as the client's tool type has it."""
+    target = tools.target(upstream_name)
+    item: dict[str, Any] = {"id": item_id}
+    if target.kind == "function":
+        item.update(type="function_call", call_id=call_id, name=target.name, arguments=arguments)
+    elif target.kind == "custom":
+        item.update(type="custom_tool_call", call_id=call_id, name=target.name, input=custom_input(arguments))
+    else:
+        item.update(type="tool_search_call", call_id=call_id, execution="client", arguments=search_arguments(arguments))
+    if target.namespace is not None:
+        item["namespace"] = target.namespace
+    item["status"] = "completed"
+    return item
 
 
 def mark_incomplete(output: list[dict[str, Any]], status: str) -> None:
