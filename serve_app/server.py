@@ -50,6 +50,7 @@ from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response
 from .translate.response import new_id
 from .translate.stream import ResponseEventStream
+from .translate.tools import ToolMap
 
 # Python's collector runs every 700 net new container objects. Under load that was 700 times a
 # second in a replica, finding no cycles to free, for about a tenth of the replica's CPU
@@ -155,7 +156,7 @@ class AzureModelServer:
     async def create_response(self, body: Any) -> dict[str, Any]:
         async with self._recorded("responses") as record:
             req: ResponsesRequest = parse(ResponsesRequest, body)
-            chat_body = to_chat_request(req)
+            tools, chat_body = self._translate(req)
             created_at = int(time.time())
             async with self._upstream_slot():
                 completion = await self._client.complete(chat_body)
@@ -167,6 +168,7 @@ class AzureModelServer:
                 response_id=new_id("resp"),
                 created_at=created_at,
                 completed_at=int(time.time()),
+                tools=tools,
             )
 
     async def create_response_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
@@ -174,10 +176,11 @@ class AzureModelServer:
         errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
         async with self._recorded("responses", stream=True) as record:
             req: ResponsesRequest = parse(ResponsesRequest, body)
+            tools, chat_body = self._translate(req)
             machine = ResponseEventStream(
-                req, model=self._model, response_id=new_id("resp"), created_at=int(time.time())
+                req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()), tools=tools
             )
-            async with aclosing(self._upstream_stream(to_chat_request(req), record)) as chunks:
+            async with aclosing(self._upstream_stream(chat_body, record)) as chunks:
                 first = await anext(chunks, None)
                 for event in machine.start():
                     yield event
@@ -222,6 +225,11 @@ class AzureModelServer:
                 record.outcome = "completed"
 
     # --- internals -------------------------------------------------------------------------------
+
+    def _translate(self, req: ResponsesRequest) -> tuple[ToolMap, dict[str, Any]]:
+        """The request's tools (to map Azure's calls back) and its Chat Completions body, under the config's policy."""
+        tools = ToolMap.of(req, self._args.ignored_hosted_tools)
+        return tools, to_chat_request(req, tools, self._args.ignored_extra_body_keys)
 
     @asynccontextmanager
     async def _upstream_slot(self) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ Rules that are not obvious from the two specs:
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from ..errors import InvalidRequest, UnsupportedField
@@ -42,6 +43,7 @@ from ..schemas import (
     UnsupportedPart,
     UnsupportedToolChoice,
 )
+from . import extra_body
 from .tools import PROGRAMMATIC, ToolMap, custom_arguments, refuse_if_set
 
 # `include` values we can honour: logprobs map to `logprobs: true`; encrypted reasoning is
@@ -64,11 +66,14 @@ _REFUSED_FIELDS = {
 }
 
 
-def to_chat_request(req: ResponsesRequest, tools: ToolMap | None = None) -> dict[str, Any]:
+def to_chat_request(
+    req: ResponsesRequest, tools: ToolMap | None = None, ignored_extra_body_keys: Collection[str] = ()
+) -> dict[str, Any]:
     """Build the Chat Completions body (without `model` and `stream`, which the caller owns).
 
     `tools` is the request's `ToolMap` when the caller built it (to leave hosted tools out, and to
-    map Azure's calls back with the same names)."""
+    map Azure's calls back with the same names); `ignored_extra_body_keys` are the
+    `metadata.extra_body` keys the model server's config lets us leave out."""
     _refuse_unsupported(req)
     tools = tools or ToolMap.of(req)
     body: dict[str, Any] = {"messages": _messages(req, tools)}
@@ -101,6 +106,7 @@ def to_chat_request(req: ResponsesRequest, tools: ToolMap | None = None) -> dict
         body["top_logprobs"] = req.top_logprobs
     elif "message.output_text.logprobs" in (req.include or ()):
         body["logprobs"] = True
+    extra_body.apply(body, req.metadata, ignored_extra_body_keys)
     return body
 
 
