@@ -273,3 +273,65 @@ def test_chat_stream_forwards_usage_only_when_asked() -> None:
     usage_chunk = azure_chunks(content="a")[-1]
     assert stream_chunk(usage_chunk, "dep", include_usage=False) is None
     assert stream_chunk(usage_chunk, "dep", include_usage=True)["usage"] == USAGE
+
+
+# --- calls of custom, namespace and tool_search tools --------------------------------------------
+
+TOOLS_REQUEST = parse(
+    ResponsesRequest,
+    {
+        "input": "hi",
+        "stream": True,
+        "tools": [
+            {"type": "custom", "name": "apply_patch"},
+            {"type": "namespace", "name": "ns", "description": "d", "tools": [{"type": "function", "name": "f"}]},
+            {"type": "tool_search", "execution": "client"},
+        ],
+    },
+)
+EVERY_KIND = dict(
+    content="Editing",
+    calls=[
+        ("call_1", "apply_patch", '{"input": "*** Begin Patch"}'),
+        ("call_2", "ns__f", '{"a": 1}'),
+        ("call_3", "tool_search", '{"query": "q"}'),
+    ],
+    finish_reason="tool_calls",
+)
+
+
+def test_every_tool_kind_streams_well_formed_valid_sdk_events_ending_in_the_non_streaming_response() -> None:
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    events = run(azure_chunks(**EVERY_KIND), TOOLS_REQUEST)
+    final = check_event_sequence(events)
+    expected = to_response(
+        completion_for(**EVERY_KIND), TOOLS_REQUEST, model="dep", response_id="r", created_at=9, completed_at=9
+    )
+    assert without_volatile(final) == without_volatile(expected)
+    adapter = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        adapter.validate_python(json.loads(json.dumps(event)))
+
+
+def test_a_custom_tool_call_streams_its_decoded_input() -> None:
+    events = run(azure_chunks(**EVERY_KIND), TOOLS_REQUEST)
+    custom = [e for e in events if e.get("output_index") == 1 and e["type"] != "response.output_item.added"]
+    assert [e["type"] for e in custom] == [
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.output_item.done",
+    ]
+    assert custom[0]["delta"] == custom[1]["input"] == custom[2]["item"]["input"] == "*** Begin Patch"
+    added = next(e for e in events if e["type"] == "response.output_item.added" and e["output_index"] == 1)["item"]
+    assert (added["type"], added["input"], added["status"]) == ("custom_tool_call", "", "in_progress")
+
+
+def test_only_function_calls_stream_json_arguments() -> None:
+    events = run(azure_chunks(**EVERY_KIND), TOOLS_REQUEST)
+    deltas = {e["output_index"] for e in events if e["type"] == "response.function_call_arguments.delta"}
+    assert deltas == {2}
+    search = [e for e in events if e.get("output_index") == 3]
+    assert [e["type"] for e in search] == ["response.output_item.added", "response.output_item.done"]
+    assert search[1]["item"]["arguments"] == {"query": "q"}

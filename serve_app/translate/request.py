@@ -82,7 +82,7 @@ def to_chat_request(
     _add_tool_choice(body, req, tools)
     if req.text is not None:
         if isinstance(req.text.format, FormatJsonSchema):
-            schema = {"name": req.text.format.name, "schema": req.text.format.schema_}
+            schema: dict[str, Any] = {"name": req.text.format.name, "schema": req.text.format.schema_}
             if req.text.format.strict is not None:
                 schema["strict"] = req.text.format.strict
             if req.text.format.description is not None:
@@ -228,7 +228,7 @@ def _text(part: Any, param: str, role: str) -> str:
     if not isinstance(part, InputText):
         _refuse_part(part, param, role)
     refuse_if_set(f"{param}.prompt_cache_breakpoint", part.prompt_cache_breakpoint, _CACHE_BREAKPOINT)
-    return part.text
+    return str(part.text)
 
 
 def _message(item: MessageItem, index: int) -> dict[str, Any]:
