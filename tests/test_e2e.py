@@ -161,7 +161,6 @@ UNSUPPORTED = {
     "conversation": {"conversation": "conv_1"},
     "tools[0]": {"tools": [{"type": "web_search"}]},
     "input[0].content[0]": {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}]},
-    "truncation": {"truncation": "auto"},
 }
 
 

@@ -235,6 +235,7 @@ SETTING_CASES = {
     "a summary alone sends no reasoning setting": ({"reasoning": {"summary": "none"}}, {}),
     "max_tool_calls caps built-in tools only, so it needs no upstream action": ({"max_tool_calls": 3}, {}),
     "in-memory prompt cache retention is what Azure does anyway": ({"prompt_cache_retention": "in_memory"}, {}),
+    "truncation auto is the server's retry, not an upstream setting": ({"truncation": "auto"}, {}),
     "a direct caller is the plain case": (
         {
             "input": [
@@ -307,7 +308,6 @@ REFUSED = {
     "background": ({"background": True}, "background"),
     "conversation": ({"conversation": "conv_1"}, "conversation"),
     "stored prompt": ({"prompt": {"id": "pmpt_1"}}, "prompt"),
-    "truncation auto": ({"truncation": "auto"}, "truncation"),
     "a service tier Azure chat cannot give": ({"service_tier": "flex"}, "service_tier"),
     "an include we cannot produce": ({"include": ["file_search_call.results"]}, "include[0]"),
     "extended prompt cache retention": ({"prompt_cache_retention": "24h"}, "prompt_cache_retention"),

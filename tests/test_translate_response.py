@@ -217,6 +217,10 @@ def test_options_that_change_no_output_are_echoed_as_sent() -> None:
     assert [item["type"] for item in response["output"]] == ["message"]  # and no reasoning summary
 
 
+def test_truncation_auto_is_echoed() -> None:
+    assert respond(completion({"content": "x"}), {"input": "hi", "truncation": "auto"})["truncation"] == "auto"
+
+
 def test_a_summary_of_none_is_echoed_as_null() -> None:
     response = respond(completion({"content": "x"}), {"input": "hi", "reasoning": {"summary": "none"}})
     assert response["reasoning"] == {"effort": None, "summary": None}

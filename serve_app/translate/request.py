@@ -122,8 +122,6 @@ def _refuse_programmatic(param: str, item: Any) -> None:
 def _refuse_unsupported(req: ResponsesRequest) -> None:
     for name, reason in _REFUSED_FIELDS.items():
         refuse_if_set(name, getattr(req, name), reason)
-    if req.truncation == "auto":
-        raise UnsupportedField("truncation", "Azure Chat Completions does not truncate conversations; use 'disabled'")
     if req.service_tier not in NO_OP_SERVICE_TIERS:
         raise UnsupportedField("service_tier", "only 'auto' and 'default' are available through Azure Chat Completions")
     for i, value in enumerate(req.include or ()):
