@@ -13,6 +13,7 @@ from serve_app.schemas import ResponsesRequest, parse
 from serve_app.translate import to_response
 from serve_app.translate.chat import stream_chunk
 from serve_app.translate.stream import ResponseEventStream
+from serve_app.translate.tools import CustomInputDecoder
 
 REQUEST = parse(ResponsesRequest, {"input": "hi", "stream": True})
 FILTERS = {"hate": {"filtered": False, "severity": "safe"}}
@@ -318,14 +319,45 @@ def test_every_tool_kind_streams_well_formed_valid_sdk_events_ending_in_the_non_
 def test_a_custom_tool_call_streams_its_decoded_input() -> None:
     events = run(azure_chunks(**EVERY_KIND), TOOLS_REQUEST)
     custom = [e for e in events if e.get("output_index") == 1 and e["type"] != "response.output_item.added"]
-    assert [e["type"] for e in custom] == [
-        "response.custom_tool_call_input.delta",
-        "response.custom_tool_call_input.done",
-        "response.output_item.done",
-    ]
-    assert custom[0]["delta"] == custom[1]["input"] == custom[2]["item"]["input"] == "*** Begin Patch"
+    kinds = [e["type"] for e in custom]
+    assert kinds[-2:] == ["response.custom_tool_call_input.done", "response.output_item.done"]
+    assert set(kinds[:-2]) == {"response.custom_tool_call_input.delta"}
+    assert "".join(e["delta"] for e in custom[:-2]) == custom[-2]["input"] == custom[-1]["item"]["input"]
+    assert custom[-2]["input"] == "*** Begin Patch"
     added = next(e for e in events if e["type"] == "response.output_item.added" and e["output_index"] == 1)["item"]
     assert (added["type"], added["input"], added["status"]) == ("custom_tool_call", "", "in_progress")
+
+
+def test_the_first_custom_call_streams_its_input_as_it_comes() -> None:
+    text = 'line "one"\nline two \u00e9'
+    arguments = json.dumps({"input": text})
+    machine = ResponseEventStream(TOOLS_REQUEST, model="dep", response_id="resp_s", created_at=1)
+    machine.start()
+    live = []
+    for i in range(0, len(arguments), 5):
+        call = {"index": 0, "function": {"arguments": arguments[i : i + 5]}}
+        if i == 0:
+            call.update(id="call_1", type="function", function={"name": "apply_patch", "arguments": arguments[:5]})
+        live += machine.feed({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+    assert "".join(e["delta"] for e in live if e["type"] == "response.custom_tool_call_input.delta") == text
+    rest = machine.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    assert [e["type"] for e in rest] == ["response.custom_tool_call_input.done", "response.output_item.done"]
+
+
+def test_custom_arguments_not_of_the_strict_shape_come_whole_when_the_call_closes() -> None:
+    answer = dict(calls=[("call_1", "apply_patch", "*** Begin Patch")], finish_reason="tool_calls")
+    events = run(azure_chunks(**answer), TOOLS_REQUEST)
+    deltas = [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert deltas == ["*** Begin Patch"]
+
+
+@pytest.mark.parametrize("text", ["plain", 'quote " backslash \\ slash /', "tab\tnewline\n", "é 😀 \u0001", ""])
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_the_custom_input_decoder_decodes_any_split_of_the_arguments(text: str, ensure_ascii: bool) -> None:
+    arguments = json.dumps({"input": text}, ensure_ascii=ensure_ascii)
+    for size in (1, 2, 3, 7):
+        decoder = CustomInputDecoder()
+        assert "".join(decoder.feed(arguments[i : i + size]) for i in range(0, len(arguments), size)) == text
 
 
 def test_only_function_calls_stream_json_arguments() -> None:

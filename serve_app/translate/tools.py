@@ -200,6 +200,70 @@ def custom_input(arguments: str) -> str:
     return value if isinstance(value, str) else arguments
 
 
+_JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class CustomInputDecoder:
+    """A custom call's text, decoded from its function arguments (`{"input": "<text>"}`) as they arrive.
+
+    Strict mode makes Azure send exactly that shape, so the text can stream as it comes. Arguments of
+    any other shape decode to nothing here; the call's whole input then comes when it closes."""
+
+    _PREFIX = '{"' + CUSTOM_ARGUMENT + '":"'
+
+    def __init__(self) -> None:
+        self._raw = ""
+        self._at: int | None = None  # where the string's next undecoded character is
+        self._stopped = False
+
+    def feed(self, piece: str) -> str:
+        self._raw += piece
+        if self._stopped:
+            return ""
+        if self._at is None:
+            opening = re.match(r'\s*\{\s*"' + CUSTOM_ARGUMENT + r'"\s*:\s*"', self._raw)
+            if opening is None:
+                self._stopped = not self._PREFIX.startswith(re.sub(r"\s", "", self._raw))
+                return ""
+            self._at = opening.end()
+        try:
+            return self._decode()
+        except ValueError:  # a malformed \u escape
+            self._stopped = True
+            return ""
+
+    def _decode(self) -> str:
+        raw, at, out = self._raw, self._at or 0, []
+        while at < len(raw):
+            char = raw[at]
+            if char == '"':
+                self._stopped = True
+                break
+            if char != "\\":
+                out.append(char)
+                at += 1
+                continue
+            if at + 1 >= len(raw):
+                break  # the escape's other half has not arrived
+            kind = raw[at + 1]
+            if kind != "u":
+                out.append(_JSON_ESCAPES.get(kind, kind))
+                at += 2
+                continue
+            if at + 6 > len(raw):
+                break
+            code = int(raw[at + 2 : at + 6], 16)
+            if 0xD800 <= code < 0xDC00:  # a surrogate pair: wait for its low half
+                if at + 12 > len(raw):
+                    break
+                code = 0x10000 + ((code - 0xD800) << 10) + (int(raw[at + 8 : at + 12], 16) - 0xDC00)
+                at += 6
+            out.append(chr(code))
+            at += 6
+        self._at = at
+        return "".join(out)
+
+
 def custom_arguments(text: str) -> str:
     return json.dumps({CUSTOM_ARGUMENT: text}, ensure_ascii=False)
 
