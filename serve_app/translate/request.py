@@ -5,8 +5,11 @@ Rules that are not obvious from the two specs:
 - `instructions` and the leading run of system/developer messages become one system message,
   joined by blank lines; later system/developer messages stay where they are, as `system`
   (the `developer` role needs a newer api-version on Azure; `system` works on all of them).
-- `function_call` items merge into the assistant message right before them, so that
-  "text, then tool calls" is one assistant turn as Chat Completions expects.
+- `function_call` items (and replayed `custom_tool_call`s and `tool_search_call`s, under the
+  function names `tools.py` offers them as) merge into the assistant message right before them,
+  so that "text, then tool calls" is one assistant turn as Chat Completions expects.
+- `metadata.extra_body` keys are applied by `extra_body.py`; `truncation: auto` is the server's
+  retry (`truncation.py`), nothing in the body.
 - `reasoning` items are replayed by agents every turn but have no Chat Completions equivalent
   (Azure's reasoning state is not addressable); they are left out of the upstream body.
 - A field we cannot honour is refused with a 400 naming it; fields that need no upstream action
