@@ -598,6 +598,16 @@ def test_tools_a_tool_search_loaded_are_offered_from_then_on() -> None:
     }
 
 
+def test_deferred_tools_wait_for_a_tool_search_to_load_them() -> None:
+    deferred = {"type": "function", "name": "read_file", "defer_loading": True}
+    assert set(offered({"tools": [SEARCH, deferred]})) == {"tool_search"}
+    loaded = {**SEARCH_OUTPUT, "tools": [{**deferred, "parameters": {"type": "object"}}]}
+    assert set(offered({"tools": [SEARCH, deferred], "input": [USER, SEARCH_CALL, loaded]})) == {
+        "tool_search",
+        "read_file",
+    }
+
+
 def test_a_custom_tool_can_be_forced_by_name() -> None:
     body = chat({"input": "hi", "tools": [CUSTOM], "tool_choice": {"type": "custom", "name": "apply_patch"}})
     assert body["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}

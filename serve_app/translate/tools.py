@@ -9,7 +9,8 @@ function, and every call Azure returns is mapped back to the item type the clien
 - the function and custom tools in a `namespace` are offered as `<namespace>__<name>` (made unique
   against every other offered name) and come back with `name` and `namespace` as the client sent them;
 - a client-executed `tool_search` is a function with the tool's parameters; it comes back as a
-  `tool_search_call`, and the tools a `tool_search_output` loaded are offered from then on;
+  `tool_search_call`, and the tools a `tool_search_output` loaded are offered from then on (tools
+  sent with `defer_loading` wait for that; without a client tool_search they are refused);
 - hosted tools are refused, unless the model server's config lists their type to leave out.
 """
 
@@ -62,6 +63,7 @@ class ToolMap:
     upstream: list[dict[str, Any]] = field(default_factory=list)
     targets: dict[str, Target] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # hosted tool types left out by config
+    client_search: bool = False  # a client-executed tool_search is offered: deferred tools wait for it
     _names: dict[Target, str] = field(default_factory=dict)
 
     @classmethod
@@ -72,12 +74,13 @@ class ToolMap:
         for tool in req.tools or ():
             if isinstance(tool, (FunctionTool, CustomTool)):
                 tools._names[_target(tool)] = tool.name
+            tools.client_search |= isinstance(tool, ToolSearchTool) and tool.execution == "client"
         for i, tool in enumerate(req.tools or ()):
-            tools._add(tool, f"tools[{i}]", leave_out)
+            tools._add(tool, f"tools[{i}]", leave_out, loaded=False)
         for index, item in enumerate(req.input if isinstance(req.input, list) else ()):
             if isinstance(item, ToolSearchOutputItem):
                 for j, tool in enumerate(item.tools):
-                    tools._add(tool, f"input[{index}].tools[{j}]", leave_out)
+                    tools._add(tool, f"input[{index}].tools[{j}]", leave_out, loaded=True)
         return tools
 
     def target(self, upstream_name: str) -> Target:
@@ -95,12 +98,10 @@ class ToolMap:
         target = Target(kind, name, namespace)
         return self._names.get(target) or self._unique(target)
 
-    def function_names(self) -> set[str]:
-        return {name for name, target in self.targets.items() if target.kind == "function"}
-
     # --- building --------------------------------------------------------------------------------
 
-    def _add(self, tool: Any, param: str, leave_out: frozenset[str]) -> None:
+    def _add(self, tool: Any, param: str, leave_out: frozenset[str], *, loaded: bool) -> None:
+        """Offer `tool`; `loaded` when a tool_search_output brought it, so that it is no longer deferred."""
         if isinstance(tool, UnsupportedTool) or (isinstance(tool, ToolSearchTool) and tool.execution != "client"):
             if tool.type in leave_out:
                 self.left_out.append(tool.type)
@@ -112,22 +113,23 @@ class ToolMap:
             )
         if isinstance(tool, NamespaceTool):
             for j, inner in enumerate(tool.tools):
-                self._offer(inner, f"{param}.tools[{j}]", tool.name)
+                self._offer(inner, f"{param}.tools[{j}]", tool.name, loaded)
         elif isinstance(tool, ToolSearchTool):
             target = Target("tool_search", "tool_search")
             function = self._put(target, TOOL_SEARCH_DESCRIPTION if tool.description is None else tool.description)
             function["parameters"] = tool.parameters or TOOL_SEARCH_PARAMETERS
         else:
-            self._offer(tool, param, None)
+            self._offer(tool, param, None, loaded)
 
-    def _offer(self, tool: FunctionTool | CustomTool, param: str, namespace: str | None) -> None:
+    def _offer(self, tool: FunctionTool | CustomTool, param: str, namespace: str | None, loaded: bool) -> None:
         if tool.allowed_callers is not None and "programmatic" in tool.allowed_callers:
             raise UnsupportedField(f"{param}.allowed_callers", PROGRAMMATIC)
-        refuse_if_set(
-            f"{param}.defer_loading",
-            tool.defer_loading,
-            "deferred tool loading needs hosted tool search; use a client-executed tool_search tool",
-        )
+        if tool.defer_loading and not loaded:
+            if self.client_search:
+                return  # the model finds it through tool_search; a tool_search_output then offers it
+            raise UnsupportedField(
+                f"{param}.defer_loading", "deferred tools are found by tool search: add a client-executed tool_search"
+            )
         if isinstance(tool, FunctionTool):
             refuse_if_set(f"{param}.output_schema", tool.output_schema, PROGRAMMATIC)
             function = self._put(_target(tool, namespace), tool.description)
