@@ -118,7 +118,9 @@ async def test_auto_drops_the_oldest_turns_until_azure_takes_it() -> None:
     upstream = Upstream(fits=3)
     answer = await fitting("auto", upstream, LONG)
     assert answer["messages"][0] == SYSTEM and answer["messages"][-1] == user("c")
-    assert len(upstream.sent) > 1 and all(len(a) > len(b) for a, b in zip(upstream.sent, upstream.sent[1:]))
+    assert len(upstream.sent) > 1 and all(
+        len(a) > len(b) for a, b in zip(upstream.sent, upstream.sent[1:], strict=False)
+    )
 
 
 @pytest.mark.parametrize("truncation", [None, "disabled"])
@@ -138,3 +140,30 @@ async def test_auto_gives_up_after_a_few_tries_or_when_only_the_last_turn_is_lef
     with pytest.raises(UpstreamError):
         await fitting("auto", upstream, [SYSTEM, user("a"), user("b")])
     assert upstream.sent[-1] == [SYSTEM, user("b")]
+
+
+async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
+    from contextlib import asynccontextmanager
+    from functools import partial
+
+    from serve_app.config import Timeouts
+    from serve_app.server import AzureModelServer
+    from serve_app.telemetry import RequestRecord
+
+    upstream = Upstream(fits=3)
+
+    async def stream(body: dict[str, Any]) -> Any:
+        answer = await upstream(body)  # Azure's error comes before the first chunk
+        yield {"choices": [{"index": 0, "delta": {"content": str(len(answer["messages"]))}}]}
+
+    @asynccontextmanager
+    async def slot() -> Any:
+        yield
+
+    server = SimpleNamespace(_args=SimpleNamespace(timeouts=Timeouts()), _client=SimpleNamespace(stream=stream))
+    server._upstream_slot = slot
+    server._fitting = partial(AzureModelServer.func_or_class._fitting, server)
+    req = parse(ResponsesRequest, {"input": "x", "truncation": "auto"})
+    chunks = AzureModelServer.func_or_class._upstream_stream(server, {"messages": LONG}, RequestRecord("r", "e"), req)
+    assert [chunk["choices"][0]["delta"]["content"] async for chunk in chunks] == [str(len(upstream.sent[-1]))]
+    assert len(upstream.sent) > 1 and len(upstream.sent[-1]) <= 3
