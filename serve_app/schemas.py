@@ -69,7 +69,7 @@ def _tagger(prefix: str, unsupported: frozenset[str] = frozenset(), untyped: str
 
     def tag(value: Any) -> str:
         kind = value.get("type", untyped) if isinstance(value, dict) else getattr(value, "type", None)
-        return f"{prefix}:unsupported" if kind in unsupported else f"{prefix}:{kind}"
+        return f"{prefix}:unsupported" if isinstance(kind, str) and kind in unsupported else f"{prefix}:{kind}"
 
     return tag
 
@@ -157,7 +157,7 @@ _TYPED_TOOLS = frozenset({"function", "custom", "namespace", "tool_search"})
 
 def _tool_tag(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return f"tool:{kind}" if kind in _TYPED_TOOLS else "tool:unsupported"
+    return f"tool:{kind}" if isinstance(kind, str) and kind in _TYPED_TOOLS else "tool:unsupported"
 
 
 Tool = Annotated[

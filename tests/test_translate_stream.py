@@ -6,14 +6,16 @@ import json
 from typing import Any
 
 import pytest
+from bad_input import bodies
+from hypothesis import given, settings
 from stream_checks import check_event_sequence, without_volatile
 
-from serve_app.errors import UpstreamError
+from serve_app.errors import OpenAIError, UpstreamError
 from serve_app.schemas import ResponsesRequest, parse
-from serve_app.translate import to_response
+from serve_app.translate import to_chat_request, to_response
 from serve_app.translate.chat import stream_chunk
 from serve_app.translate.stream import ResponseEventStream
-from serve_app.translate.tools import CustomInputDecoder
+from serve_app.translate.tools import CustomInputDecoder, ToolMap
 
 REQUEST = parse(ResponsesRequest, {"input": "hi", "stream": True})
 FILTERS = {"hate": {"filtered": False, "severity": "safe"}}
@@ -367,3 +369,32 @@ def test_only_function_calls_stream_json_arguments() -> None:
     search = [e for e in events if e.get("output_index") == 3]
     assert [e["type"] for e in search] == ["response.output_item.added", "response.output_item.done"]
     assert search[1]["item"]["arguments"] == {"query": "q"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=bodies)
+def test_any_request_that_translates_gives_sdk_valid_responses_and_streams_for_a_call_of_each_tool(body: Any) -> None:
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    try:
+        req = parse(ResponsesRequest, body)
+        tools = ToolMap.of(req, ("web_search",))
+        to_chat_request(req, tools)
+    except OpenAIError:
+        return
+    calls = [(f"call_{i}", tool["function"]["name"], "{}") for i, tool in enumerate(tools.upstream)]
+    answer = dict(content="ok", calls=calls, finish_reason="tool_calls" if calls else "stop")
+    plain = to_response(
+        completion_for(**answer), req, model="d", response_id="r", created_at=1, completed_at=2, tools=tools
+    )
+    Response.model_validate(plain)
+    machine = ResponseEventStream(req, model="d", response_id="r", created_at=1, tools=tools)
+    events = machine.start()
+    for chunk in azure_chunks(**answer):
+        events += machine.feed(chunk)
+    events += machine.finish(2)
+    assert without_volatile(check_event_sequence(events)) == without_volatile(plain)
+    adapter = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        adapter.validate_python(json.loads(json.dumps(event)))
