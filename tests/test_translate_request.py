@@ -514,6 +514,7 @@ def test_namespace_tools_are_offered_under_names_that_cannot_collide() -> None:
     assert set(names) == {"multi_agent_v1__spawn_agent", "multi_agent_v1__spawn_agent_2"}
     assert names["multi_agent_v1__spawn_agent_2"]["parameters"] == {"type": "object"}
     assert "parameters" not in names["multi_agent_v1__spawn_agent"]  # the client's own tool keeps its name
+    assert names["multi_agent_v1__spawn_agent_2"]["description"] == "multi_agent_v1: Sub-agents"
 
 
 def test_a_client_tool_search_is_a_function_with_the_tools_parameters() -> None:

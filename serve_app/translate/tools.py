@@ -113,7 +113,11 @@ class ToolMap:
             )
         if isinstance(tool, NamespaceTool):
             for j, inner in enumerate(tool.tools):
-                self._offer(inner, f"{param}.tools[{j}]", tool.name, loaded)
+                function = self._offer(inner, f"{param}.tools[{j}]", tool.name, loaded)
+                if function is not None and tool.description:
+                    # The namespace's description is the model's only context for the group.
+                    own = function.get("description")
+                    function["description"] = f"{tool.name}: {tool.description}" + (f"\n\n{own}" if own else "")
         elif isinstance(tool, ToolSearchTool):
             target = Target("tool_search", "tool_search")
             function = self._put(target, TOOL_SEARCH_DESCRIPTION if tool.description is None else tool.description)
@@ -121,12 +125,15 @@ class ToolMap:
         else:
             self._offer(tool, param, None, loaded)
 
-    def _offer(self, tool: FunctionTool | CustomTool, param: str, namespace: str | None, loaded: bool) -> None:
+    def _offer(
+        self, tool: FunctionTool | CustomTool, param: str, namespace: str | None, loaded: bool
+    ) -> dict[str, Any] | None:
+        """The function offered for `tool`, or None while it is deferred."""
         if tool.allowed_callers is not None and "programmatic" in tool.allowed_callers:
             raise UnsupportedField(f"{param}.allowed_callers", PROGRAMMATIC)
         if tool.defer_loading and not loaded:
             if self.client_search:
-                return  # the model finds it through tool_search; a tool_search_output then offers it
+                return None  # the model finds it through tool_search; a tool_search_output then offers it
             raise UnsupportedField(
                 f"{param}.defer_loading", "deferred tools are found by tool search: add a client-executed tool_search"
             )
@@ -148,6 +155,7 @@ class ToolMap:
                 "additionalProperties": False,
             }
             function["strict"] = True
+        return function
 
     def _put(self, target: Target, description: str | None) -> dict[str, Any]:
         name = self.upstream_name(target.kind, target.name, target.namespace)
