@@ -640,3 +640,14 @@ def test_tool_items_we_cannot_honour_are_a_400_naming_them(extra: dict[str, Any]
     with pytest.raises(InvalidRequest) as info:
         chat({"input": "hi", **extra})
     assert info.value.param == param
+
+
+def test_explicit_nulls_for_every_field_are_unset_as_nemo_gym_datasets_send_them() -> None:
+    body: dict[str, Any] = {field.alias or name: None for name, field in ResponsesRequest.model_fields.items()}
+    body.update(
+        input="hi",
+        reasoning={"effort": None, "summary": None},
+        text={"format": None, "verbosity": None},
+        metadata={"extra_body": '{"seed": null, "top_k": null}'},
+    )
+    assert chat(body) == {"messages": [{"role": "user", "content": "hi"}]}
