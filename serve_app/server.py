@@ -156,7 +156,7 @@ class AzureModelServer:
     async def create_response(self, body: Any) -> dict[str, Any]:
         async with self._recorded("responses") as record:
             req: ResponsesRequest = parse(ResponsesRequest, body)
-            tools, chat_body = self._translate(req)
+            tools, chat_body = self._translate(req, record)
             created_at = int(time.time())
             async with self._upstream_slot():
                 completion = await self._fitting(req, chat_body, self._client.complete)
@@ -176,7 +176,7 @@ class AzureModelServer:
         errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
         async with self._recorded("responses", stream=True) as record:
             req: ResponsesRequest = parse(ResponsesRequest, body)
-            tools, chat_body = self._translate(req)
+            tools, chat_body = self._translate(req, record)
             machine = ResponseEventStream(
                 req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()), tools=tools
             )
@@ -226,9 +226,10 @@ class AzureModelServer:
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _translate(self, req: ResponsesRequest) -> tuple[ToolMap, dict[str, Any]]:
+    def _translate(self, req: ResponsesRequest, record: RequestRecord) -> tuple[ToolMap, dict[str, Any]]:
         """The request's tools (to map Azure's calls back) and its Chat Completions body, under the config's policy."""
         tools = ToolMap.of(req, self._args.ignored_hosted_tools)
+        record.tools_left_out = tuple(tools.left_out)
         return tools, to_chat_request(req, tools, self._args.ignored_extra_body_keys)
 
     @asynccontextmanager
