@@ -69,7 +69,7 @@ def _tagger(prefix: str, unsupported: frozenset[str] = frozenset(), untyped: str
 
     def tag(value: Any) -> str:
         kind = value.get("type", untyped) if isinstance(value, dict) else getattr(value, "type", None)
-        return f"{prefix}:unsupported" if kind in unsupported else f"{prefix}:{kind}"
+        return f"{prefix}:unsupported" if isinstance(kind, str) and kind in unsupported else f"{prefix}:{kind}"
 
     return tag
 
@@ -81,6 +81,92 @@ ContentPart = Annotated[
     | Annotated[RefusalPart, Tag("part:refusal")]
     | Annotated[UnsupportedPart, Tag("part:unsupported")],
     Discriminator(_tagger("part", _UNSUPPORTED_PARTS)),
+]
+
+
+# --- tools ---------------------------------------------------------------------------------------
+
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+    # Programmatic tool calling and deferred loading; refused when they ask for more than a plain call.
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    defer_loading: bool | None = None
+    output_schema: dict[str, Any] | None = None
+
+
+class FormatGrammar(_Strict):
+    type: Literal["grammar"]
+    syntax: Literal["lark", "regex"]
+    definition: str
+
+
+class FormatFreeText(_Strict):
+    type: Literal["text"]
+
+
+class CustomTool(_Strict):
+    """A freeform tool: the model writes its input as plain text, optionally to a grammar."""
+
+    type: Literal["custom"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    format: (
+        Annotated[
+            Annotated[FormatFreeText, Tag("format:text")] | Annotated[FormatGrammar, Tag("format:grammar")],
+            Discriminator(_tagger("format")),
+        ]
+        | None
+    ) = None
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    defer_loading: bool | None = None
+    async_: bool | None = Field(default=None, alias="async")
+
+
+class NamespaceTool(_Strict):
+    """A group of function and custom tools the model calls as `namespace` + `name` (Codex's `multi_agent_v1`)."""
+
+    type: Literal["namespace"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    tools: list[
+        Annotated[
+            Annotated[FunctionTool, Tag("tool:function")] | Annotated[CustomTool, Tag("tool:custom")],
+            Discriminator(_tagger("tool")),
+        ]
+    ]
+
+
+class ToolSearchTool(_Strict):
+    type: Literal["tool_search"]
+    description: str | None = None
+    execution: Literal["server", "client"] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class UnsupportedTool(_Loose):
+    pass
+
+
+_TYPED_TOOLS = frozenset({"function", "custom", "namespace", "tool_search"})
+
+
+def _tool_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"tool:{kind}" if isinstance(kind, str) and kind in _TYPED_TOOLS else "tool:unsupported"
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("tool:function")]
+    | Annotated[CustomTool, Tag("tool:custom")]
+    | Annotated[NamespaceTool, Tag("tool:namespace")]
+    | Annotated[ToolSearchTool, Tag("tool:tool_search")]
+    | Annotated[UnsupportedTool, Tag("tool:unsupported")],
+    Discriminator(_tool_tag),
 ]
 
 
@@ -104,28 +190,61 @@ class MessageItem(_Strict):
     phase: Literal["commentary", "final_answer"] | None = None  # refused when set
 
 
-class FunctionCallItem(_Strict):
-    type: Literal["function_call"]
+class _ToolCall(_Strict):
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
-    arguments: str
     id: str | None = None
     status: ItemStatus | None = None
+    namespace: str | None = None
     # Programmatic tool calling; refused unless it says the model called directly.
     caller: Caller | None = None
-    namespace: str | None = None
     async_: bool | None = Field(default=None, alias="async")
 
 
-class FunctionCallOutputItem(_Strict):
-    type: Literal["function_call_output"]
+class _ToolOutput(_Strict):
     call_id: str = Field(min_length=1)
     output: str | list[ContentPart]
     id: str | None = None
     status: ItemStatus | None = None
-    name: str | None = None  # informational: call_id already names the call
     caller: Caller | None = None
+
+
+class FunctionCallItem(_ToolCall):
+    type: Literal["function_call"]
+    arguments: str
+
+
+class FunctionCallOutputItem(_ToolOutput):
+    type: Literal["function_call_output"]
+    name: str | None = None  # informational: call_id already names the call
     namespace: str | None = None
+
+
+class CustomToolCallItem(_ToolCall):
+    type: Literal["custom_tool_call"]
+    input: str
+
+
+class CustomToolCallOutputItem(_ToolOutput):
+    type: Literal["custom_tool_call_output"]
+
+
+class _ToolSearchItem(_Strict):
+    call_id: str | None = None  # optional in the API; a client-executed search needs it
+    id: str | None = None
+    execution: Literal["server", "client"] | None = None
+    status: ItemStatus | None = None
+    created_by: str | None = None
+
+
+class ToolSearchCallItem(_ToolSearchItem):
+    type: Literal["tool_search_call"]
+    arguments: Any
+
+
+class ToolSearchOutputItem(_ToolSearchItem):
+    type: Literal["tool_search_output"]
+    tools: list[Tool]
 
 
 class SummaryText(_Strict):
@@ -154,8 +273,6 @@ _UNSUPPORTED_ITEMS = frozenset(
         "compaction_trigger",
         "program",
         "program_output",
-        "tool_search_call",
-        "tool_search_output",
         "file_search_call",
         "web_search_call",
         "computer_call",
@@ -172,8 +289,6 @@ _UNSUPPORTED_ITEMS = frozenset(
         "mcp_approval_request",
         "mcp_approval_response",
         "mcp_call",
-        "custom_tool_call",
-        "custom_tool_call_output",
         "compaction",
     }
 )
@@ -184,44 +299,26 @@ InputItem = Annotated[
     | Annotated[FunctionCallItem, Tag("item:function_call")]
     | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")]
     | Annotated[ReasoningItem, Tag("item:reasoning")]
+    | Annotated[CustomToolCallItem, Tag("item:custom_tool_call")]
+    | Annotated[CustomToolCallOutputItem, Tag("item:custom_tool_call_output")]
+    | Annotated[ToolSearchCallItem, Tag("item:tool_search_call")]
+    | Annotated[ToolSearchOutputItem, Tag("item:tool_search_output")]
     | Annotated[UnsupportedItem, Tag("item:unsupported")],
     # An "easy" input message ({"role", "content"}) carries no type.
     Discriminator(_tagger("item", _UNSUPPORTED_ITEMS, untyped="message")),
 ]
 
 
-# --- tools and settings --------------------------------------------------------------------------
-
-
-class FunctionTool(_Strict):
-    type: Literal["function"]
-    name: str = Field(min_length=1)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-    # Programmatic tool calling and deferred loading; refused when they ask for more than a plain call.
-    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
-    defer_loading: bool | None = None
-    output_schema: dict[str, Any] | None = None
-
-
-class UnsupportedTool(_Loose):
-    pass
-
-
-def _tool_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "tool:function" if kind == "function" else "tool:unsupported"
-
-
-Tool = Annotated[
-    Annotated[FunctionTool, Tag("tool:function")] | Annotated[UnsupportedTool, Tag("tool:unsupported")],
-    Discriminator(_tool_tag),
-]
+# --- tool choice and settings --------------------------------------------------------------------------
 
 
 class ToolChoiceFunction(_Strict):
     type: Literal["function"]
+    name: str = Field(min_length=1)
+
+
+class ToolChoiceCustom(_Strict):
+    type: Literal["custom"]
     name: str = Field(min_length=1)
 
 
@@ -233,12 +330,13 @@ def _tool_choice_tag(value: Any) -> str:
     if isinstance(value, str):
         return "choice:mode"
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "choice:function" if kind == "function" else "choice:unsupported"
+    return f"choice:{kind}" if kind in ("function", "custom") else "choice:unsupported"
 
 
 ToolChoice = Annotated[
     Annotated[Literal["none", "auto", "required"], Tag("choice:mode")]
     | Annotated[ToolChoiceFunction, Tag("choice:function")]
+    | Annotated[ToolChoiceCustom, Tag("choice:custom")]
     | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
     Discriminator(_tool_choice_tag),
 ]
@@ -277,7 +375,9 @@ class TextConfig(_Strict):
 
 class ReasoningConfig(_Strict):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    summary: Literal["auto", "concise", "detailed"] | None = None
+    # Accepted and echoed, never produced: OpenAI documents summaries as not guaranteed, and Azure
+    # Chat Completions returns none. Codex sends "none" to mean "no summary".
+    summary: Literal["auto", "concise", "detailed", "none"] | None = None
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
@@ -303,6 +403,12 @@ class ResponsesRequest(_Strict):
     user: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None  # "24h" refused
+    # Built-in tools only: none run here, so any cap is honoured as given.
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    # Codex sends its own request-scoped metadata to every provider; it changes no output and is
+    # not part of the Response.
+    client_metadata: dict[str, str] | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
     stream: bool | None = None
@@ -315,8 +421,6 @@ class ResponsesRequest(_Strict):
     background: bool | None = None
     conversation: Any = None
     prompt: Any = None
-    max_tool_calls: int | None = None
-    prompt_cache_retention: str | None = None
     prompt_cache_options: dict[str, Any] | None = None
     access_programs: dict[str, Any] | None = None
     background_options: dict[str, Any] | None = None
@@ -348,15 +452,16 @@ def parse(model: type[BaseModel], data: Any) -> Any:
         # about what the client actually sent.
         first = max(exc.errors(include_url=False, include_input=False), key=lambda e: len(e["loc"]))
         param = _param_path(first["loc"])
+        code = "invalid_value" if param else None
         if first["type"] == "extra_forbidden":
-            message = f"Unknown parameter: '{param}'."
+            message, code = f"Unknown parameter: '{param}'.", "unknown_parameter"  # OpenAI's code
         elif first["type"] == "union_tag_invalid":
             kind = str(first.get("ctx", {}).get("tag", "")).partition(":")[2]
             param = f"{param}.type"
             message = f"Invalid value for '{param}': unknown type {kind!r}."
         else:
             message = f"Invalid '{param}': {first['msg']}."
-        raise InvalidRequest(message, param=param, code="invalid_value" if param else None) from None
+        raise InvalidRequest(message, param=param, code=code) from None
 
 
 def _param_path(loc: tuple[Any, ...]) -> str:

@@ -191,16 +191,70 @@ def test_request_settings_are_echoed() -> None:
     assert response["reasoning"] == {"effort": "high", "summary": None}
     assert response["text"] == {
         "format": {"type": "json_schema", "name": "g", "schema": {"type": "object"}},
-        "verbosity": None,
+        "verbosity": "medium",
     }
     assert response["top_logprobs"] == 2 and response["truncation"] == "disabled"
 
 
-def test_defaults_echo_auto_tool_choice_and_text_format() -> None:
+def test_options_that_change_no_output_are_echoed_as_sent() -> None:
+    request = {
+        "input": "hi",
+        "reasoning": {"summary": "detailed", "generate_summary": "concise"},
+        "max_tool_calls": 4,
+        "prompt_cache_key": "k",
+        "prompt_cache_retention": "in_memory",
+        "client_metadata": {"session": "s"},
+        "text": {"verbosity": "low"},
+    }
+    response = respond(completion({"content": "x"}), request)
+    assert response["reasoning"] == {"effort": None, "summary": "detailed", "generate_summary": "concise"}
+    assert (response["max_tool_calls"], response["prompt_cache_key"], response["prompt_cache_retention"]) == (
+        4,
+        "k",
+        "in_memory",
+    )
+    assert response["text"]["verbosity"] == "low" and "client_metadata" not in response
+    assert [item["type"] for item in response["output"]] == ["message"]  # and no reasoning summary
+
+
+def test_truncation_auto_is_echoed() -> None:
+    assert respond(completion({"content": "x"}), {"input": "hi", "truncation": "auto"})["truncation"] == "auto"
+
+
+def test_a_summary_of_none_is_echoed_as_null() -> None:
+    response = respond(completion({"content": "x"}), {"input": "hi", "reasoning": {"summary": "none"}})
+    assert response["reasoning"] == {"effort": None, "summary": None}
+
+
+def test_unset_settings_echo_what_openai_echoes() -> None:
     response = respond(completion({"content": "x"}))
-    assert response["tool_choice"] == "auto" and response["tools"] == []
-    assert response["text"]["format"] == {"type": "text"}
-    assert response["parallel_tool_calls"] is True and response["error"] is None
+    assert {key: response[key] for key in DEFAULT_ECHOES} == DEFAULT_ECHOES
+
+
+DEFAULT_ECHOES = {
+    "background": False,
+    "error": None,
+    "instructions": None,
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "metadata": {},
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "prompt_cache_key": None,
+    "prompt_cache_retention": None,
+    "reasoning": {"effort": None, "summary": None},
+    "safety_identifier": None,
+    "service_tier": "auto",
+    "store": False,  # nothing is stored here, whatever the client asked
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}, "verbosity": "medium"},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_logprobs": 0,
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "user": None,
+}
 
 
 def test_completed_at_is_set_only_when_completed() -> None:
@@ -247,3 +301,80 @@ def test_the_service_tier_is_the_one_azure_reports() -> None:
     unreported = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}
     response = to_response(unreported, req, model="m", response_id="r", created_at=1, completed_at=2)
     assert response["service_tier"] == "auto"
+
+
+# --- calls of custom, namespace and tool_search tools --------------------------------------------
+
+TOOLS_REQUEST = {
+    "input": "hi",
+    "tools": [
+        {"type": "custom", "name": "apply_patch", "format": {"type": "grammar", "syntax": "lark", "definition": "s"}},
+        {
+            "type": "namespace",
+            "name": "multi_agent_v1",
+            "description": "agents",
+            "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}],
+        },
+        {"type": "tool_search", "execution": "client", "parameters": {"type": "object"}},
+    ],
+}
+
+
+def called(name: str, arguments: str) -> dict[str, Any]:
+    call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    return respond(completion({"content": None, "tool_calls": [call]}, "tool_calls"), TOOLS_REQUEST)["output"][0]
+
+
+CALL_ITEMS = {
+    "a custom tool's call is a custom_tool_call with the input text": (
+        ("apply_patch", '{"input": "*** Begin Patch\\n"}'),
+        {"type": "custom_tool_call", "call_id": "call_1", "name": "apply_patch", "input": "*** Begin Patch\n"},
+    ),
+    "arguments that are not the one string argument are the input as sent": (
+        ("apply_patch", "*** Begin Patch"),
+        {"type": "custom_tool_call", "call_id": "call_1", "name": "apply_patch", "input": "*** Begin Patch"},
+    ),
+    "a namespaced function's call carries its name and namespace": (
+        ("multi_agent_v1__spawn_agent", '{"task": "x"}'),
+        {
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "spawn_agent",
+            "namespace": "multi_agent_v1",
+            "arguments": '{"task": "x"}',
+        },
+    ),
+    "a tool search's call is a client tool_search_call with the arguments as an object": (
+        ("tool_search", '{"query": "files"}'),
+        {"type": "tool_search_call", "call_id": "call_1", "execution": "client", "arguments": {"query": "files"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("call, expected", CALL_ITEMS.values(), ids=CALL_ITEMS.keys())
+def test_calls_come_back_as_the_item_type_of_the_tool(call: tuple[str, str], expected: dict[str, Any]) -> None:
+    from openai.types.responses import ResponseOutputItem
+    from pydantic import TypeAdapter
+
+    item = called(*call)
+    assert {k: v for k, v in item.items() if k not in ("id", "status")} == expected
+    assert item["status"] == "completed"
+    TypeAdapter(ResponseOutputItem).validate_python(item)
+
+
+def test_the_item_ids_follow_the_item_type() -> None:
+    assert called("apply_patch", "{}")["id"].startswith("ctc_")
+    assert called("tool_search", "{}")["id"].startswith("ts_")
+
+
+def test_a_response_with_every_tool_kind_is_a_valid_openai_sdk_response() -> None:
+    from openai.types.responses import Response
+
+    calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": "{}"}}
+        for i, name in enumerate(["apply_patch", "multi_agent_v1__spawn_agent", "tool_search"])
+    ]
+    response = respond(completion({"content": None, "tool_calls": calls}, "tool_calls"), TOOLS_REQUEST)
+    parsed = Response.model_validate(response)
+    assert [item.type for item in parsed.output] == ["custom_tool_call", "function_call", "tool_search_call"]
+    assert [tool["type"] for tool in response["tools"]] == ["custom", "namespace", "tool_search"]
