@@ -1,0 +1,117 @@
+"""The Codex CLI (`codex exec`, a custom provider with `wire_api = "responses"`) against the app on the simulator.
+
+The simulator calls the first tool offered with the prompt as its string arguments, so Codex runs the
+prompt as a shell command: the prompts are harmless commands, and Codex runs read-only in a scratch
+directory, with its home (config, sessions) in a temporary directory and every feature that could reach
+beyond the provider (web search, plugins, apps) turned off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Serve, SimAdmin, sim_app
+
+from serve_app.simulator import BackgroundSimulator
+
+pytestmark = [pytest.mark.serve, pytest.mark.clients]
+
+APP = "codex_model"
+CODEX_DIR = Path(__file__).resolve().parent.parent / "build" / "codex"
+# Known to Codex's model catalog: it offers the freeform `apply_patch` tool and `tool_search`.
+CATALOG_MODEL = "gpt-5.5"
+# Unknown to it: it falls back to generic settings (`reasoning.summary`, a `namespace` tool).
+UNKNOWN_MODEL = "our-policy-model"
+
+
+@pytest.fixture(scope="module")
+def codex_bin() -> Path:
+    binary = Path(os.environ.get("CODEX_BIN") or CODEX_DIR / "node_modules" / ".bin" / "codex")
+    if not binary.exists():
+        log = CODEX_DIR / "install.log"
+        why = log.read_text()[-500:] if log.exists() else "not installed (make test-clients installs it)"
+        pytest.skip(f"Codex CLI missing at {binary}: {why}")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
+    serve_instance.deploy(sim_app(APP, simulator, deployment="gpt-5-mini"))
+    return serve_instance
+
+
+@dataclass
+class CodexRun:
+    returncode: int
+    events: list[dict[str, Any]]
+    stderr: str
+    last_message: str
+
+    def items(self, kind: str) -> list[dict[str, Any]]:
+        return [e["item"] for e in self.events if e["type"] == "item.completed" and e["item"]["type"] == kind]
+
+    def errors(self) -> list[str]:
+        return [e["message"] for e in self.events if e["type"] == "error"]
+
+
+def run_codex(codex_bin: Path, base_url: str, tmp_path: Path, model: str, prompt: str) -> CodexRun:
+    home, scratch = tmp_path / "codex-home", tmp_path / "scratch"
+    home.mkdir()
+    scratch.mkdir()
+    (home / "config.toml").write_text(
+        f"""model_provider = "serve"
+
+[model_providers.serve]
+name = "Ray Serve on the simulator"
+base_url = "{base_url}"
+wire_api = "responses"
+"""
+    )
+    last = tmp_path / "last-message.txt"
+    command = [
+        str(codex_bin),
+        "exec",
+        *("-c", 'web_search="disabled"'),
+        *("--disable", "plugins", "--disable", "remote_plugin", "--disable", "apps"),
+        *("--sandbox", "read-only", "--cd", str(scratch), "--skip-git-repo-check", "--ephemeral"),
+        *("--model", model, "--json", "--color", "never", "--output-last-message", str(last)),
+        prompt,
+    ]
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home), "LANG": "C.UTF-8"}
+    done = subprocess.run(
+        command, env=env, cwd=scratch, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180
+    )
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return CodexRun(done.returncode, events, done.stderr, last.read_text() if last.exists() else "")
+
+
+def assert_completed_a_shell_tool_turn(run: CodexRun, sim_admin: SimAdmin, marker: str) -> None:
+    assert run.returncode == 0 and not run.errors(), f"Codex failed: {run.errors()}\n{run.stderr[-2000:]}"
+    assert run.events[-1]["type"] == "turn.completed", run.events[-3:]
+    commands = run.items("command_execution")
+    assert commands and marker in commands[0]["command"], commands
+    assert marker in commands[0]["aggregated_output"], commands[0]
+    # Upstream: the first request offered Codex's tools; the second carried the call and its output back.
+    upstream = [r["body"] for r in sim_admin.requests()]
+    assert len(upstream) >= 2, upstream
+    first, second = upstream[0], upstream[1]
+    assert first["tools"] and first["stream"] is True
+    call = next(m for m in second["messages"] if m["role"] == "assistant" and m.get("tool_calls"))
+    output = next(m for m in second["messages"] if m["role"] == "tool")
+    assert output["tool_call_id"] == call["tool_calls"][0]["id"] and marker in str(output["content"])
+    # The simulator's last answer reports the tool's result, and Codex shows it as its final message.
+    assert "returned:" in run.last_message and marker in run.last_message
+
+
+@pytest.mark.parametrize("model", [CATALOG_MODEL, UNKNOWN_MODEL])
+def test_codex_exec_completes_a_shell_tool_turn(
+    codex_bin: Path, apps: Serve, sim_admin: SimAdmin, tmp_path: Path, model: str
+) -> None:
+    marker = f"codex-through-serve-{model}"
+    run = run_codex(codex_bin, apps.base_url(APP), tmp_path, model, f"echo {marker}")
+    assert_completed_a_shell_tool_turn(run, sim_admin, marker)
