@@ -75,8 +75,98 @@ def _tagger(prefix: str, unsupported: frozenset[str] = frozenset(), untyped: str
 
 
 ContentPart = Annotated[
-    Annotated[InputText, Tag("part:input_text")] | Annotated[InputImage, Tag("part:input_image")] | Annotated[OutputText, Tag("part:output_text")] | Annotated[RefusalPart, Tag("part:refusal")] | Annotated[UnsupportedPart, Tag("part:unsupported")],
+    Annotated[InputText, Tag("part:input_text")]
+    | Annotated[InputImage, Tag("part:input_image")]
+    | Annotated[OutputText, Tag("part:output_text")]
+    | Annotated[RefusalPart, Tag("part:refusal")]
+    | Annotated[UnsupportedPart, Tag("part:unsupported")],
     Discriminator(_tagger("part", _UNSUPPORTED_PARTS)),
+]
+
+
+# --- tools ---------------------------------------------------------------------------------------
+
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+    # Programmatic tool calling and deferred loading; refused when they ask for more than a plain call.
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    defer_loading: bool | None = None
+    output_schema: dict[str, Any] | None = None
+
+
+class FormatGrammar(_Strict):
+    type: Literal["grammar"]
+    syntax: Literal["lark", "regex"]
+    definition: str
+
+
+class FormatFreeText(_Strict):
+    type: Literal["text"]
+
+
+class CustomTool(_Strict):
+    """A freeform tool: the model writes its input as plain text, optionally to a grammar."""
+
+    type: Literal["custom"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    format: (
+        Annotated[
+            Annotated[FormatFreeText, Tag("format:text")] | Annotated[FormatGrammar, Tag("format:grammar")],
+            Discriminator(_tagger("format")),
+        ]
+        | None
+    ) = None
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    defer_loading: bool | None = None
+    async_: bool | None = Field(default=None, alias="async")
+
+
+class NamespaceTool(_Strict):
+    """A group of function and custom tools the model calls as `namespace` + `name` (Codex's `multi_agent_v1`)."""
+
+    type: Literal["namespace"]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    tools: list[
+        Annotated[
+            Annotated[FunctionTool, Tag("tool:function")] | Annotated[CustomTool, Tag("tool:custom")],
+            Discriminator(_tagger("tool")),
+        ]
+    ]
+
+
+class ToolSearchTool(_Strict):
+    type: Literal["tool_search"]
+    description: str | None = None
+    execution: Literal["server", "client"] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class UnsupportedTool(_Loose):
+    pass
+
+
+_TYPED_TOOLS = frozenset({"function", "custom", "namespace", "tool_search"})
+
+
+def _tool_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"tool:{kind}" if kind in _TYPED_TOOLS else "tool:unsupported"
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("tool:function")]
+    | Annotated[CustomTool, Tag("tool:custom")]
+    | Annotated[NamespaceTool, Tag("tool:namespace")]
+    | Annotated[ToolSearchTool, Tag("tool:tool_search")]
+    | Annotated[UnsupportedTool, Tag("tool:unsupported")],
+    Discriminator(_tool_tag),
 ]
 
 
@@ -124,6 +214,47 @@ class FunctionCallOutputItem(_Strict):
     namespace: str | None = None
 
 
+class CustomToolCallItem(_Strict):
+    type: Literal["custom_tool_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: str
+    id: str | None = None
+    status: ItemStatus | None = None
+    namespace: str | None = None
+    caller: Caller | None = None
+    async_: bool | None = Field(default=None, alias="async")
+
+
+class CustomToolCallOutputItem(_Strict):
+    type: Literal["custom_tool_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+    id: str | None = None
+    status: ItemStatus | None = None
+    caller: Caller | None = None
+
+
+class ToolSearchCallItem(_Strict):
+    type: Literal["tool_search_call"]
+    arguments: Any
+    call_id: str | None = None
+    id: str | None = None
+    execution: Literal["server", "client"] | None = None
+    status: ItemStatus | None = None
+    created_by: str | None = None
+
+
+class ToolSearchOutputItem(_Strict):
+    type: Literal["tool_search_output"]
+    tools: list[Tool]
+    call_id: str | None = None
+    id: str | None = None
+    execution: Literal["server", "client"] | None = None
+    status: ItemStatus | None = None
+    created_by: str | None = None
+
+
 class SummaryText(_Strict):
     type: Literal["summary_text"]
     text: str
@@ -150,8 +281,6 @@ _UNSUPPORTED_ITEMS = frozenset(
         "compaction_trigger",
         "program",
         "program_output",
-        "tool_search_call",
-        "tool_search_output",
         "file_search_call",
         "web_search_call",
         "computer_call",
@@ -168,52 +297,36 @@ _UNSUPPORTED_ITEMS = frozenset(
         "mcp_approval_request",
         "mcp_approval_response",
         "mcp_call",
-        "custom_tool_call",
-        "custom_tool_call_output",
         "compaction",
     }
 )
 
 
 InputItem = Annotated[
-    Annotated[MessageItem, Tag("item:message")] | Annotated[FunctionCallItem, Tag("item:function_call")] | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")] | Annotated[ReasoningItem, Tag("item:reasoning")] | Annotated[UnsupportedItem, Tag("item:unsupported")],
+    Annotated[MessageItem, Tag("item:message")]
+    | Annotated[FunctionCallItem, Tag("item:function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("item:function_call_output")]
+    | Annotated[ReasoningItem, Tag("item:reasoning")]
+    | Annotated[CustomToolCallItem, Tag("item:custom_tool_call")]
+    | Annotated[CustomToolCallOutputItem, Tag("item:custom_tool_call_output")]
+    | Annotated[ToolSearchCallItem, Tag("item:tool_search_call")]
+    | Annotated[ToolSearchOutputItem, Tag("item:tool_search_output")]
+    | Annotated[UnsupportedItem, Tag("item:unsupported")],
     # An "easy" input message ({"role", "content"}) carries no type.
     Discriminator(_tagger("item", _UNSUPPORTED_ITEMS, untyped="message")),
 ]
 
 
-# --- tools and settings --------------------------------------------------------------------------
-
-
-class FunctionTool(_Strict):
-    type: Literal["function"]
-    name: str = Field(min_length=1)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-    # Programmatic tool calling and deferred loading; refused when they ask for more than a plain call.
-    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
-    defer_loading: bool | None = None
-    output_schema: dict[str, Any] | None = None
-
-
-class UnsupportedTool(_Loose):
-    pass
-
-
-def _tool_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "tool:function" if kind == "function" else "tool:unsupported"
-
-
-Tool = Annotated[
-    Annotated[FunctionTool, Tag("tool:function")] | Annotated[UnsupportedTool, Tag("tool:unsupported")],
-    Discriminator(_tool_tag),
-]
+# --- tool choice and settings --------------------------------------------------------------------------
 
 
 class ToolChoiceFunction(_Strict):
     type: Literal["function"]
+    name: str = Field(min_length=1)
+
+
+class ToolChoiceCustom(_Strict):
+    type: Literal["custom"]
     name: str = Field(min_length=1)
 
 
@@ -225,11 +338,14 @@ def _tool_choice_tag(value: Any) -> str:
     if isinstance(value, str):
         return "choice:mode"
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "choice:function" if kind == "function" else "choice:unsupported"
+    return f"choice:{kind}" if kind in ("function", "custom") else "choice:unsupported"
 
 
 ToolChoice = Annotated[
-    Annotated[Literal["none", "auto", "required"], Tag("choice:mode")] | Annotated[ToolChoiceFunction, Tag("choice:function")] | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
+    Annotated[Literal["none", "auto", "required"], Tag("choice:mode")]
+    | Annotated[ToolChoiceFunction, Tag("choice:function")]
+    | Annotated[ToolChoiceCustom, Tag("choice:custom")]
+    | Annotated[UnsupportedToolChoice, Tag("choice:unsupported")],
     Discriminator(_tool_choice_tag),
 ]
 
@@ -253,7 +369,9 @@ class FormatJsonSchema(_Strict):
 
 
 TextFormat = Annotated[
-    Annotated[FormatText, Tag("format:text")] | Annotated[FormatJsonObject, Tag("format:json_object")] | Annotated[FormatJsonSchema, Tag("format:json_schema")],
+    Annotated[FormatText, Tag("format:text")]
+    | Annotated[FormatJsonObject, Tag("format:json_object")]
+    | Annotated[FormatJsonSchema, Tag("format:json_schema")],
     Discriminator(_tagger("format")),
 ]
 
@@ -265,7 +383,9 @@ class TextConfig(_Strict):
 
 class ReasoningConfig(_Strict):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    summary: Literal["auto", "concise", "detailed"] | None = None
+    # Accepted and echoed, never produced: OpenAI documents summaries as not guaranteed, and Azure
+    # Chat Completions returns none. Codex sends "none" to mean "no summary".
+    summary: Literal["auto", "concise", "detailed", "none"] | None = None
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
@@ -291,6 +411,12 @@ class ResponsesRequest(_Strict):
     user: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None  # "24h" refused
+    # Built-in tools only: none run here, so any cap is honoured as given.
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    # Codex sends its own request-scoped metadata to every provider; it changes no output and is
+    # not part of the Response.
+    client_metadata: dict[str, str] | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
     stream: bool | None = None
@@ -303,8 +429,6 @@ class ResponsesRequest(_Strict):
     background: bool | None = None
     conversation: Any = None
     prompt: Any = None
-    max_tool_calls: int | None = None
-    prompt_cache_retention: str | None = None
     prompt_cache_options: dict[str, Any] | None = None
     access_programs: dict[str, Any] | None = None
     background_options: dict[str, Any] | None = None
@@ -336,15 +460,16 @@ def parse(model: type[BaseModel], data: Any) -> Any:
         # about what the client actually sent.
         first = max(exc.errors(include_url=False, include_input=False), key=lambda e: len(e["loc"]))
         param = _param_path(first["loc"])
+        code = "invalid_value" if param else None
         if first["type"] == "extra_forbidden":
-            message = f"Unknown parameter: '{param}'."
+            message, code = f"Unknown parameter: '{param}'.", "unknown_parameter"  # OpenAI's code
         elif first["type"] == "union_tag_invalid":
             kind = str(first.get("ctx", {}).get("tag", "")).partition(":")[2]
             param = f"{param}.type"
             message = f"Invalid value for '{param}': unknown type {kind!r}."
         else:
             message = f"Invalid '{param}': {first['msg']}."
-        raise InvalidRequest(message, param=param, code="invalid_value" if param else None) from None
+        raise InvalidRequest(message, param=param, code=code) from None
 
 
 def _param_path(loc: tuple[Any, ...]) -> str:

@@ -23,6 +23,8 @@ def check_event_sequence(events: list[dict[str, Any]]) -> dict[str, Any]:
         kind, index = event["type"], event.get("output_index")
         if kind == "response.output_item.added":
             assert index == len(added), f"output_index {index} is not the next one ({len(added)})"
+            # As OpenAI streams: each output item is closed before the next one opens.
+            assert done_items == set(added), f"output item {index} opened before item {len(done_items)} closed"
             added[index] = event["item"]
             parts[index] = []
             continue

@@ -131,7 +131,7 @@ BAD_BODIES = {
     "NaN": (b'{"input": "hi", "temperature": NaN}', "invalid_json", None),
     "a number beyond double range": (b'{"input": "hi", "temperature": 1e400}', "invalid_json", None),
     "schema-invalid": (b'{"input": 42}', "invalid_value", "input"),
-    "an unknown field": (b'{"input": "hi", "frobnicate": true}', "invalid_value", "frobnicate"),
+    "an unknown field": (b'{"input": "hi", "frobnicate": true}', "unknown_parameter", "frobnicate"),
 }
 
 

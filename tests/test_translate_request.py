@@ -217,6 +217,23 @@ SETTING_CASES = {
         {},
     ),
     "the request's model is ignored": ({"model": "gpt-4o-mini"}, {}),
+    "what Codex sends on every request needs no upstream action but its cache key": (
+        {
+            "client_metadata": {"session": "s1"},
+            "store": False,
+            "include": ["reasoning.encrypted_content"],
+            "prompt_cache_key": "k1",
+            "stream": True,
+        },
+        {"prompt_cache_key": "k1"},
+    ),
+    "reasoning summaries are accepted and none is asked of Azure": (
+        {"reasoning": {"effort": "low", "summary": "auto", "generate_summary": "concise"}},
+        {"reasoning_effort": "low"},
+    ),
+    "a summary alone sends no reasoning setting": ({"reasoning": {"summary": "none"}}, {}),
+    "max_tool_calls caps built-in tools only, so it needs no upstream action": ({"max_tool_calls": 3}, {}),
+    "in-memory prompt cache retention is what Azure does anyway": ({"prompt_cache_retention": "in_memory"}, {}),
     "a direct caller is the plain case": (
         {
             "input": [
@@ -289,11 +306,10 @@ REFUSED = {
     "background": ({"background": True}, "background"),
     "conversation": ({"conversation": "conv_1"}, "conversation"),
     "stored prompt": ({"prompt": {"id": "pmpt_1"}}, "prompt"),
-    "max_tool_calls": ({"max_tool_calls": 2}, "max_tool_calls"),
     "truncation auto": ({"truncation": "auto"}, "truncation"),
     "a service tier Azure chat cannot give": ({"service_tier": "flex"}, "service_tier"),
     "an include we cannot produce": ({"include": ["file_search_call.results"]}, "include[0]"),
-    "reasoning summaries": ({"reasoning": {"effort": "low", "summary": "auto"}}, "reasoning.summary"),
+    "extended prompt cache retention": ({"prompt_cache_retention": "24h"}, "prompt_cache_retention"),
     "web_search tool": ({"tools": [{"type": "web_search"}]}, "tools[0]"),
     "file_search tool": ({"tools": [TOOL, {"type": "file_search", "vector_store_ids": ["vs"]}]}, "tools[1]"),
     "mcp tool": ({"tools": [{"type": "mcp", "server_label": "x", "server_url": "https://x"}]}, "tools[0]"),
@@ -337,7 +353,6 @@ REFUSED = {
         {"input": [USER, {**fc("c"), "caller": {"type": "program", "caller_id": "p"}}]},
         "input[1].caller",
     ),
-    "a tool namespace": ({"input": [USER, {**fc("c"), "namespace": "ns"}]}, "input[1].namespace"),
     "a prompt cache breakpoint": (
         {
             "input": [
@@ -388,6 +403,8 @@ INVALID = {
         "tool_choice.name",
     ),
     "an unknown parameter": ({"frobnicate": 1}, "frobnicate"),
+    "client_metadata values that are not strings": ({"client_metadata": {"n": 1}}, "client_metadata.n"),
+    "max_tool_calls below one": ({"max_tool_calls": 0}, "max_tool_calls"),
     "an unknown item type": ({"input": [{"type": "telepathy"}]}, "input[0].type"),
     "a wrong type deep inside": (
         {"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
@@ -409,6 +426,23 @@ def test_invalid_requests_name_the_field(extra: dict[str, Any], param: str) -> N
         chat(body)
     assert info.value.status == 400
     assert info.value.param == param
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"frobnicate": 1}, "frobnicate"),
+        ({"input": [{"role": "user", "content": "x", "mood": "happy"}]}, "input[0].mood"),
+    ],
+)
+def test_unknown_fields_get_openai_unknown_parameter_code(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        chat({"input": "hi", **extra})
+    assert (info.value.code, info.value.param, info.value.message) == (
+        "unknown_parameter",
+        param,
+        f"Unknown parameter: '{param}'.",
+    )
 
 
 def test_a_missing_input_is_a_400() -> None:

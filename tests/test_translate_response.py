@@ -191,16 +191,66 @@ def test_request_settings_are_echoed() -> None:
     assert response["reasoning"] == {"effort": "high", "summary": None}
     assert response["text"] == {
         "format": {"type": "json_schema", "name": "g", "schema": {"type": "object"}},
-        "verbosity": None,
+        "verbosity": "medium",
     }
     assert response["top_logprobs"] == 2 and response["truncation"] == "disabled"
 
 
-def test_defaults_echo_auto_tool_choice_and_text_format() -> None:
+def test_options_that_change_no_output_are_echoed_as_sent() -> None:
+    request = {
+        "input": "hi",
+        "reasoning": {"summary": "detailed", "generate_summary": "concise"},
+        "max_tool_calls": 4,
+        "prompt_cache_key": "k",
+        "prompt_cache_retention": "in_memory",
+        "client_metadata": {"session": "s"},
+        "text": {"verbosity": "low"},
+    }
+    response = respond(completion({"content": "x"}), request)
+    assert response["reasoning"] == {"effort": None, "summary": "detailed", "generate_summary": "concise"}
+    assert (response["max_tool_calls"], response["prompt_cache_key"], response["prompt_cache_retention"]) == (
+        4,
+        "k",
+        "in_memory",
+    )
+    assert response["text"]["verbosity"] == "low" and "client_metadata" not in response
+    assert [item["type"] for item in response["output"]] == ["message"]  # and no reasoning summary
+
+
+def test_a_summary_of_none_is_echoed_as_null() -> None:
+    response = respond(completion({"content": "x"}), {"input": "hi", "reasoning": {"summary": "none"}})
+    assert response["reasoning"] == {"effort": None, "summary": None}
+
+
+def test_unset_settings_echo_what_openai_echoes() -> None:
     response = respond(completion({"content": "x"}))
-    assert response["tool_choice"] == "auto" and response["tools"] == []
-    assert response["text"]["format"] == {"type": "text"}
-    assert response["parallel_tool_calls"] is True and response["error"] is None
+    assert {key: response[key] for key in DEFAULT_ECHOES} == DEFAULT_ECHOES
+
+
+DEFAULT_ECHOES = {
+    "background": False,
+    "error": None,
+    "instructions": None,
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "metadata": {},
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "prompt_cache_key": None,
+    "prompt_cache_retention": None,
+    "reasoning": {"effort": None, "summary": None},
+    "safety_identifier": None,
+    "service_tier": "auto",
+    "store": False,  # nothing is stored here, whatever the client asked
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}, "verbosity": "medium"},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_logprobs": 0,
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "user": None,
+}
 
 
 def test_completed_at_is_set_only_when_completed() -> None:

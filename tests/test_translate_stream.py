@@ -67,7 +67,11 @@ def azure_chunks(
                 {"index": i, "function": {"arguments": arguments[half:]}},
             ]
         )
-    order = [p for group in zip(*pieces, strict=False) for p in group] if interleave else [p for group in pieces for p in group]
+    order = (
+        [p for group in zip(*pieces, strict=False) for p in group]
+        if interleave
+        else [p for group in pieces for p in group]
+    )
     for piece in order:
         delta({"tool_calls": [piece]})
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]})
@@ -162,6 +166,31 @@ def test_text_events_in_order() -> None:
         "response.output_item.done",
         "response.completed",
     ]
+
+
+def test_each_item_closes_before_the_next_opens_even_when_azure_interleaves_calls() -> None:
+    calls = [("call_1", "a", '{"x": 1}'), ("call_2", "b", '{"y": 2}')]
+    events = run(azure_chunks(content="Two calls", calls=calls, finish_reason="tool_calls", interleave=True))
+    kinds = [(e["type"], e.get("output_index")) for e in events[2:-1]]
+    first_done = [kinds.index(("response.output_item.done", i)) for i in range(3)]
+    first_added = [kinds.index(("response.output_item.added", i)) for i in range(3)]
+    assert first_done[0] < first_added[1] and first_done[1] < first_added[2]
+    arguments = [e for e in events if e["type"] == "response.function_call_arguments.delta"]
+    assert [(e["output_index"], e["delta"]) for e in arguments] == [
+        (1, '{"x"'),
+        (1, ": 1}"),
+        (2, '{"y"'),
+        (2, ": 2}"),
+    ]
+
+
+def test_the_first_item_streams_as_azure_sends_it() -> None:
+    machine = ResponseEventStream(REQUEST, model="dep", response_id="resp_s", created_at=1)
+    machine.start()
+    chunks = azure_chunks(content="a b")
+    fed = [[e["type"] for e in machine.feed(chunk)] for chunk in chunks[:4]]
+    assert fed[2] == ["response.output_item.added", "response.content_part.added", "response.output_text.delta"]
+    assert fed[3] == []  # the annotation frame carries no delta
 
 
 def test_a_tool_only_answer_starts_its_output_at_index_0() -> None:

@@ -10,20 +10,23 @@ Rules that are not obvious from the two specs:
 - `reasoning` items are replayed by agents every turn but have no Chat Completions equivalent
   (Azure's reasoning state is not addressable); they are left out of the upstream body.
 - A field we cannot honour is refused with a 400 naming it; fields that need no upstream action
-  (`store`, `metadata`, `service_tier: auto|default`) are accepted and only echoed.
+  (`store`, `metadata`, `service_tier: auto|default`, `reasoning.summary`, `max_tool_calls`,
+  `prompt_cache_retention: in_memory`) are accepted and only echoed; `client_metadata` is ignored.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..errors import InvalidRequest, UnsupportedField
 from ..schemas import (
+    CustomToolCallItem,
+    CustomToolCallOutputItem,
     FormatJsonObject,
     FormatJsonSchema,
     FunctionCallItem,
     FunctionCallOutputItem,
-    FunctionTool,
     InputImage,
     InputText,
     MessageItem,
@@ -31,12 +34,15 @@ from ..schemas import (
     ReasoningItem,
     RefusalPart,
     ResponsesRequest,
+    ToolChoiceCustom,
     ToolChoiceFunction,
+    ToolSearchCallItem,
+    ToolSearchOutputItem,
     UnsupportedItem,
     UnsupportedPart,
-    UnsupportedTool,
     UnsupportedToolChoice,
 )
+from .tools import PROGRAMMATIC, ToolMap, custom_arguments, refuse_if_set
 
 # `include` values we can honour: logprobs map to `logprobs: true`; encrypted reasoning is
 # vacuously honoured because Azure chat returns no reasoning items to include it in.
@@ -49,8 +55,6 @@ _REFUSED_FIELDS = {
     "background": "background responses need server-side storage, which this server does not keep",
     "conversation": "conversations are not stored here; send the whole conversation as input",
     "prompt": "stored prompt templates do not exist on Azure Chat Completions",
-    "max_tool_calls": "Azure Chat Completions cannot cap the number of tool calls",
-    "prompt_cache_retention": "Azure Chat Completions has no prompt cache retention setting",
     "prompt_cache_options": "Azure Chat Completions has no prompt cache options",
     "access_programs": "OpenAI access programs do not apply to Azure deployments",
     "background_options": "background responses need server-side storage, which this server does not keep",
@@ -60,12 +64,17 @@ _REFUSED_FIELDS = {
 }
 
 
-def to_chat_request(req: ResponsesRequest) -> dict[str, Any]:
-    """Build the Chat Completions body (without `model` and `stream`, which the caller owns)."""
+def to_chat_request(req: ResponsesRequest, tools: ToolMap | None = None) -> dict[str, Any]:
+    """Build the Chat Completions body (without `model` and `stream`, which the caller owns).
+
+    `tools` is the request's `ToolMap` when the caller built it (to leave hosted tools out, and to
+    map Azure's calls back with the same names)."""
     _refuse_unsupported(req)
-    body: dict[str, Any] = {"messages": _messages(req)}
-    tool_names = _add_tools(body, req)
-    _add_tool_choice(body, req, tool_names)
+    tools = tools or ToolMap.of(req)
+    body: dict[str, Any] = {"messages": _messages(req, tools)}
+    if tools.upstream:
+        body["tools"] = tools.upstream
+    _add_tool_choice(body, req, tools)
     if req.text is not None:
         if isinstance(req.text.format, FormatJsonSchema):
             schema = {"name": req.text.format.name, "schema": req.text.format.schema_}
@@ -95,24 +104,18 @@ def to_chat_request(req: ResponsesRequest) -> dict[str, Any]:
     return body
 
 
-_PROGRAMMATIC = "programmatic tool calling does not exist on Azure Chat Completions"
 _CACHE_BREAKPOINT = "explicit prompt cache breakpoints do not exist on Azure Chat Completions"
 
 
-def _refuse_if_set(param: str, value: Any, reason: str) -> None:
-    if value not in (None, False):
-        raise UnsupportedField(param, reason)
-
-
-def _refuse_programmatic(param: str, item: FunctionCallItem | FunctionCallOutputItem) -> None:
+def _refuse_programmatic(param: str, item: Any) -> None:
     if item.caller is not None and item.caller.type != "direct":
-        raise UnsupportedField(f"{param}.caller", _PROGRAMMATIC)
-    _refuse_if_set(f"{param}.namespace", item.namespace, _PROGRAMMATIC)
+        raise UnsupportedField(f"{param}.caller", PROGRAMMATIC)
+    refuse_if_set(f"{param}.async", getattr(item, "async_", None), "asynchronous tool calls do not exist on Azure")
 
 
 def _refuse_unsupported(req: ResponsesRequest) -> None:
     for name, reason in _REFUSED_FIELDS.items():
-        _refuse_if_set(name, getattr(req, name), reason)
+        refuse_if_set(name, getattr(req, name), reason)
     if req.truncation == "auto":
         raise UnsupportedField("truncation", "Azure Chat Completions does not truncate conversations; use 'disabled'")
     if req.service_tier not in NO_OP_SERVICE_TIERS:
@@ -120,10 +123,10 @@ def _refuse_unsupported(req: ResponsesRequest) -> None:
     for i, value in enumerate(req.include or ()):
         if value not in SUPPORTED_INCLUDES:
             raise UnsupportedField(f"include[{i}]", f"{value!r} cannot be produced from Azure Chat Completions")
-    if req.reasoning is not None:
-        for name in ("summary", "generate_summary"):
-            if getattr(req.reasoning, name) is not None:
-                raise UnsupportedField(f"reasoning.{name}", "Azure Chat Completions returns no reasoning summaries")
+    if req.prompt_cache_retention == "24h":
+        raise UnsupportedField(
+            "prompt_cache_retention", "Azure keeps prompt caches in memory only (at most an hour); use 'in_memory'"
+        )
     if req.stream_options is not None and req.stream_options.include_obfuscation:
         raise UnsupportedField("stream_options.include_obfuscation", "stream obfuscation is not implemented")
 
@@ -131,7 +134,7 @@ def _refuse_unsupported(req: ResponsesRequest) -> None:
 # --- messages ------------------------------------------------------------------------------------
 
 
-def _messages(req: ResponsesRequest) -> list[dict[str, Any]]:
+def _messages(req: ResponsesRequest, tools: ToolMap) -> list[dict[str, Any]]:
     items = [MessageItem(role="user", content=req.input)] if isinstance(req.input, str) else req.input
     system_texts = [req.instructions] if req.instructions else []
     start = 0
@@ -143,24 +146,62 @@ def _messages(req: ResponsesRequest) -> list[dict[str, Any]]:
         messages.append({"role": "system", "content": "\n\n".join(system_texts)})
     for index in range(start, len(items)):
         item = items[index]
+        param = f"input[{index}]"
         if isinstance(item, MessageItem):
             messages.append(_message(item, index))
         elif isinstance(item, FunctionCallItem):
-            _refuse_programmatic(f"input[{index}]", item)
-            _refuse_if_set(f"input[{index}].async", item.async_, _PROGRAMMATIC)
-            _attach_tool_call(messages, item)
-        elif isinstance(item, FunctionCallOutputItem):
-            _refuse_programmatic(f"input[{index}]", item)
+            _refuse_programmatic(param, item)
+            name = tools.upstream_name("function", item.name, item.namespace)
+            _attach_tool_call(messages, item.call_id, name, item.arguments)
+        elif isinstance(item, CustomToolCallItem):
+            _refuse_programmatic(param, item)
+            name = tools.upstream_name("custom", item.name, item.namespace)
+            _attach_tool_call(messages, item.call_id, name, custom_arguments(item.input))
+        elif isinstance(item, ToolSearchCallItem):
+            _refuse_hosted_search(param, item)
+            arguments = item.arguments if isinstance(item.arguments, str) else json.dumps(item.arguments)
+            _attach_tool_call(
+                messages, _search_call_id(param, item), tools.upstream_name("tool_search", "tool_search"), arguments
+            )
+        elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem)):
+            _refuse_programmatic(param, item)
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item, index)})
+        elif isinstance(item, ToolSearchOutputItem):
+            _refuse_hosted_search(param, item)
+            content = _loaded_tools(item, tools)
+            messages.append({"role": "tool", "tool_call_id": _search_call_id(param, item), "content": content})
         elif isinstance(item, ReasoningItem):
             continue
         elif isinstance(item, UnsupportedItem):
             raise UnsupportedField(
-                f"input[{index}]", f"input items of type {item.type!r} have no Azure Chat Completions equivalent"
+                param, f"input items of type {item.type!r} have no Azure Chat Completions equivalent"
             )
     if not messages:
         raise InvalidRequest("'input' must contain at least one message.", param="input")
     return messages
+
+
+def _refuse_hosted_search(param: str, item: ToolSearchCallItem | ToolSearchOutputItem) -> None:
+    if item.execution != "client":
+        raise UnsupportedField(f"{param}.execution", "hosted tool search does not exist on Azure Chat Completions")
+
+
+def _search_call_id(param: str, item: ToolSearchCallItem | ToolSearchOutputItem) -> str:
+    # Optional in the API, but a client-executed search pairs its call and output by it.
+    if not item.call_id:
+        raise InvalidRequest(
+            f"Missing '{param}.call_id': a client-executed tool search needs one.", param=f"{param}.call_id"
+        )
+    return item.call_id
+
+
+def _loaded_tools(item: ToolSearchOutputItem, tools: ToolMap) -> str:
+    """What the model reads as the search's result: the functions it can call from now on."""
+    loaded = []
+    for name, target in tools.targets.items():
+        if any(getattr(tool, "name", None) in (target.name, target.namespace) for tool in item.tools):
+            loaded.append(name)
+    return json.dumps({"loaded_tools": loaded})
 
 
 def _is_system(item: Any) -> bool:
@@ -168,7 +209,7 @@ def _is_system(item: Any) -> bool:
 
 
 def _system_text(item: MessageItem, index: int) -> str:
-    _refuse_if_set(f"input[{index}].phase", item.phase, "message phases do not exist on Azure Chat Completions")
+    refuse_if_set(f"input[{index}].phase", item.phase, "message phases do not exist on Azure Chat Completions")
     if isinstance(item.content, str):
         return item.content
     texts = []
@@ -180,12 +221,12 @@ def _system_text(item: MessageItem, index: int) -> str:
 def _text(part: Any, param: str, role: str) -> str:
     if not isinstance(part, InputText):
         _refuse_part(part, param, role)
-    _refuse_if_set(f"{param}.prompt_cache_breakpoint", part.prompt_cache_breakpoint, _CACHE_BREAKPOINT)
+    refuse_if_set(f"{param}.prompt_cache_breakpoint", part.prompt_cache_breakpoint, _CACHE_BREAKPOINT)
     return part.text
 
 
 def _message(item: MessageItem, index: int) -> dict[str, Any]:
-    _refuse_if_set(f"input[{index}].phase", item.phase, "message phases do not exist on Azure Chat Completions")
+    refuse_if_set(f"input[{index}].phase", item.phase, "message phases do not exist on Azure Chat Completions")
     if item.role in ("system", "developer"):
         return {"role": "system", "content": _system_text(item, index)}
     if item.role == "assistant":
@@ -229,7 +270,7 @@ def _image_part(part: InputImage, param: str) -> dict[str, Any]:
         )
     if part.detail == "original":
         raise UnsupportedField(f"{param}.detail", "Azure Chat Completions takes detail 'low', 'high' or 'auto'")
-    _refuse_if_set(f"{param}.prompt_cache_breakpoint", part.prompt_cache_breakpoint, _CACHE_BREAKPOINT)
+    refuse_if_set(f"{param}.prompt_cache_breakpoint", part.prompt_cache_breakpoint, _CACHE_BREAKPOINT)
     return {"type": "image_url", "image_url": {"url": part.image_url, "detail": part.detail}}
 
 
@@ -243,8 +284,8 @@ def _refuse_part(part: Any, param: str, role: str) -> None:
     raise InvalidRequest(f"Invalid '{param}': a {role} message cannot hold a {part.type!r} part.", param=param)
 
 
-def _attach_tool_call(messages: list[dict[str, Any]], item: FunctionCallItem) -> None:
-    call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+def _attach_tool_call(messages: list[dict[str, Any]], call_id: str, name: str, arguments: str) -> None:
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
     last = messages[-1] if messages else None
     if last is not None and last["role"] == "assistant":
         last.setdefault("tool_calls", []).append(call)
@@ -254,7 +295,7 @@ def _attach_tool_call(messages: list[dict[str, Any]], item: FunctionCallItem) ->
         messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def _tool_output(item: FunctionCallOutputItem, index: int) -> str | list[dict[str, Any]]:
+def _tool_output(item: FunctionCallOutputItem | CustomToolCallOutputItem, index: int) -> str | list[dict[str, Any]]:
     if isinstance(item.output, str):
         return item.output
     parts = []
@@ -269,53 +310,26 @@ def _tool_output(item: FunctionCallOutputItem, index: int) -> str | list[dict[st
 # --- tools ---------------------------------------------------------------------------------------
 
 
-def _add_tools(body: dict[str, Any], req: ResponsesRequest) -> set[str]:
-    names: set[str] = set()
-    tools = []
-    for i, tool in enumerate(req.tools or ()):
-        if isinstance(tool, UnsupportedTool):
-            raise UnsupportedField(
-                f"tools[{i}]",
-                f"hosted tools ({tool.type!r}) do not exist on Azure Chat Completions; only function tools",
-            )
-        assert isinstance(tool, FunctionTool)
-        if tool.allowed_callers is not None and "programmatic" in tool.allowed_callers:
-            raise UnsupportedField(f"tools[{i}].allowed_callers", _PROGRAMMATIC)
-        _refuse_if_set(
-            f"tools[{i}].defer_loading",
-            tool.defer_loading,
-            "deferred tool loading needs tool search, which Azure Chat Completions lacks",
-        )
-        _refuse_if_set(f"tools[{i}].output_schema", tool.output_schema, _PROGRAMMATIC)
-        function: dict[str, Any] = {"name": tool.name}
-        for key in ("description", "parameters", "strict"):
-            value = getattr(tool, key)
-            if value is not None:
-                function[key] = value
-        tools.append({"type": "function", "function": function})
-        names.add(tool.name)
-    if tools:
-        body["tools"] = tools
-    return names
-
-
-def _add_tool_choice(body: dict[str, Any], req: ResponsesRequest, tool_names: set[str]) -> None:
+def _add_tool_choice(body: dict[str, Any], req: ResponsesRequest, tools: ToolMap) -> None:
     choice = req.tool_choice
     if isinstance(choice, UnsupportedToolChoice):
         raise UnsupportedField(
             "tool_choice", f"tool_choice of type {choice.type!r} has no Azure Chat Completions equivalent"
         )
-    if not tool_names:
+    named = isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom))
+    if not tools.upstream:
         # Azure rejects tool_choice and parallel_tool_calls without tools; "none"/"auto" mean nothing then.
-        if choice == "required" or isinstance(choice, ToolChoiceFunction):
+        if choice == "required" or named:
             raise InvalidRequest("Invalid 'tool_choice': a tool is required but 'tools' is empty.", param="tool_choice")
         return
-    if isinstance(choice, ToolChoiceFunction):
-        if choice.name not in tool_names:
+    if isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom)):
+        name = tools.upstream_name(choice.type, choice.name)
+        if tools.targets.get(name) is None or tools.targets[name].kind != choice.type:
             raise InvalidRequest(
-                f"Invalid 'tool_choice': no function named {choice.name!r} in 'tools'.", param="tool_choice.name"
+                f"Invalid 'tool_choice': no {choice.type} tool named {choice.name!r} in 'tools'.",
+                param="tool_choice.name",
             )
-        body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        body["tool_choice"] = {"type": "function", "function": {"name": name}}
     elif choice is not None:
         body["tool_choice"] = choice
     if req.parallel_tool_calls is not None:

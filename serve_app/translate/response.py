@@ -1,7 +1,7 @@
 """Azure Chat Completion -> Responses API `Response` object. Pure: no I/O, no Ray.
 
 The streaming translator builds its Responses from the same pieces (`response_envelope`,
-`finish_status`, `message_item`, `function_call_item`, `usage`), so that a stream accumulates
+`finish_status`, `message_item`, `call_item`, `usage`), so that a stream accumulates
 to exactly the object this module returns for the same upstream answer.
 """
 
@@ -11,7 +11,8 @@ import uuid
 from typing import Any
 
 from ..errors import UpstreamError
-from ..schemas import FunctionTool, ResponsesRequest, ToolChoiceFunction
+from ..schemas import ResponsesRequest, ToolChoiceCustom, ToolChoiceFunction, UnsupportedTool
+from .tools import ToolMap, custom_input, search_arguments
 
 # Chat `finish_reason` -> (Response status, incomplete_details.reason).
 _FINISH = {
@@ -42,26 +43,29 @@ def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, cr
         "incomplete_details": None,
         "instructions": req.instructions,
         "max_output_tokens": req.max_output_tokens,
-        "max_tool_calls": None,
+        "max_tool_calls": req.max_tool_calls,
         "model": model,
         "output": [],
         "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
         "previous_response_id": None,
         "prompt_cache_key": req.prompt_cache_key,
-        "reasoning": {"effort": req.reasoning.effort if req.reasoning else None, "summary": None},
+        "prompt_cache_retention": req.prompt_cache_retention,
+        "reasoning": _reasoning_echo(req),
         "safety_identifier": req.safety_identifier,
-        "service_tier": req.service_tier,
+        "service_tier": req.service_tier or "auto",
         "store": bool(req.store),  # nothing is stored, whatever was asked
-        "temperature": req.temperature,
+        # Unset sampling settings echo the values Azure, like OpenAI, uses when they are not sent.
+        "temperature": 1.0 if req.temperature is None else req.temperature,
         "text": _text_echo(req),
         "tool_choice": _tool_choice_echo(req),
+        # Hosted tools reach here only when the config leaves them out; they are not the Response's.
         "tools": [
             tool.model_dump(by_alias=True, exclude_unset=True)
             for tool in req.tools or ()
-            if isinstance(tool, FunctionTool)
+            if not isinstance(tool, UnsupportedTool)
         ],
-        "top_logprobs": req.top_logprobs,
-        "top_p": req.top_p,
+        "top_logprobs": req.top_logprobs or 0,
+        "top_p": 1.0 if req.top_p is None else req.top_p,
         "truncation": req.truncation or "disabled",
         "usage": None,
         "user": req.user,
@@ -69,15 +73,29 @@ def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, cr
     }
 
 
+def _reasoning_echo(req: ResponsesRequest) -> dict[str, Any]:
+    reasoning = req.reasoning
+    if reasoning is None:
+        return {"effort": None, "summary": None}
+    echo: dict[str, Any] = {
+        "effort": reasoning.effort,
+        # "none" asks for no summary, which a Response says as null (the SDK's types know no "none").
+        "summary": None if reasoning.summary == "none" else reasoning.summary,
+    }
+    if reasoning.generate_summary is not None:
+        echo["generate_summary"] = reasoning.generate_summary
+    return echo
+
+
 def _text_echo(req: ResponsesRequest) -> dict[str, Any]:
     text = req.text
     fmt = text.format.model_dump(by_alias=True, exclude_none=True) if text and text.format else {"type": "text"}
-    return {"format": fmt, "verbosity": text.verbosity if text else None}
+    return {"format": fmt, "verbosity": text.verbosity if text and text.verbosity else "medium"}
 
 
 def _tool_choice_echo(req: ResponsesRequest) -> Any:
     choice = req.tool_choice
-    if isinstance(choice, ToolChoiceFunction):
+    if isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom)):
         return choice.model_dump()
     return choice or "auto"
 
@@ -90,7 +108,9 @@ def to_response(
     response_id: str,
     created_at: int,
     completed_at: int,
+    tools: ToolMap | None = None,
 ) -> dict[str, Any]:
+    tools = tools or ToolMap.of(req)
     choices = completion.get("choices") or []
     if not choices:
         raise UpstreamError(
@@ -104,10 +124,9 @@ def to_response(
         output.append(message_item(new_id("msg"), message.get("content"), message.get("refusal"), _logprobs(choice)))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
+        name = function.get("name", "")
         output.append(
-            function_call_item(
-                new_id("fc"), call.get("id", ""), function.get("name", ""), function.get("arguments", "")
-            )
+            call_item(tools, new_id(tools.id_prefix(name)), call.get("id", ""), name, function.get("arguments", ""))
         )
     mark_incomplete(output, status)
     response = response_envelope(req, model=model, response_id=response_id, created_at=created_at)
@@ -142,15 +161,20 @@ def message_item(item_id: str, text: str | None, refusal: str | None, logprobs: 
     return {"id": item_id, "type": "message", "role": "assistant", "status": "completed", "content": content}
 
 
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": "completed",
-    }
+def call_item(tools: ToolMap, item_id: str, call_id: str, upstream_name: str, arguments: str) -> dict[str, Any]:
+    """The output item for a call of the upstream function `upstream_name`, as the client's tool type has it."""
+    target = tools.target(upstream_name)
+    item: dict[str, Any] = {"id": item_id}
+    if target.kind == "function":
+        item.update(type="function_call", call_id=call_id, name=target.name, arguments=arguments)
+    elif target.kind == "custom":
+        item.update(type="custom_tool_call", call_id=call_id, name=target.name, input=custom_input(arguments))
+    else:
+        item.update(type="tool_search_call", call_id=call_id, execution="client", arguments=search_arguments(arguments))
+    if target.namespace is not None:
+        item["namespace"] = target.namespace
+    item["status"] = "completed"
+    return item
 
 
 def mark_incomplete(output: list[dict[str, Any]], status: str) -> None:
