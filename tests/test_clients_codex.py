@@ -41,7 +41,8 @@ def codex_bin() -> Path:
 
 @pytest.fixture(scope="module")
 def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
-    serve_instance.deploy(sim_app(APP, simulator, deployment="gpt-5-mini"))
+    # Codex sends reasoning effort for catalog models: a reasoning deployment, on an api-version that takes it.
+    serve_instance.deploy(sim_app(APP, simulator, deployment="gpt-5-mini", api_version="2025-04-01-preview"))
     return serve_instance
 
 
