@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Serve, SimAdmin, sim_app
+from wire_record import RecordingProxy, validate_exchanges
 
-from serve_app.simulator import BackgroundSimulator
+from serve_app.simulator import PARALLEL_TOOLS, BackgroundSimulator
 
 pytestmark = [pytest.mark.serve, pytest.mark.clients]
 
@@ -44,6 +46,12 @@ def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
     # Codex sends reasoning effort for catalog models: a reasoning deployment, on an api-version that takes it.
     serve_instance.deploy(sim_app(APP, simulator, deployment="gpt-5-mini", api_version="2025-04-01-preview"))
     return serve_instance
+
+
+@pytest.fixture
+def proxy(apps: Serve) -> Iterator[RecordingProxy]:
+    with RecordingProxy(apps.url) as recording:
+        yield recording
 
 
 @dataclass
@@ -116,3 +124,49 @@ def test_codex_exec_completes_a_shell_tool_turn(
     marker = f"codex-through-serve-{model}"
     run = run_codex(codex_bin, apps.base_url(APP), tmp_path, model, f"echo {marker}")
     assert_completed_a_shell_tool_turn(run, sim_admin, marker)
+
+
+@pytest.mark.parametrize("model", [CATALOG_MODEL, UNKNOWN_MODEL])
+def test_every_answer_codex_got_validates_against_openai_python(
+    codex_bin: Path, apps: Serve, proxy: RecordingProxy, sim_admin: SimAdmin, tmp_path: Path, model: str
+) -> None:
+    run = run_codex(codex_bin, f"{proxy.base_url}/{APP}/v1", tmp_path, model, "echo validated")
+    assert_completed_a_shell_tool_turn(run, sim_admin, "validated")
+    exchanges = proxy.recorder.responses()
+    assert proxy.recorder.refusals() == []
+    assert all(e.request_headers["accept-encoding"] == "zstd,gzip" and e.streamed for e in exchanges)
+    first, second = validate_exchanges(proxy.recorder)
+    assert [item.type for item in first.output] == ["function_call"] and first.output[0].name == "exec_command"
+    assert second.output_text == run.last_message
+
+
+# The simulator gives the prompt, whole, to every tool's string arguments (the trigger calls them all), so
+# `apply_patch` receives this patch. Codex parses it and then refuses to write in its read-only sandbox.
+PATCH = f"""*** Begin Patch
+*** Add File: notes.txt
++{PARALLEL_TOOLS}
+*** End Patch"""
+
+
+def test_codex_apply_patch_round_trips_as_a_custom_tool_call(
+    codex_bin: Path, apps: Serve, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    run = run_codex(codex_bin, f"{proxy.base_url}/{APP}/v1", tmp_path, CATALOG_MODEL, PATCH)
+    assert run.returncode == 0 and run.events[-1]["type"] == "turn.completed", f"{run.errors()}\n{run.stderr[-2000:]}"
+    assert proxy.recorder.refusals() == []
+    first, second = proxy.recorder.responses()
+    events = first.events()
+    (patch_input,) = [e for e in events if e["type"] == "response.custom_tool_call_input.done"]
+    assert patch_input["input"] == PATCH
+    assert "".join(e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta") == PATCH
+    answer, _ = validate_exchanges(proxy.recorder)
+    (call,) = [item for item in answer.output if item.type == "custom_tool_call"]
+    assert call.name == "apply_patch" and call.input == PATCH
+    assert any(item.type == "tool_search_call" for item in answer.output)
+    # Codex replays the call as it got it, and answers it with a custom_tool_call_output.
+    replayed = {item["type"]: item for item in second.request["input"] if item.get("call_id") == call.call_id}
+    assert replayed["custom_tool_call"]["input"] == PATCH and replayed["custom_tool_call"]["name"] == "apply_patch"
+    assert "read-only sandbox" in replayed["custom_tool_call_output"]["output"]
+    assert any(item["type"] == "tool_search_output" for item in second.request["input"])
+    assert "apply_patch returned: patch rejected" in run.last_message
+    assert not (tmp_path / "scratch" / "notes.txt").exists()

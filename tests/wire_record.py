@@ -1,12 +1,14 @@
 """What a real client exchanged with the app, recorded under the client and checked against OpenAI's types.
 
-A client under test gets an httpx transport that keeps every request body and response body it carried
-(streams teed, so the client still reads them as they arrive). The checks then hold the app's side of the
-conversation to what openai-python declares, which the clients themselves do not: the SDK builds its
-models without validating them."""
+A Python client under test gets an httpx transport that keeps every request body and response body it
+carried (streams teed, so the client still reads them as they arrive); a client of another language goes
+through a RecordingProxy, which forwards the bytes untouched, headers included, and keeps them likewise.
+The checks then hold the app's side of the conversation to what openai-python declares, which the clients
+themselves do not check: openai-python builds its models without validating them."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +17,11 @@ from typing import Any
 import httpx
 import openai.types.responses as rtypes
 from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 from stream_checks import check_event_sequence
+
+from serve_app.simulator import BackgroundServer
 
 # openai-python's union of stream events carries its discriminator in its own annotation, which pydantic
 # does not read; index the members by their `type` literal instead.
@@ -30,6 +36,7 @@ class Exchange:
     method: str
     path: str
     request: Any
+    request_headers: dict[str, str]
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)
@@ -38,10 +45,15 @@ class Exchange:
     def streamed(self) -> bool:
         return self.headers.get("content-type", "").startswith("text/event-stream")
 
+    def text(self) -> str:
+        encoding = self.headers.get("content-encoding", "identity")
+        assert encoding in ("identity", "gzip"), f"a content-encoding the client may not read: {encoding}"
+        return (gzip.decompress(self.body) if encoding == "gzip" else bytes(self.body)).decode()
+
     def events(self) -> list[dict[str, Any]]:
         """The stream's events, each checked to name the same type on its `event:` line and in its data."""
         events = []
-        for block in self.body.decode().split("\n\n"):
+        for block in self.text().split("\n\n"):
             if not block.strip():
                 continue
             fields = dict(line.split(": ", 1) for line in block.splitlines())
@@ -51,7 +63,7 @@ class Exchange:
         return events
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return json.loads(self.text())
 
     def refusal(self) -> dict[str, Any] | None:
         """The error envelope of a refused request, with its status; None for a success."""
@@ -96,7 +108,9 @@ class Recorder:
 
     def _start(self, request: httpx.Request) -> Exchange:
         content = request.content
-        exchange = Exchange(request.method, request.url.path, json.loads(content) if content else None)
+        exchange = Exchange(
+            request.method, request.url.path, json.loads(content) if content else None, dict(request.headers)
+        )
         self.exchanges.append(exchange)
         return exchange
 
@@ -137,6 +151,42 @@ class Recorder:
 
     def refusals(self) -> list[dict[str, Any]]:
         return [r for e in self.exchanges if (r := e.refusal()) is not None]
+
+
+# Hop-by-hop, or recomputed by the proxy's own HTTP stack.
+_NOT_FORWARDED = {b"host", b"content-length", b"transfer-encoding", b"connection"}
+
+
+class RecordingProxy(BackgroundServer):
+    """Forwards every request to `target` and its answer back, byte for byte (streams as they arrive),
+    recording each exchange in `recorder`."""
+
+    def __init__(self, target: str) -> None:
+        self.recorder = Recorder()
+        self._target = target
+        super().__init__(self._forward)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _NOT_FORWARDED]
+        async with httpx.AsyncClient(base_url=self._target, timeout=120) as client:
+            outbound = client.build_request(
+                request.method,
+                request.url.path,
+                params=request.url.query,
+                headers=headers,
+                content=await request.body(),
+            )
+            exchange = self.recorder._start(outbound)
+            response = await client.send(outbound, stream=True)
+            self.recorder._finish(exchange, response)
+            returned = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_FORWARDED]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": returned})
+            async for chunk in response.aiter_raw():
+                exchange.body.extend(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            await response.aclose()
 
 
 def validate_response(data: dict[str, Any]) -> rtypes.Response:
