@@ -13,7 +13,7 @@ import pytest
 from conftest import Serve, SimAdmin, sim_app
 from openai.types.shared import Reasoning
 from pydantic import BaseModel
-from wire_record import Recorder, validate_exchanges
+from wire_record import REASONING_UPSTREAM, Recorder, validate_exchanges
 
 from serve_app.simulator import BackgroundSimulator
 
@@ -39,7 +39,7 @@ class Forecast(BaseModel):
 def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Iterator[Serve]:
     # Traces would otherwise be exported to OpenAI.
     agents.set_tracing_disabled(True)
-    serve_instance.deploy(sim_app(APP, simulator))
+    serve_instance.deploy(sim_app(APP, simulator, **REASONING_UPSTREAM))
     yield serve_instance
 
 
@@ -131,6 +131,25 @@ async def test_model_settings_its_users_set_are_served(apps: Serve, recorder: Re
         assert response.reasoning is not None and response.reasoning.summary == settings.reasoning.summary
         # Azure Chat Completions produces no summaries: none are returned, as OpenAI allows.
         assert all(item.type != "reasoning" or not item.summary for item in response.output)
+
+
+@pytest.mark.parametrize(
+    ("settings", "param"),
+    [
+        # Azure Chat Completions cannot drop turns on overflow (not implemented here yet: issue 10, item 4).
+        (agents.ModelSettings(truncation="auto"), "truncation"),
+        # Azure keeps prompt caches in memory only.
+        (agents.ModelSettings(prompt_cache_retention="24h"), "prompt_cache_retention"),
+    ],
+    ids=["truncation=auto", "prompt_cache_retention=24h"],
+)
+async def test_model_settings_azure_cannot_honour_are_a_400_naming_them(
+    apps: Serve, recorder: Recorder, settings: Any, param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError):
+        await agents.Runner.run(agent(apps, recorder, model_settings=settings), "Hello")
+    (refusal,) = recorder.refusals()
+    assert refusal["status"] == 400 and refusal["param"] == param and refusal["code"] == "unsupported_parameter"
 
 
 async def test_auto_previous_response_id_is_refused_naming_previous_response_id(

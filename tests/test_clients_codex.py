@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Serve, SimAdmin, sim_app
-from wire_record import RecordingProxy, validate_exchanges
+from wire_record import REASONING_UPSTREAM, RecordingProxy, validate_exchanges
 
 from serve_app.simulator import PARALLEL_TOOLS, BackgroundSimulator
 
@@ -43,8 +43,7 @@ def codex_bin() -> Path:
 
 @pytest.fixture(scope="module")
 def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
-    # Codex sends reasoning effort for catalog models: a reasoning deployment, on an api-version that takes it.
-    serve_instance.deploy(sim_app(APP, simulator, deployment="gpt-5-mini", api_version="2025-04-01-preview"))
+    serve_instance.deploy(sim_app(APP, simulator, **REASONING_UPSTREAM))
     return serve_instance
 
 

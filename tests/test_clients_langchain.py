@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import Serve, sim_app
 from pydantic import BaseModel
-from wire_record import Recorder, validate_exchanges
+from wire_record import REASONING_UPSTREAM, Recorder, validate_exchanges
 
 from serve_app.simulator import BackgroundSimulator
 
@@ -37,7 +37,7 @@ class Forecast(BaseModel):
 
 @pytest.fixture(scope="module")
 def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
-    serve_instance.deploy(sim_app(APP, simulator))
+    serve_instance.deploy(sim_app(APP, simulator, **REASONING_UPSTREAM))
     return serve_instance
 
 

@@ -23,6 +23,10 @@ from stream_checks import check_event_sequence
 
 from serve_app.simulator import BackgroundServer
 
+# The upstream for the real clients: they send reasoning effort (Codex always, the others when their
+# users set it), which takes a reasoning deployment on an api-version that has it, as on Azure.
+REASONING_UPSTREAM: dict[str, Any] = {"deployment": "gpt-5-mini", "api_version": "2025-04-01-preview"}
+
 # openai-python's union of stream events carries its discriminator in its own annotation, which pydantic
 # does not read; index the members by their `type` literal instead.
 _EVENT_TYPES: dict[str, type[BaseModel]] = {
