@@ -120,7 +120,20 @@ class Inbound(BaseModel):
         return keys
 
 
-class AzureModelConfig(_Upstream, Inbound):
+class RequestPolicy(BaseModel):
+    """Opt-ins that let clients' requests through which would otherwise be a 400; shared by both shapes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ignored_extra_body_keys: tuple[str, ...] = Field(
+        default=(), description="metadata.extra_body keys Azure cannot honour that are left out instead of refused"
+    )
+    ignored_hosted_tools: tuple[str, ...] = Field(
+        default=(), description="Hosted tool types (web_search, ...) left out of requests instead of refused"
+    )
+
+
+class AzureModelConfig(_Upstream, Inbound, RequestPolicy):
     """One `azure_openai_model` server as NeMo Gym configures it."""
 
     openai_api_key: SecretStr
@@ -134,7 +147,7 @@ class AzureModelConfig(_Upstream, Inbound):
         return value
 
 
-class ModelServerArgs(_Upstream, Inbound):
+class ModelServerArgs(_Upstream, Inbound, RequestPolicy):
     """Application `args` of one model server in a Ray Serve config."""
 
     openai_api_key_env: str = Field(

@@ -69,7 +69,7 @@ def _tagger(prefix: str, unsupported: frozenset[str] = frozenset(), untyped: str
 
     def tag(value: Any) -> str:
         kind = value.get("type", untyped) if isinstance(value, dict) else getattr(value, "type", None)
-        return f"{prefix}:unsupported" if kind in unsupported else f"{prefix}:{kind}"
+        return f"{prefix}:unsupported" if isinstance(kind, str) and kind in unsupported else f"{prefix}:{kind}"
 
     return tag
 
@@ -157,7 +157,7 @@ _TYPED_TOOLS = frozenset({"function", "custom", "namespace", "tool_search"})
 
 def _tool_tag(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return f"tool:{kind}" if kind in _TYPED_TOOLS else "tool:unsupported"
+    return f"tool:{kind}" if isinstance(kind, str) and kind in _TYPED_TOOLS else "tool:unsupported"
 
 
 Tool = Annotated[
@@ -190,69 +190,61 @@ class MessageItem(_Strict):
     phase: Literal["commentary", "final_answer"] | None = None  # refused when set
 
 
-class FunctionCallItem(_Strict):
-    type: Literal["function_call"]
+class _ToolCall(_Strict):
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
-    arguments: str
     id: str | None = None
     status: ItemStatus | None = None
+    namespace: str | None = None
     # Programmatic tool calling; refused unless it says the model called directly.
     caller: Caller | None = None
-    namespace: str | None = None
     async_: bool | None = Field(default=None, alias="async")
 
 
-class FunctionCallOutputItem(_Strict):
+class _ToolOutput(_Strict):
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+    id: str | None = None
+    status: ItemStatus | None = None
+    caller: Caller | None = None
+
+
+class FunctionCallItem(_ToolCall):
+    type: Literal["function_call"]
+    arguments: str
+
+
+class FunctionCallOutputItem(_ToolOutput):
     type: Literal["function_call_output"]
-    call_id: str = Field(min_length=1)
-    output: str | list[ContentPart]
-    id: str | None = None
-    status: ItemStatus | None = None
     name: str | None = None  # informational: call_id already names the call
-    caller: Caller | None = None
     namespace: str | None = None
 
 
-class CustomToolCallItem(_Strict):
+class CustomToolCallItem(_ToolCall):
     type: Literal["custom_tool_call"]
-    call_id: str = Field(min_length=1)
-    name: str = Field(min_length=1)
     input: str
-    id: str | None = None
-    status: ItemStatus | None = None
-    namespace: str | None = None
-    caller: Caller | None = None
-    async_: bool | None = Field(default=None, alias="async")
 
 
-class CustomToolCallOutputItem(_Strict):
+class CustomToolCallOutputItem(_ToolOutput):
     type: Literal["custom_tool_call_output"]
-    call_id: str = Field(min_length=1)
-    output: str | list[ContentPart]
+
+
+class _ToolSearchItem(_Strict):
+    call_id: str | None = None  # optional in the API; a client-executed search needs it
     id: str | None = None
+    execution: Literal["server", "client"] | None = None
     status: ItemStatus | None = None
-    caller: Caller | None = None
+    created_by: str | None = None
 
 
-class ToolSearchCallItem(_Strict):
+class ToolSearchCallItem(_ToolSearchItem):
     type: Literal["tool_search_call"]
     arguments: Any
-    call_id: str | None = None
-    id: str | None = None
-    execution: Literal["server", "client"] | None = None
-    status: ItemStatus | None = None
-    created_by: str | None = None
 
 
-class ToolSearchOutputItem(_Strict):
+class ToolSearchOutputItem(_ToolSearchItem):
     type: Literal["tool_search_output"]
     tools: list[Tool]
-    call_id: str | None = None
-    id: str | None = None
-    execution: Literal["server", "client"] | None = None
-    status: ItemStatus | None = None
-    created_by: str | None = None
 
 
 class SummaryText(_Strict):

@@ -50,6 +50,8 @@ def model_server_app(name: str, config: AzureModelConfig, *, num_replicas: int =
         openai_api_key_env=key_env(name),
         max_request_bytes=config.max_request_bytes,
         inbound_api_keys_env=config.inbound_api_keys_env,
+        ignored_extra_body_keys=config.ignored_extra_body_keys,
+        ignored_hosted_tools=config.ignored_hosted_tools,
     )
     return {
         "name": name,

@@ -33,7 +33,7 @@ from ray.serve.schema import ReplicaRank
 from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
-from .errors import OpenAIError, Overloaded
+from .errors import OpenAIError, Overloaded, UpstreamError
 from .http import (
     EventStreamResponse,
     Gate,
@@ -47,9 +47,10 @@ from .http import (
 from .limiter import Limiter, QueueFull
 from .schemas import ChatRequest, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
-from .translate import chat, to_chat_request, to_response
+from .translate import chat, to_chat_request, to_response, truncation
 from .translate.response import new_id
 from .translate.stream import ResponseEventStream
+from .translate.tools import ToolMap
 
 # Python's collector runs every 700 net new container objects. Under load that was 700 times a
 # second in a replica, finding no cycles to free, for about a tenth of the replica's CPU
@@ -155,10 +156,10 @@ class AzureModelServer:
     async def create_response(self, body: Any) -> dict[str, Any]:
         async with self._recorded("responses") as record:
             req: ResponsesRequest = parse(ResponsesRequest, body)
-            chat_body = to_chat_request(req)
+            tools, chat_body = self._translate(req, record)
             created_at = int(time.time())
             async with self._upstream_slot():
-                completion = await self._client.complete(chat_body)
+                completion = await self._fitting(req, chat_body, self._client.complete)
             record.tokens(completion.get("usage"))
             return to_response(
                 completion,
@@ -167,6 +168,7 @@ class AzureModelServer:
                 response_id=new_id("resp"),
                 created_at=created_at,
                 completed_at=int(time.time()),
+                tools=tools,
             )
 
     async def create_response_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
@@ -174,10 +176,11 @@ class AzureModelServer:
         errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
         async with self._recorded("responses", stream=True) as record:
             req: ResponsesRequest = parse(ResponsesRequest, body)
+            tools, chat_body = self._translate(req, record)
             machine = ResponseEventStream(
-                req, model=self._model, response_id=new_id("resp"), created_at=int(time.time())
+                req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()), tools=tools
             )
-            async with aclosing(self._upstream_stream(to_chat_request(req), record)) as chunks:
+            async with aclosing(self._upstream_stream(chat_body, record, req)) as chunks:
                 first = await anext(chunks, None)
                 for event in machine.start():
                     yield event
@@ -223,6 +226,12 @@ class AzureModelServer:
 
     # --- internals -------------------------------------------------------------------------------
 
+    def _translate(self, req: ResponsesRequest, record: RequestRecord) -> tuple[ToolMap, dict[str, Any]]:
+        """The request's tools (to map Azure's calls back) and its Chat Completions body, under the config's policy."""
+        tools = ToolMap.of(req, self._args.ignored_hosted_tools)
+        record.tools_left_out = tuple(tools.left_out)
+        return tools, to_chat_request(req, tools, self._args.ignored_extra_body_keys)
+
     @asynccontextmanager
     async def _upstream_slot(self) -> AsyncIterator[None]:
         """One of this replica's upstream slots; a full queue is a 429 with a useful Retry-After."""
@@ -237,15 +246,48 @@ class AzureModelServer:
                 headers={"retry-after": str(max(1, wait))},
             ) from None
 
-    async def _upstream_stream(self, body: dict[str, Any], record: RequestRecord) -> AsyncIterator[dict[str, Any]]:
+    async def _fitting(self, req: ResponsesRequest, body: dict[str, Any], call: Any) -> Any:
+        """`call(body)`; with `truncation: auto`, called again without the oldest turns while Azure finds the
+        conversation too long: a few times at most, in the caller's upstream slot, within the total timeout."""
+        started = time.monotonic()
+        for _ in range(truncation.MAX_RETRIES):
+            try:
+                return await call(body)
+            except UpstreamError as exc:
+                if req.truncation != "auto" or not truncation.is_context_overflow(exc.code, exc.status):
+                    raise
+                shorter = truncation.drop_oldest_turns(body["messages"], exc.message)
+                if shorter is None or time.monotonic() - started > self._args.timeouts.total_s:
+                    raise
+                body = {**body, "messages": shorter}
+        return await call(body)
+
+    async def _upstream_stream(
+        self, body: dict[str, Any], record: RequestRecord, req: ResponsesRequest | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Azure's chunks, holding one upstream slot from before the call until the stream is closed."""
-        async with self._upstream_slot(), aclosing(self._client.stream(body)) as chunks:
-            async for chunk in chunks:
-                if record.ttft_s is None and _carries_output(chunk):
-                    record.first_token()
-                if chunk.get("usage"):
-                    record.tokens(chunk["usage"])
-                yield chunk
+
+        async def opened(body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+            # Azure's errors come before its first chunk, so that is where a too-long conversation is seen.
+            stream = self._client.stream(body)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return stream
+            except BaseException:
+                await stream.aclose()  # type: ignore[attr-defined]
+                raise
+            return prepend(first, stream)
+
+        async with self._upstream_slot():
+            stream = await self._fitting(req, body, opened) if req is not None else self._client.stream(body)
+            async with aclosing(stream) as chunks:
+                async for chunk in chunks:
+                    if record.ttft_s is None and _carries_output(chunk):
+                        record.first_token()
+                    if chunk.get("usage"):
+                        record.tokens(chunk["usage"])
+                    yield chunk
 
     @asynccontextmanager
     async def _recorded(self, endpoint: str, stream: bool = False) -> AsyncIterator[RequestRecord]:

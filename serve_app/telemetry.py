@@ -53,6 +53,7 @@ class RequestRecord:
     ttft_s: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    tools_left_out: tuple[str, ...] = ()  # hosted tool types the config leaves out (ignored_hosted_tools)
 
     def first_token(self) -> None:
         if self.ttft_s is None:
@@ -104,6 +105,9 @@ class Telemetry:
             ),
             "rate_limited": RayCounter("serve_app_upstream_rate_limited", "429 answers from Azure"),
             "tokens": RayCounter("serve_app_tokens", "Tokens, as Azure counted them", tag_keys=("kind",)),
+            "tools_left_out": RayCounter(
+                "serve_app_hosted_tools_left_out", "Hosted tools left out of requests, by type", tag_keys=("type",)
+            ),
         }
         self._gauges = {
             "in_use": Gauge("serve_app_upstream_in_flight", "Calls to Azure in flight on this replica"),
@@ -146,6 +150,8 @@ class Telemetry:
             self._pending["tokens", (("kind", "input"),)] += record.input_tokens
         if record.output_tokens:
             self._pending["tokens", (("kind", "output"),)] += record.output_tokens
+        for kind in record.tools_left_out:
+            self._pending["tools_left_out", (("type", kind),)] += 1
         if record.ttft_s is not None:
             self._ttft.observe(record.ttft_s, tags={"endpoint": record.endpoint})
         self._lines.append(record.line())

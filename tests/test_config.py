@@ -177,3 +177,16 @@ def test_serve_args_name_the_key_variable_instead_of_holding_the_key(monkeypatch
 def test_the_budget_is_at_least_one() -> None:
     with pytest.raises(ConfigError, match="user_config.num_concurrent_requests"):
         validate_model(BudgetConfig, {"num_concurrent_requests": 0}, "user_config")
+
+
+def test_request_opt_ins_are_off_by_default_and_travel_to_the_serve_args() -> None:
+    from serve_app.serve_config import model_server_app
+
+    assert validate_model(AzureModelConfig, VALID, "m").ignored_extra_body_keys == ()
+    config = validate_model(
+        AzureModelConfig,
+        {**VALID, "ignored_extra_body_keys": ["top_k"], "ignored_hosted_tools": ["web_search"]},
+        "m",
+    )
+    args = validate_model(ModelServerArgs, model_server_app("m", config)["args"], "args")
+    assert (args.ignored_extra_body_keys, args.ignored_hosted_tools) == (("top_k",), ("web_search",))

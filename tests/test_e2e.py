@@ -33,6 +33,7 @@ WEATHER = {
 def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
     serve_instance.deploy(
         sim_app("policy_model", simulator),
+        sim_app("codex_ready", simulator, ignored_hosted_tools=("web_search",)),
         sim_app("bad_key", simulator, key_env=WRONG_KEY_ENV),
         sim_app("no_deployment", simulator, deployment="missing-deployment"),
         sim_app("unreachable", simulator, base_url=f"http://127.0.0.1:{free_port()}"),
@@ -75,6 +76,41 @@ def test_a_two_turn_tool_call_round_trip(client: openai.OpenAI, sim_admin: SimAd
     upstream = sim_admin.requests()[-1]["body"]["messages"]
     assert [m["role"] for m in upstream] == ["user", "assistant", "tool"]
     assert upstream[1]["tool_calls"][0]["id"] == calls[0].call_id and upstream[2]["tool_call_id"] == calls[0].call_id
+
+
+def test_nemo_gym_extra_body_reaches_azure_and_vllm_only_keys_are_refused_by_name(
+    client: openai.OpenAI, sim_admin: SimAdmin
+) -> None:
+    client.responses.create(model="m", input="hi", metadata={"extra_body": json.dumps({"seed": 7, "stop": ["##"]})})
+    upstream = sim_admin.requests()[-1]["body"]
+    assert (upstream["seed"], upstream["stop"]) == (7, ["##"])
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="hi", metadata={"extra_body": json.dumps({"top_k": 20})})
+    assert info.value.body["param"] == "metadata.extra_body.top_k"
+
+
+def test_a_custom_tool_call_round_trips(client: openai.OpenAI, sim_admin: SimAdmin) -> None:
+    patch = {"type": "custom", "name": "apply_patch", "description": "Edit files"}
+    first = client.responses.create(model="m", input="Patch the file", tools=[patch])
+    call = first.output[0]
+    assert call.type == "custom_tool_call" and call.name == "apply_patch" and call.input
+    second_input: list[Any] = [{"role": "user", "content": "Patch the file"}]
+    second_input += [item.model_dump(exclude_none=True) for item in first.output]
+    second_input.append({"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Patched."})
+    second = client.responses.create(model="m", input=second_input, tools=[patch])
+    assert second.status == "completed" and "Patched." in second.output_text
+    upstream = sim_admin.requests()[-1]["body"]["messages"]
+    assert json.loads(upstream[1]["tool_calls"][0]["function"]["arguments"]) == {"input": call.input}
+    assert upstream[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "Patched."}
+
+
+def test_hosted_tools_the_config_lists_are_left_out(apps: Serve) -> None:
+    with sdk(apps, "codex_ready") as client:
+        response = client.responses.create(model="m", input="hi", tools=[{"type": "web_search"}])
+    assert response.status == "completed" and response.tools == []
+    with sdk(apps, "policy_model") as client, pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="hi", tools=[{"type": "web_search"}])
+    assert info.value.body["param"] == "tools[0]"
 
 
 def test_chat_completions_are_forwarded_with_the_deployment_as_model(apps: Serve, sim_admin: SimAdmin) -> None:
@@ -161,7 +197,6 @@ UNSUPPORTED = {
     "conversation": {"conversation": "conv_1"},
     "tools[0]": {"tools": [{"type": "web_search"}]},
     "input[0].content[0]": {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}]},
-    "truncation": {"truncation": "auto"},
 }
 
 

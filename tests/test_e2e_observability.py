@@ -24,7 +24,7 @@ SECRET_TEXT = "a-private-prompt-7d1f"
 
 @pytest.fixture(scope="module")
 def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
-    serve_instance.deploy(sim_app("observed", simulator))
+    serve_instance.deploy(sim_app("observed", simulator, ignored_hosted_tools=("web_search",)))
     return serve_instance
 
 
@@ -100,6 +100,7 @@ EXPECTED_METRICS = [
     r"ray_serve_app_upstream_latency_s_bucket\{",
     r"ray_serve_app_time_to_first_token_s_bucket\{",
     r'ray_serve_app_tokens_total\{[^}]*kind="output"',
+    r'ray_serve_app_hosted_tools_left_out_total\{[^}]*type="web_search"',
 ]
 
 
@@ -109,6 +110,8 @@ def test_metrics_cover_requests_in_flight_retries_429s_latency_ttft_and_tokens(
     url = apps.base_url("observed")
     sim_admin.fault(429, count=1, retry_after_s=0.1)
     assert httpx.post(f"{url}/responses", json={"input": "hi"}, timeout=30).status_code == 200
+    left_out = {"input": "hi", "tools": [{"type": "web_search"}]}
+    assert httpx.post(f"{url}/responses", json=left_out, timeout=30).status_code == 200
     with httpx.stream("POST", f"{url}/responses", json={"input": "hi there", "stream": True}, timeout=30) as r:
         r.read()
     deadline = time.monotonic() + 45  # Ray exports replica metrics every few seconds

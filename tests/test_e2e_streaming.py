@@ -83,6 +83,44 @@ CASES: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "what Codex sends: custom, namespace and client tool_search tools, and options that change no output": {
+        "input": [
+            {
+                "type": "message",
+                "role": "developer",
+                "id": "msg_d",
+                "content": [{"type": "input_text", "text": "Be a coder."}],
+            },
+            {
+                "type": "message",
+                "role": "user",
+                "id": "msg_u",
+                "content": [{"type": "input_text", "text": f"Fix it {PARALLEL_TOOLS}"}],
+            },
+        ],
+        "tools": [
+            {
+                "type": "custom",
+                "name": "apply_patch",
+                "description": "Edit files",
+                "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+            },
+            {
+                "type": "namespace",
+                "name": "multi_agent_v1",
+                "description": "Sub-agents",
+                "tools": [tool("spawn_agent")],
+            },
+            {"type": "tool_search", "execution": "client", "parameters": {"type": "object", "properties": {}}},
+        ],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "session-1",
+        "reasoning": {"summary": "auto"},
+        "extra_body": {"client_metadata": {"originator": "codex_exec"}},
+    },
     "truncated by length": {"input": f"Write at length {tokens_trigger(80)}", "max_output_tokens": 16},
     "content filter": {"input": f"Say something {CONTENT_FILTER_OUTPUT}"},
 }
@@ -118,6 +156,16 @@ def test_the_sdk_stream_helper_accepts_the_stream(client: openai.OpenAI, params:
             assert kinds[-1] == "response.incomplete"
             with pytest.raises(RuntimeError):
                 stream.get_final_response()
+
+
+def test_codex_tools_come_back_as_their_item_types(client: openai.OpenAI) -> None:
+    params = CASES[
+        "what Codex sends: custom, namespace and client tool_search tools, and options that change no output"
+    ]
+    output = client.responses.create(model="m", **params).output
+    assert [item.type for item in output] == ["custom_tool_call", "function_call", "tool_search_call"]
+    assert (output[0].name, output[1].name, output[1].namespace) == ("apply_patch", "spawn_agent", "multi_agent_v1")
+    assert isinstance(output[0].input, str) and output[2].execution == "client"
 
 
 def test_terminal_events_follow_the_upstream_finish(client: openai.OpenAI) -> None:

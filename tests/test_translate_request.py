@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from serve_app.errors import InvalidRequest, OpenAIError, UnsupportedField
 from serve_app.schemas import ResponsesRequest, parse
 from serve_app.translate import to_chat_request
+from serve_app.translate.tools import ToolMap
 
 
 def chat(body: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +235,7 @@ SETTING_CASES = {
     "a summary alone sends no reasoning setting": ({"reasoning": {"summary": "none"}}, {}),
     "max_tool_calls caps built-in tools only, so it needs no upstream action": ({"max_tool_calls": 3}, {}),
     "in-memory prompt cache retention is what Azure does anyway": ({"prompt_cache_retention": "in_memory"}, {}),
+    "truncation auto is the server's retry, not an upstream setting": ({"truncation": "auto"}, {}),
     "a direct caller is the plain case": (
         {
             "input": [
@@ -306,7 +308,6 @@ REFUSED = {
     "background": ({"background": True}, "background"),
     "conversation": ({"conversation": "conv_1"}, "conversation"),
     "stored prompt": ({"prompt": {"id": "pmpt_1"}}, "prompt"),
-    "truncation auto": ({"truncation": "auto"}, "truncation"),
     "a service tier Azure chat cannot give": ({"service_tier": "flex"}, "service_tier"),
     "an include we cannot produce": ({"include": ["file_search_call.results"]}, "include[0]"),
     "extended prompt cache retention": ({"prompt_cache_retention": "24h"}, "prompt_cache_retention"),
@@ -464,3 +465,189 @@ def test_any_body_either_translates_or_raises_an_openai_error(body: Any) -> None
         to_chat_request(parse(ResponsesRequest, body))
     except OpenAIError as error:
         assert 400 <= error.status < 500
+
+
+# --- custom, namespace and client tool_search tools --------------------------------------------------
+
+CUSTOM = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch"},
+}
+NAMESPACE = {
+    "type": "namespace",
+    "name": "multi_agent_v1",
+    "description": "Sub-agents",
+    "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}],
+}
+SEARCH = {"type": "tool_search", "execution": "client", "parameters": {"type": "object", "properties": {}}}
+
+
+def offered(body: dict[str, Any], leave_out: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    req = parse(ResponsesRequest, {"input": "hi", **body})
+    tools = to_chat_request(req, ToolMap.of(req, leave_out)).get("tools", [])
+    return {tool["function"]["name"]: tool["function"] for tool in tools}
+
+
+def test_a_custom_tool_is_a_strict_function_of_one_string_carrying_its_description_and_grammar() -> None:
+    function = offered({"tools": [CUSTOM]})["apply_patch"]
+    assert function["parameters"] == {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": "The tool's input, as raw text"}},
+        "required": ["input"],
+        "additionalProperties": False,
+    }
+    assert function["strict"] is True
+    assert function["description"].startswith("Edit files.")
+    assert "lark grammar:\nstart: begin_patch" in function["description"]
+
+
+def test_a_freeform_custom_tool_without_grammar_has_no_grammar_in_its_description() -> None:
+    function = offered({"tools": [{"type": "custom", "name": "note", "format": {"type": "text"}}]})["note"]
+    assert "grammar" not in function["description"] and "`input`" in function["description"]
+
+
+def test_namespace_tools_are_offered_under_names_that_cannot_collide() -> None:
+    clash = {"type": "function", "name": "multi_agent_v1__spawn_agent"}
+    names = offered({"tools": [NAMESPACE, clash]})
+    assert set(names) == {"multi_agent_v1__spawn_agent", "multi_agent_v1__spawn_agent_2"}
+    assert names["multi_agent_v1__spawn_agent_2"]["parameters"] == {"type": "object"}
+    assert "parameters" not in names["multi_agent_v1__spawn_agent"]  # the client's own tool keeps its name
+    assert names["multi_agent_v1__spawn_agent_2"]["description"] == "multi_agent_v1: Sub-agents"
+
+
+def test_a_client_tool_search_is_a_function_with_the_tools_parameters() -> None:
+    function = offered({"tools": [SEARCH]})["tool_search"]
+    assert function["parameters"] == SEARCH["parameters"] and function["description"]
+
+
+def test_hosted_tools_listed_by_the_config_are_left_out() -> None:
+    body = {"tools": [TOOL, {"type": "web_search"}, {"type": "tool_search"}]}
+    assert set(offered(body, leave_out=("web_search", "tool_search"))) == {"lookup"}
+    with pytest.raises(UnsupportedField) as info:
+        offered(body, leave_out=("web_search",))
+    assert info.value.param == "tools[2]"  # a hosted (server-executed) tool search
+
+
+CUSTOM_CALL = {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "*** Begin Patch"}
+SEARCH_CALL = {
+    "type": "tool_search_call",
+    "id": "ts_1",
+    "call_id": "c3",
+    "execution": "client",
+    "arguments": {"query": "files"},
+    "status": "completed",
+}
+SEARCH_OUTPUT = {
+    "type": "tool_search_output",
+    "call_id": "c3",
+    "execution": "client",
+    "tools": [{"type": "function", "name": "read_file", "parameters": {"type": "object"}}],
+}
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": None, "tool_calls": [_call(call_id, name, arguments)]}
+
+
+def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+REPLAY_CASES = {
+    "a custom tool call and its output go back as a tool call and a tool message": (
+        {
+            "tools": [CUSTOM],
+            "input": [USER, CUSTOM_CALL, {"type": "custom_tool_call_output", "call_id": "c1", "output": "Done"}],
+        },
+        [
+            tool_call("c1", "apply_patch", '{"input": "*** Begin Patch"}'),
+            {"role": "tool", "tool_call_id": "c1", "content": "Done"},
+        ],
+    ),
+    "a namespaced function call goes back under its offered name": (
+        {
+            "tools": [NAMESPACE],
+            "input": [
+                USER,
+                {**fc("c2", "spawn_agent"), "namespace": "multi_agent_v1", "status": "completed"},
+                {"type": "function_call_output", "call_id": "c2", "output": "ok"},
+            ],
+        },
+        [tool_call("c2", "multi_agent_v1__spawn_agent", "{}"), {"role": "tool", "tool_call_id": "c2", "content": "ok"}],
+    ),
+    "a tool search goes back as a call whose result names the tools it loaded": (
+        {"tools": [SEARCH], "input": [USER, SEARCH_CALL, SEARCH_OUTPUT]},
+        [
+            tool_call("c3", "tool_search", '{"query": "files"}'),
+            {"role": "tool", "tool_call_id": "c3", "content": '{"loaded_tools": ["read_file"]}'},
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("body, messages", REPLAY_CASES.values(), ids=REPLAY_CASES.keys())
+def test_replayed_tool_items(body: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    assert chat(body)["messages"][1:] == messages
+
+
+def test_tools_a_tool_search_loaded_are_offered_from_then_on() -> None:
+    assert set(offered({"tools": [SEARCH], "input": [USER, SEARCH_CALL, SEARCH_OUTPUT]})) == {
+        "tool_search",
+        "read_file",
+    }
+
+
+def test_deferred_tools_wait_for_a_tool_search_to_load_them() -> None:
+    deferred = {"type": "function", "name": "read_file", "defer_loading": True}
+    assert set(offered({"tools": [SEARCH, deferred]})) == {"tool_search"}
+    loaded = {**SEARCH_OUTPUT, "tools": [{**deferred, "parameters": {"type": "object"}}]}
+    assert set(offered({"tools": [SEARCH, deferred], "input": [USER, SEARCH_CALL, loaded]})) == {
+        "tool_search",
+        "read_file",
+    }
+
+
+def test_a_custom_tool_can_be_forced_by_name() -> None:
+    body = chat({"input": "hi", "tools": [CUSTOM], "tool_choice": {"type": "custom", "name": "apply_patch"}})
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+
+
+TOOL_REFUSED = {
+    "a hosted tool search call": ({"input": [USER, {**SEARCH_CALL, "execution": "server"}]}, "input[1].execution"),
+    "a client tool search without call_id": (
+        {"input": [USER, {k: v for k, v in SEARCH_CALL.items() if k != "call_id"}]},
+        "input[1].call_id",
+    ),
+    "forcing a custom tool by the name of a function": (
+        {"tools": [TOOL], "tool_choice": {"type": "custom", "name": "lookup"}},
+        "tool_choice.name",
+    ),
+    "a custom tool with programmatic callers": (
+        {"tools": [{**CUSTOM, "allowed_callers": ["programmatic"]}]},
+        "tools[0].allowed_callers",
+    ),
+    "a deferred function in a namespace": (
+        {"tools": [{**NAMESPACE, "tools": [{"type": "function", "name": "f", "defer_loading": True}]}]},
+        "tools[0].tools[0].defer_loading",
+    ),
+}
+
+
+@pytest.mark.parametrize("extra, param", TOOL_REFUSED.values(), ids=TOOL_REFUSED.keys())
+def test_tool_items_we_cannot_honour_are_a_400_naming_them(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        chat({"input": "hi", **extra})
+    assert info.value.param == param
+
+
+def test_explicit_nulls_for_every_field_are_unset_as_nemo_gym_datasets_send_them() -> None:
+    body: dict[str, Any] = {field.alias or name: None for name, field in ResponsesRequest.model_fields.items()}
+    body.update(
+        input="hi",
+        reasoning={"effort": None, "summary": None},
+        text={"format": None, "verbosity": None},
+        metadata={"extra_body": '{"seed": null, "top_k": null}'},
+    )
+    assert chat(body) == {"messages": [{"role": "user", "content": "hi"}]}

@@ -217,6 +217,10 @@ def test_options_that_change_no_output_are_echoed_as_sent() -> None:
     assert [item["type"] for item in response["output"]] == ["message"]  # and no reasoning summary
 
 
+def test_truncation_auto_is_echoed() -> None:
+    assert respond(completion({"content": "x"}), {"input": "hi", "truncation": "auto"})["truncation"] == "auto"
+
+
 def test_a_summary_of_none_is_echoed_as_null() -> None:
     response = respond(completion({"content": "x"}), {"input": "hi", "reasoning": {"summary": "none"}})
     assert response["reasoning"] == {"effort": None, "summary": None}
@@ -287,3 +291,80 @@ def test_a_completion_without_choices_is_an_upstream_error() -> None:
     with pytest.raises(UpstreamError) as info:
         respond({"choices": [], "usage": None})
     assert info.value.status == 502
+
+
+# --- calls of custom, namespace and tool_search tools --------------------------------------------
+
+TOOLS_REQUEST = {
+    "input": "hi",
+    "tools": [
+        {"type": "custom", "name": "apply_patch", "format": {"type": "grammar", "syntax": "lark", "definition": "s"}},
+        {
+            "type": "namespace",
+            "name": "multi_agent_v1",
+            "description": "agents",
+            "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}],
+        },
+        {"type": "tool_search", "execution": "client", "parameters": {"type": "object"}},
+    ],
+}
+
+
+def called(name: str, arguments: str) -> dict[str, Any]:
+    call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    return respond(completion({"content": None, "tool_calls": [call]}, "tool_calls"), TOOLS_REQUEST)["output"][0]
+
+
+CALL_ITEMS = {
+    "a custom tool's call is a custom_tool_call with the input text": (
+        ("apply_patch", '{"input": "*** Begin Patch\\n"}'),
+        {"type": "custom_tool_call", "call_id": "call_1", "name": "apply_patch", "input": "*** Begin Patch\n"},
+    ),
+    "arguments that are not the one string argument are the input as sent": (
+        ("apply_patch", "*** Begin Patch"),
+        {"type": "custom_tool_call", "call_id": "call_1", "name": "apply_patch", "input": "*** Begin Patch"},
+    ),
+    "a namespaced function's call carries its name and namespace": (
+        ("multi_agent_v1__spawn_agent", '{"task": "x"}'),
+        {
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "spawn_agent",
+            "namespace": "multi_agent_v1",
+            "arguments": '{"task": "x"}',
+        },
+    ),
+    "a tool search's call is a client tool_search_call with the arguments as an object": (
+        ("tool_search", '{"query": "files"}'),
+        {"type": "tool_search_call", "call_id": "call_1", "execution": "client", "arguments": {"query": "files"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("call, expected", CALL_ITEMS.values(), ids=CALL_ITEMS.keys())
+def test_calls_come_back_as_the_item_type_of_the_tool(call: tuple[str, str], expected: dict[str, Any]) -> None:
+    from openai.types.responses import ResponseOutputItem
+    from pydantic import TypeAdapter
+
+    item = called(*call)
+    assert {k: v for k, v in item.items() if k not in ("id", "status")} == expected
+    assert item["status"] == "completed"
+    TypeAdapter(ResponseOutputItem).validate_python(item)
+
+
+def test_the_item_ids_follow_the_item_type() -> None:
+    assert called("apply_patch", "{}")["id"].startswith("ctc_")
+    assert called("tool_search", "{}")["id"].startswith("ts_")
+
+
+def test_a_response_with_every_tool_kind_is_a_valid_openai_sdk_response() -> None:
+    from openai.types.responses import Response
+
+    calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": "{}"}}
+        for i, name in enumerate(["apply_patch", "multi_agent_v1__spawn_agent", "tool_search"])
+    ]
+    response = respond(completion({"content": None, "tool_calls": calls}, "tool_calls"), TOOLS_REQUEST)
+    parsed = Response.model_validate(response)
+    assert [item.type for item in parsed.output] == ["custom_tool_call", "function_call", "tool_search_call"]
+    assert [tool["type"] for tool in response["tools"]] == ["custom", "namespace", "tool_search"]

@@ -6,13 +6,16 @@ import json
 from typing import Any
 
 import pytest
+from bad_input import bodies
+from hypothesis import given, settings
 from stream_checks import check_event_sequence, without_volatile
 
-from serve_app.errors import UpstreamError
+from serve_app.errors import OpenAIError, UpstreamError
 from serve_app.schemas import ResponsesRequest, parse
-from serve_app.translate import to_response
+from serve_app.translate import to_chat_request, to_response
 from serve_app.translate.chat import stream_chunk
 from serve_app.translate.stream import ResponseEventStream
+from serve_app.translate.tools import CustomInputDecoder, ToolMap
 
 REQUEST = parse(ResponsesRequest, {"input": "hi", "stream": True})
 FILTERS = {"hate": {"filtered": False, "severity": "safe"}}
@@ -273,3 +276,125 @@ def test_chat_stream_forwards_usage_only_when_asked() -> None:
     usage_chunk = azure_chunks(content="a")[-1]
     assert stream_chunk(usage_chunk, "dep", include_usage=False) is None
     assert stream_chunk(usage_chunk, "dep", include_usage=True)["usage"] == USAGE
+
+
+# --- calls of custom, namespace and tool_search tools --------------------------------------------
+
+TOOLS_REQUEST = parse(
+    ResponsesRequest,
+    {
+        "input": "hi",
+        "stream": True,
+        "tools": [
+            {"type": "custom", "name": "apply_patch"},
+            {"type": "namespace", "name": "ns", "description": "d", "tools": [{"type": "function", "name": "f"}]},
+            {"type": "tool_search", "execution": "client"},
+        ],
+    },
+)
+EVERY_KIND = dict(
+    content="Editing",
+    calls=[
+        ("call_1", "apply_patch", '{"input": "*** Begin Patch"}'),
+        ("call_2", "ns__f", '{"a": 1}'),
+        ("call_3", "tool_search", '{"query": "q"}'),
+    ],
+    finish_reason="tool_calls",
+)
+
+
+def test_every_tool_kind_streams_well_formed_valid_sdk_events_ending_in_the_non_streaming_response() -> None:
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    events = run(azure_chunks(**EVERY_KIND), TOOLS_REQUEST)
+    final = check_event_sequence(events)
+    expected = to_response(
+        completion_for(**EVERY_KIND), TOOLS_REQUEST, model="dep", response_id="r", created_at=9, completed_at=9
+    )
+    assert without_volatile(final) == without_volatile(expected)
+    adapter = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        adapter.validate_python(json.loads(json.dumps(event)))
+
+
+def test_a_custom_tool_call_streams_its_decoded_input() -> None:
+    events = run(azure_chunks(**EVERY_KIND), TOOLS_REQUEST)
+    custom = [e for e in events if e.get("output_index") == 1 and e["type"] != "response.output_item.added"]
+    kinds = [e["type"] for e in custom]
+    assert kinds[-2:] == ["response.custom_tool_call_input.done", "response.output_item.done"]
+    assert set(kinds[:-2]) == {"response.custom_tool_call_input.delta"}
+    assert "".join(e["delta"] for e in custom[:-2]) == custom[-2]["input"] == custom[-1]["item"]["input"]
+    assert custom[-2]["input"] == "*** Begin Patch"
+    added = next(e for e in events if e["type"] == "response.output_item.added" and e["output_index"] == 1)["item"]
+    assert (added["type"], added["input"], added["status"]) == ("custom_tool_call", "", "in_progress")
+
+
+def test_the_first_custom_call_streams_its_input_as_it_comes() -> None:
+    text = 'line "one"\nline two \u00e9'
+    arguments = json.dumps({"input": text})
+    machine = ResponseEventStream(TOOLS_REQUEST, model="dep", response_id="resp_s", created_at=1)
+    machine.start()
+    live = []
+    for i in range(0, len(arguments), 5):
+        call = {"index": 0, "function": {"arguments": arguments[i : i + 5]}}
+        if i == 0:
+            call.update(id="call_1", type="function", function={"name": "apply_patch", "arguments": arguments[:5]})
+        live += machine.feed({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+    assert "".join(e["delta"] for e in live if e["type"] == "response.custom_tool_call_input.delta") == text
+    rest = machine.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    assert [e["type"] for e in rest] == ["response.custom_tool_call_input.done", "response.output_item.done"]
+
+
+def test_custom_arguments_not_of_the_strict_shape_come_whole_when_the_call_closes() -> None:
+    answer = dict(calls=[("call_1", "apply_patch", "*** Begin Patch")], finish_reason="tool_calls")
+    events = run(azure_chunks(**answer), TOOLS_REQUEST)
+    deltas = [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert deltas == ["*** Begin Patch"]
+
+
+@pytest.mark.parametrize("text", ["plain", 'quote " backslash \\ slash /', "tab\tnewline\n", "é 😀 \u0001", ""])
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_the_custom_input_decoder_decodes_any_split_of_the_arguments(text: str, ensure_ascii: bool) -> None:
+    arguments = json.dumps({"input": text}, ensure_ascii=ensure_ascii)
+    for size in (1, 2, 3, 7):
+        decoder = CustomInputDecoder()
+        assert "".join(decoder.feed(arguments[i : i + size]) for i in range(0, len(arguments), size)) == text
+
+
+def test_only_function_calls_stream_json_arguments() -> None:
+    events = run(azure_chunks(**EVERY_KIND), TOOLS_REQUEST)
+    deltas = {e["output_index"] for e in events if e["type"] == "response.function_call_arguments.delta"}
+    assert deltas == {2}
+    search = [e for e in events if e.get("output_index") == 3]
+    assert [e["type"] for e in search] == ["response.output_item.added", "response.output_item.done"]
+    assert search[1]["item"]["arguments"] == {"query": "q"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=bodies)
+def test_any_request_that_translates_gives_sdk_valid_responses_and_streams_for_a_call_of_each_tool(body: Any) -> None:
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    try:
+        req = parse(ResponsesRequest, body)
+        tools = ToolMap.of(req, ("web_search",))
+        to_chat_request(req, tools)
+    except OpenAIError:
+        return
+    calls = [(f"call_{i}", tool["function"]["name"], "{}") for i, tool in enumerate(tools.upstream)]
+    answer = dict(content="ok", calls=calls, finish_reason="tool_calls" if calls else "stop")
+    plain = to_response(
+        completion_for(**answer), req, model="d", response_id="r", created_at=1, completed_at=2, tools=tools
+    )
+    Response.model_validate(plain)
+    machine = ResponseEventStream(req, model="d", response_id="r", created_at=1, tools=tools)
+    events = machine.start()
+    for chunk in azure_chunks(**answer):
+        events += machine.feed(chunk)
+    events += machine.finish(2)
+    assert without_volatile(check_event_sequence(events)) == without_volatile(plain)
+    adapter = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        adapter.validate_python(json.loads(json.dumps(event)))

@@ -5,8 +5,11 @@ Rules that are not obvious from the two specs:
 - `instructions` and the leading run of system/developer messages become one system message,
   joined by blank lines; later system/developer messages stay where they are, as `system`
   (the `developer` role needs a newer api-version on Azure; `system` works on all of them).
-- `function_call` items merge into the assistant message right before them, so that
-  "text, then tool calls" is one assistant turn as Chat Completions expects.
+- `function_call` items (and replayed `custom_tool_call`s and `tool_search_call`s, under the
+  function names `tools.py` offers them as) merge into the assistant message right before them,
+  so that "text, then tool calls" is one assistant turn as Chat Completions expects.
+- `metadata.extra_body` keys are applied by `extra_body.py`; `truncation: auto` is the server's
+  retry (`truncation.py`), nothing in the body.
 - `reasoning` items are replayed by agents every turn but have no Chat Completions equivalent
   (Azure's reasoning state is not addressable); they are left out of the upstream body.
 - A field we cannot honour is refused with a 400 naming it; fields that need no upstream action
@@ -17,6 +20,7 @@ Rules that are not obvious from the two specs:
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from ..errors import InvalidRequest, UnsupportedField
@@ -42,6 +46,7 @@ from ..schemas import (
     UnsupportedPart,
     UnsupportedToolChoice,
 )
+from . import extra_body
 from .tools import PROGRAMMATIC, ToolMap, custom_arguments, refuse_if_set
 
 # `include` values we can honour: logprobs map to `logprobs: true`; encrypted reasoning is
@@ -64,11 +69,14 @@ _REFUSED_FIELDS = {
 }
 
 
-def to_chat_request(req: ResponsesRequest, tools: ToolMap | None = None) -> dict[str, Any]:
+def to_chat_request(
+    req: ResponsesRequest, tools: ToolMap | None = None, ignored_extra_body_keys: Collection[str] = ()
+) -> dict[str, Any]:
     """Build the Chat Completions body (without `model` and `stream`, which the caller owns).
 
     `tools` is the request's `ToolMap` when the caller built it (to leave hosted tools out, and to
-    map Azure's calls back with the same names)."""
+    map Azure's calls back with the same names); `ignored_extra_body_keys` are the
+    `metadata.extra_body` keys the model server's config lets us leave out."""
     _refuse_unsupported(req)
     tools = tools or ToolMap.of(req)
     body: dict[str, Any] = {"messages": _messages(req, tools)}
@@ -77,7 +85,7 @@ def to_chat_request(req: ResponsesRequest, tools: ToolMap | None = None) -> dict
     _add_tool_choice(body, req, tools)
     if req.text is not None:
         if isinstance(req.text.format, FormatJsonSchema):
-            schema = {"name": req.text.format.name, "schema": req.text.format.schema_}
+            schema: dict[str, Any] = {"name": req.text.format.name, "schema": req.text.format.schema_}
             if req.text.format.strict is not None:
                 schema["strict"] = req.text.format.strict
             if req.text.format.description is not None:
@@ -101,6 +109,7 @@ def to_chat_request(req: ResponsesRequest, tools: ToolMap | None = None) -> dict
         body["top_logprobs"] = req.top_logprobs
     elif "message.output_text.logprobs" in (req.include or ()):
         body["logprobs"] = True
+    extra_body.apply(body, req.metadata, ignored_extra_body_keys)
     return body
 
 
@@ -116,8 +125,6 @@ def _refuse_programmatic(param: str, item: Any) -> None:
 def _refuse_unsupported(req: ResponsesRequest) -> None:
     for name, reason in _REFUSED_FIELDS.items():
         refuse_if_set(name, getattr(req, name), reason)
-    if req.truncation == "auto":
-        raise UnsupportedField("truncation", "Azure Chat Completions does not truncate conversations; use 'disabled'")
     if req.service_tier not in NO_OP_SERVICE_TIERS:
         raise UnsupportedField("service_tier", "only 'auto' and 'default' are available through Azure Chat Completions")
     for i, value in enumerate(req.include or ()):
@@ -222,7 +229,7 @@ def _text(part: Any, param: str, role: str) -> str:
     if not isinstance(part, InputText):
         _refuse_part(part, param, role)
     refuse_if_set(f"{param}.prompt_cache_breakpoint", part.prompt_cache_breakpoint, _CACHE_BREAKPOINT)
-    return part.text
+    return str(part.text)
 
 
 def _message(item: MessageItem, index: int) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from .response import (
     response_envelope,
     usage,
 )
-from .tools import ToolMap
+from .tools import CustomInputDecoder, ToolMap
 
 Event = tuple[str, dict[str, Any]]  # (type, fields) before it gets its sequence number
 
@@ -89,6 +89,8 @@ class _Call(_Item):
     call_id: str = ""
     name: str = ""  # the upstream (chat) function name
     arguments: list[str] = field(default_factory=list)
+    decoder: CustomInputDecoder = field(default_factory=CustomInputDecoder)  # for custom tool calls
+    streamed: list[str] = field(default_factory=list)  # custom input sent in deltas so far
 
     def added(self, tools: ToolMap) -> dict[str, Any]:
         return {**call_item(tools, self.id, self.call_id, self.name, ""), "status": "in_progress"}
@@ -97,21 +99,27 @@ class _Call(_Item):
         return call_item(tools, self.id, self.call_id, self.name, "".join(self.arguments))
 
     def delta(self, tools: ToolMap, text: str) -> list[Event]:
-        # Only a function call's arguments are JSON as the client sees them; the other call items
-        # are decoded from the whole arguments when the call closes.
-        if tools.kind(self.name) != "function":
-            return []
-        return [("response.function_call_arguments.delta", {**self.where(), "delta": text})]
+        kind = tools.kind(self.name)
+        if kind == "function":
+            return [("response.function_call_arguments.delta", {**self.where(), "delta": text})]
+        if kind == "custom":
+            decoded = self.decoder.feed(text)
+            if decoded:
+                self.streamed.append(decoded)
+                return [("response.custom_tool_call_input.delta", {**self.where(), "delta": decoded})]
+        return []  # a tool_search_call's arguments are an object, whole when the call closes
 
     def done(self, item: dict[str, Any]) -> list[Event]:
         if item["type"] == "function_call":
             fields = {**self.where(), "name": item["name"], "arguments": item["arguments"]}
             return [("response.function_call_arguments.done", fields)]
         if item["type"] == "custom_tool_call":
-            return [
-                ("response.custom_tool_call_input.delta", {**self.where(), "delta": item["input"]}),
-                ("response.custom_tool_call_input.done", {**self.where(), "input": item["input"]}),
-            ]
+            # What the deltas could not decode as it came (arguments not of the strict shape) comes now.
+            rest = item["input"].removeprefix("".join(self.streamed))
+            events: list[Event] = (
+                [("response.custom_tool_call_input.delta", {**self.where(), "delta": rest})] if rest else []
+            )
+            return [*events, ("response.custom_tool_call_input.done", {**self.where(), "input": item["input"]})]
         return []  # a tool_search_call has no events of its own
 
 

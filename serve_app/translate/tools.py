@@ -9,7 +9,8 @@ function, and every call Azure returns is mapped back to the item type the clien
 - the function and custom tools in a `namespace` are offered as `<namespace>__<name>` (made unique
   against every other offered name) and come back with `name` and `namespace` as the client sent them;
 - a client-executed `tool_search` is a function with the tool's parameters; it comes back as a
-  `tool_search_call`, and the tools a `tool_search_output` loaded are offered from then on;
+  `tool_search_call`, and the tools a `tool_search_output` loaded are offered from then on (tools
+  sent with `defer_loading` wait for that; without a client tool_search they are refused);
 - hosted tools are refused, unless the model server's config lists their type to leave out.
 """
 
@@ -62,6 +63,7 @@ class ToolMap:
     upstream: list[dict[str, Any]] = field(default_factory=list)
     targets: dict[str, Target] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # hosted tool types left out by config
+    client_search: bool = False  # a client-executed tool_search is offered: deferred tools wait for it
     _names: dict[Target, str] = field(default_factory=dict)
 
     @classmethod
@@ -72,12 +74,13 @@ class ToolMap:
         for tool in req.tools or ():
             if isinstance(tool, (FunctionTool, CustomTool)):
                 tools._names[_target(tool)] = tool.name
+            tools.client_search |= isinstance(tool, ToolSearchTool) and tool.execution == "client"
         for i, tool in enumerate(req.tools or ()):
-            tools._add(tool, f"tools[{i}]", leave_out)
+            tools._add(tool, f"tools[{i}]", leave_out, loaded=False)
         for index, item in enumerate(req.input if isinstance(req.input, list) else ()):
             if isinstance(item, ToolSearchOutputItem):
                 for j, tool in enumerate(item.tools):
-                    tools._add(tool, f"input[{index}].tools[{j}]", leave_out)
+                    tools._add(tool, f"input[{index}].tools[{j}]", leave_out, loaded=True)
         return tools
 
     def target(self, upstream_name: str) -> Target:
@@ -95,12 +98,10 @@ class ToolMap:
         target = Target(kind, name, namespace)
         return self._names.get(target) or self._unique(target)
 
-    def function_names(self) -> set[str]:
-        return {name for name, target in self.targets.items() if target.kind == "function"}
-
     # --- building --------------------------------------------------------------------------------
 
-    def _add(self, tool: Any, param: str, leave_out: frozenset[str]) -> None:
+    def _add(self, tool: Any, param: str, leave_out: frozenset[str], *, loaded: bool) -> None:
+        """Offer `tool`; `loaded` when a tool_search_output brought it, so that it is no longer deferred."""
         if isinstance(tool, UnsupportedTool) or (isinstance(tool, ToolSearchTool) and tool.execution != "client"):
             if tool.type in leave_out:
                 self.left_out.append(tool.type)
@@ -112,22 +113,30 @@ class ToolMap:
             )
         if isinstance(tool, NamespaceTool):
             for j, inner in enumerate(tool.tools):
-                self._offer(inner, f"{param}.tools[{j}]", tool.name)
+                function = self._offer(inner, f"{param}.tools[{j}]", tool.name, loaded)
+                if function is not None and tool.description:
+                    # The namespace's description is the model's only context for the group.
+                    own = function.get("description")
+                    function["description"] = f"{tool.name}: {tool.description}" + (f"\n\n{own}" if own else "")
         elif isinstance(tool, ToolSearchTool):
             target = Target("tool_search", "tool_search")
             function = self._put(target, TOOL_SEARCH_DESCRIPTION if tool.description is None else tool.description)
             function["parameters"] = tool.parameters or TOOL_SEARCH_PARAMETERS
         else:
-            self._offer(tool, param, None)
+            self._offer(tool, param, None, loaded)
 
-    def _offer(self, tool: FunctionTool | CustomTool, param: str, namespace: str | None) -> None:
+    def _offer(
+        self, tool: FunctionTool | CustomTool, param: str, namespace: str | None, loaded: bool
+    ) -> dict[str, Any] | None:
+        """The function offered for `tool`, or None while it is deferred."""
         if tool.allowed_callers is not None and "programmatic" in tool.allowed_callers:
             raise UnsupportedField(f"{param}.allowed_callers", PROGRAMMATIC)
-        refuse_if_set(
-            f"{param}.defer_loading",
-            tool.defer_loading,
-            "deferred tool loading needs hosted tool search; use a client-executed tool_search tool",
-        )
+        if tool.defer_loading and not loaded:
+            if self.client_search:
+                return None  # the model finds it through tool_search; a tool_search_output then offers it
+            raise UnsupportedField(
+                f"{param}.defer_loading", "deferred tools are found by tool search: add a client-executed tool_search"
+            )
         if isinstance(tool, FunctionTool):
             refuse_if_set(f"{param}.output_schema", tool.output_schema, PROGRAMMATIC)
             function = self._put(_target(tool, namespace), tool.description)
@@ -146,6 +155,7 @@ class ToolMap:
                 "additionalProperties": False,
             }
             function["strict"] = True
+        return function
 
     def _put(self, target: Target, description: str | None) -> dict[str, Any]:
         name = self.upstream_name(target.kind, target.name, target.namespace)
@@ -198,6 +208,70 @@ def custom_input(arguments: str) -> str:
         return arguments
     value = decoded.get(CUSTOM_ARGUMENT) if isinstance(decoded, dict) else None
     return value if isinstance(value, str) else arguments
+
+
+_JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class CustomInputDecoder:
+    """A custom call's text, decoded from its function arguments (`{"input": "<text>"}`) as they arrive.
+
+    Strict mode makes Azure send exactly that shape, so the text can stream as it comes. Arguments of
+    any other shape decode to nothing here; the call's whole input then comes when it closes."""
+
+    _PREFIX = '{"' + CUSTOM_ARGUMENT + '":"'
+
+    def __init__(self) -> None:
+        self._raw = ""
+        self._at: int | None = None  # where the string's next undecoded character is
+        self._stopped = False
+
+    def feed(self, piece: str) -> str:
+        self._raw += piece
+        if self._stopped:
+            return ""
+        if self._at is None:
+            opening = re.match(r'\s*\{\s*"' + CUSTOM_ARGUMENT + r'"\s*:\s*"', self._raw)
+            if opening is None:
+                self._stopped = not self._PREFIX.startswith(re.sub(r"\s", "", self._raw))
+                return ""
+            self._at = opening.end()
+        try:
+            return self._decode()
+        except ValueError:  # a malformed \u escape
+            self._stopped = True
+            return ""
+
+    def _decode(self) -> str:
+        raw, at, out = self._raw, self._at or 0, []
+        while at < len(raw):
+            char = raw[at]
+            if char == '"':
+                self._stopped = True
+                break
+            if char != "\\":
+                out.append(char)
+                at += 1
+                continue
+            if at + 1 >= len(raw):
+                break  # the escape's other half has not arrived
+            kind = raw[at + 1]
+            if kind != "u":
+                out.append(_JSON_ESCAPES.get(kind, kind))
+                at += 2
+                continue
+            if at + 6 > len(raw):
+                break
+            code = int(raw[at + 2 : at + 6], 16)
+            if 0xD800 <= code < 0xDC00:  # a surrogate pair: wait for its low half
+                if at + 12 > len(raw):
+                    break
+                code = 0x10000 + ((code - 0xD800) << 10) + (int(raw[at + 8 : at + 12], 16) - 0xDC00)
+                at += 6
+            out.append(chr(code))
+            at += 6
+        self._at = at
+        return "".join(out)
 
 
 def custom_arguments(text: str) -> str:
