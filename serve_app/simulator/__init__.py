@@ -11,7 +11,7 @@ and change settings at runtime.
 from .app import create_app
 from .config import DeploymentSpec, SimulatorConfig
 from .faults import Fault
-from .standalone import BackgroundSimulator, run
+from .standalone import BackgroundServer, BackgroundSimulator, run
 from .triggers import (
     CONTENT_FILTER_OUTPUT,
     CONTENT_FILTER_PROMPT,
@@ -35,6 +35,7 @@ __all__ = [
     "PARALLEL_TOOLS",
     "REFUSAL",
     "RESET_MID_BODY",
+    "BackgroundServer",
     "BackgroundSimulator",
     "DeploymentSpec",
     "Fault",

@@ -38,11 +38,13 @@ def sim_app(
     deployment: str = "gpt-4o",
     base_url: str | None = None,
     key_env: str = KEY_ENV,
+    # The last dated GA; reasoning_effort needs a preview or v1 (as on Azure).
+    api_version: str = "2024-10-21",
     **upstream: Any,
 ) -> dict[str, Any]:
     """A model server app pointed at the simulator, as the CLI would generate it (with quick retries)."""
     upstream.setdefault("retries", Retries(backoff_initial_s=0.05, backoff_max_s=0.2))
-    upstream.setdefault("default_query", {"api-version": "2024-10-21"})
+    upstream.setdefault("default_query", {"api-version": api_version})
     config = AzureModelConfig(
         openai_base_url=base_url or simulator.base_url,
         openai_api_key="unused-here",
