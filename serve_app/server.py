@@ -98,7 +98,8 @@ class AzureModelServer:
         # Nothing is admitted upstream until the budget ledger has granted this replica a share.
         self._limiter = Limiter(0)
         sync, self._ledger_leave = ray_ledger(context.app_name, context.deployment)
-        self._budget = BudgetMember(self._limiter, context.replica_id.unique_id, sync)
+        # Known to the ledger by its actor's name, so that it can tell a stopped replica from a silent one.
+        self._budget = BudgetMember(self._limiter, context.replica_id.to_full_id_str(), sync)
         self._watcher: asyncio.Task[None] | None = None
         gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
@@ -107,6 +108,7 @@ class AzureModelServer:
         budget: BudgetConfig = validate_model(BudgetConfig, user_config or {}, "user_config")
         self._limiter.max_waiting = budget.max_queued_requests
         self._budget.configure(budget.num_concurrent_requests, rank.rank)
+        self._budget.start()
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._telemetry.watch(self._limiter))
 

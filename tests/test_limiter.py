@@ -136,3 +136,20 @@ async def test_the_wait_estimate_grows_with_the_queue_and_the_hold_time() -> Non
     assert limiter.estimated_wait_s() > 3 * empty
     for w in waiters:
         w.cancel()
+
+
+async def test_past_its_expiry_a_capacity_admits_nobody_not_even_on_a_release_until_renewed() -> None:
+    now = [0.0]
+    limiter = Limiter(clock=lambda: now[0])
+    limiter.resize(2, until=10.0)
+    await limiter.acquire()
+    now[0] = 10.0  # e.g. the process was frozen past the lease this capacity was granted under
+    waiter = asyncio.create_task(limiter.acquire())
+    await settle()
+    assert not waiter.done()
+    limiter.release()  # a slot frees, but the capacity has expired
+    await settle()
+    assert not waiter.done() and limiter.in_use == 0
+    limiter.resize(2, until=20.0)
+    await settle()
+    assert waiter.done() and limiter.in_use == 1
