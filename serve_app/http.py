@@ -6,17 +6,22 @@ Nothing here knows Azure or the Responses API; the deployment calls these around
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+import logging
+import traceback
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import jsonwire
 from .errors import InvalidRequest, OpenAIError, RequestTooLarge, Unauthorized
+
+logger = logging.getLogger("ray.serve")
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -28,7 +33,9 @@ def error_response(error: OpenAIError) -> Response:
     return json_response(error.body(), error.status, error.headers)
 
 
-def install_error_handlers(api: FastAPI) -> None:
+def install_error_handlers(api: FastAPI, request_id: Callable[[], str]) -> None:
+    """Every answer that is not a success is an OpenAI envelope: ours, FastAPI's and any bug's."""
+
     @api.exception_handler(OpenAIError)
     async def _openai_error(request: Request, exc: OpenAIError) -> Response:
         return error_response(exc)
@@ -37,6 +44,48 @@ def install_error_handlers(api: FastAPI) -> None:
     async def _invalid_route_arguments(request: Request, exc: RequestValidationError) -> Response:
         # Routes read their bodies themselves; this only fires on a malformed query or path.
         return error_response(InvalidRequest("The request does not match this endpoint."))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _routing_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # An unknown path (404) or a method the path does not take (405, with its Allow header).
+        what = "Invalid URL" if exc.status_code == 404 else str(exc.detail)
+        return error_response(
+            OpenAIError(f"{what} ({request.method} {request.url.path})", status=exc.status_code, headers=exc.headers)
+        )
+
+    api.add_middleware(LastResort, request_id=request_id)
+
+
+class LastResort:
+    """Any exception that nothing turned into an `OpenAIError` (a bug) becomes a 500 in the envelope.
+
+    It is logged with the request id and where it was raised, never its message nor the body: either
+    may carry what the client sent. After a response has started there is nothing left to answer
+    with; the connection is closed."""
+
+    def __init__(self, app: ASGIApp, request_id: Callable[[], str]) -> None:
+        self._app = app
+        self._request_id = request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, tracked)
+        except Exception as exc:
+            where = "".join(traceback.format_tb(exc.__traceback__))
+            logger.error("request %s failed: unexpected %s\n%s", self._request_id(), type(exc).__name__, where)
+            if not started:
+                error = OpenAIError("The server had an error while processing your request.", code="internal_error")
+                await error_response(error)(scope, receive, send)
 
 
 class Gate:
@@ -75,9 +124,16 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     try:
-        return jsonwire.loads(b"".join(chunks))
+        body = jsonwire.loads(b"".join(chunks))
     except jsonwire.JSONDecodeError:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+    deep = jsonwire.too_deep(body)
+    if deep is not None:
+        param = deep if len(deep) <= 80 else deep[:77] + "..."
+        raise InvalidRequest(
+            f"'{param}' is nested deeper than {jsonwire.MAX_DEPTH} levels.", param=param, code="invalid_value"
+        )
+    return body
 
 
 def _too_large(max_bytes: int) -> RequestTooLarge:

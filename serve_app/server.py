@@ -58,7 +58,7 @@ from .translate.stream import ResponseEventStream
 GC_GEN0_THRESHOLD = 20_000
 
 api = FastAPI(title="Azure OpenAI model server", docs_url=None, redoc_url=None, openapi_url=None)
-install_error_handlers(api)
+install_error_handlers(api, request_id=lambda: _get_serve_request_context().request_id)
 
 
 # Module-level helpers must be defined before the class: @serve.ingress captures the class's
@@ -129,7 +129,7 @@ class AzureModelServer:
     async def responses(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        if isinstance(body, dict) and body.get("stream"):
+        if isinstance(body, dict) and body.get("stream") is True:  # anything else is refused by `parse`
             events = self.create_response_stream(body)
             first = await anext(events)  # raises, as a plain HTTP error, until Azure has answered
             return EventStreamResponse(response_sse(prepend(first, events)))
@@ -139,7 +139,7 @@ class AzureModelServer:
     async def chat_completions(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        if isinstance(body, dict) and body.get("stream"):
+        if isinstance(body, dict) and body.get("stream") is True:
             chunks = self.create_chat_completion_stream(body)
             first = await anext(chunks, None)  # as above
             rest = prepend(first, chunks) if first is not None else chunks
