@@ -5,6 +5,7 @@ Nothing here knows Azure or the Responses API; the deployment calls these around
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import traceback
@@ -53,7 +54,8 @@ def install_error_handlers(api: FastAPI, request_id: Callable[[], str]) -> None:
             OpenAIError(f"{what} ({request.method} {request.url.path})", status=exc.status_code, headers=exc.headers)
         )
 
-    api.add_middleware(LastResort, request_id=request_id)
+    api.add_middleware(RefuseServeControlHeaders)
+    api.add_middleware(LastResort, request_id=request_id)  # added last, so outermost
 
 
 class LastResort:
@@ -86,6 +88,31 @@ class LastResort:
             if not started:
                 error = OpenAIError("The server had an error while processing your request.", code="internal_error")
                 await error_response(error)(scope, receive, send)
+
+
+# Headers Serve itself acts on, before this app sees the request. `x-request-disconnect-disabled: ?1`
+# keeps a call (and its upstream slot) running after its client left; `x-request-timeout-seconds`
+# overrides the request timeout. Neither is a client's to set: refused (they cannot be stripped,
+# Serve has read them already), and the request never waits for a slot.
+SERVE_CONTROL_HEADERS = (b"x-request-disconnect-disabled", b"x-request-timeout-seconds")
+
+
+class RefuseServeControlHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, _ in scope["headers"]:
+                if name in SERVE_CONTROL_HEADERS:  # ASGI header names are lower-case
+                    error = InvalidRequest(
+                        f"The '{name.decode()}' header controls Ray Serve and is not accepted from clients.",
+                        param=name.decode(),
+                        code="invalid_header",
+                    )
+                    await error_response(error)(scope, receive, send)
+                    return
+        await self._app(scope, receive, send)
 
 
 class Gate:
@@ -142,19 +169,37 @@ def _too_large(max_bytes: int) -> RequestTooLarge:
     )
 
 
+class _Stalled(Exception):
+    pass
+
+
 class EventStreamResponse(StreamingResponse):
     """A server-sent-event response that always closes its source, even when the client leaves
-    while the source waits at a `yield` (Starlette would leave it suspended until GC)."""
+    while the source waits at a `yield` (Starlette would leave it suspended until GC).
 
-    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+    A client that stops reading would hold the source (and its upstream slot) open for as long as
+    the connection lives: the source only runs, and checks its deadline, when the client takes the
+    next chunk. So a write may wait at most `stall_s`; then the stream is closed."""
+
+    def __init__(self, events: AsyncIterator[bytes], *, stall_s: float, headers: dict[str, str] | None = None) -> None:
         super().__init__(
             events, media_type="text/event-stream", headers={"cache-control": "no-cache", **(headers or {})}
         )
         self._events = events
+        self._stall_s = stall_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def bounded(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self._stall_s):
+                    await send(message)
+            except TimeoutError:  # an OSError, which Starlette would take for a departed client
+                raise _Stalled() from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, bounded)
+        except _Stalled:
+            logger.info("a stream's client stopped reading for %g s; the stream is closed", self._stall_s)
         finally:
             await self._events.aclose()  # type: ignore[attr-defined]
 

@@ -25,6 +25,10 @@ class QueueFull(Exception):
     """The limiter's queue is full; the caller should come back after `estimated_wait_s`."""
 
 
+class QueueTimeout(Exception):
+    """No permit came free within the caller's timeout; it has left the queue."""
+
+
 class Limiter:
     # Weight of the newest hold time in the running average behind `estimated_wait_s`.
     _SMOOTHING = 0.1
@@ -101,9 +105,11 @@ class Limiter:
                 self._in_use += 1
                 waiter.set_result(None)
 
-    def slot(self) -> _Slot:
-        """`async with limiter.slot():` holds one permit and records how long it was held."""
-        return _Slot(self)
+    def slot(self, timeout_s: float | None = None) -> _Slot:
+        """`async with limiter.slot():` holds one permit and records how long it was held.
+
+        With `timeout_s`, waiting longer for the permit raises `QueueTimeout`."""
+        return _Slot(self, timeout_s)
 
     async def __aenter__(self) -> None:
         await self.acquire()
@@ -115,14 +121,19 @@ class Limiter:
 
 
 class _Slot:
-    __slots__ = ("_limiter", "_since")
+    __slots__ = ("_limiter", "_since", "_timeout_s")
 
-    def __init__(self, limiter: Limiter) -> None:
+    def __init__(self, limiter: Limiter, timeout_s: float | None) -> None:
         self._limiter = limiter
+        self._timeout_s = timeout_s
         self._since = 0.0
 
     async def __aenter__(self) -> None:
-        await self._limiter.acquire()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._limiter.acquire()
+        except TimeoutError:
+            raise QueueTimeout() from None
         self._since = time.monotonic()
 
     async def __aexit__(

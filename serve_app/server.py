@@ -33,7 +33,7 @@ from ray.serve.schema import ReplicaRank
 from .azure import AzureClient
 from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
-from .errors import OpenAIError, Overloaded
+from .errors import OpenAIError, Overloaded, UpstreamTimeout
 from .http import (
     EventStreamResponse,
     Gate,
@@ -44,7 +44,7 @@ from .http import (
     read_json,
     response_sse,
 )
-from .limiter import Limiter, QueueFull
+from .limiter import Limiter, QueueFull, QueueTimeout
 from .schemas import ChatRequest, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response
@@ -101,6 +101,8 @@ class AzureModelServer:
         # Known to the ledger by its actor's name, so that it can tell a stopped replica from a silent one.
         self._budget = BudgetMember(self._limiter, context.replica_id.to_full_id_str(), sync)
         self._watcher: asyncio.Task[None] | None = None
+        # A stream's client may take as long to read a chunk as Azure may take to send one, within the call's time.
+        self._stall_s = min(self._args.timeouts.read_s, self._args.timeouts.total_s)
         gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
     async def reconfigure(self, user_config: dict[str, Any] | None, rank: ReplicaRank) -> None:
@@ -132,7 +134,7 @@ class AzureModelServer:
         if isinstance(body, dict) and body.get("stream") is True:  # anything else is refused by `parse`
             events = self.create_response_stream(body)
             first = await anext(events)  # raises, as a plain HTTP error, until Azure has answered
-            return EventStreamResponse(response_sse(prepend(first, events)))
+            return EventStreamResponse(response_sse(prepend(first, events)), stall_s=self._stall_s)
         return json_response(await self.create_response(body))
 
     @api.post("/v1/chat/completions")
@@ -143,7 +145,7 @@ class AzureModelServer:
             chunks = self.create_chat_completion_stream(body)
             first = await anext(chunks, None)  # as above
             rest = prepend(first, chunks) if first is not None else chunks
-            return EventStreamResponse(chat_sse(rest))
+            return EventStreamResponse(chat_sse(rest), stall_s=self._stall_s)
         return json_response(await self.create_chat_completion(body))
 
     @api.get("/v1/models")
@@ -159,8 +161,8 @@ class AzureModelServer:
             req: ResponsesRequest = parse(ResponsesRequest, body)
             chat_body = to_chat_request(req)
             created_at = int(time.time())
-            async with self._upstream_slot():
-                completion = await self._client.complete(chat_body)
+            async with self._upstream_slot() as deadline:
+                completion = await self._complete(chat_body, deadline)
             record.tokens(completion.get("usage"))
             return to_response(
                 completion,
@@ -202,8 +204,8 @@ class AzureModelServer:
         async with self._recorded("chat/completions") as record:
             req: ChatRequest = parse(ChatRequest, body)
             upstream_body = chat.to_upstream(req, body, self._model)
-            async with self._upstream_slot():
-                completion = await self._client.complete(upstream_body)
+            async with self._upstream_slot() as deadline:
+                completion = await self._complete(upstream_body, deadline)
             record.tokens(completion.get("usage"))
             return chat.from_upstream(completion, self._model)
 
@@ -226,17 +228,34 @@ class AzureModelServer:
     # --- internals -------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _upstream_slot(self) -> AsyncIterator[None]:
-        """One of this replica's upstream slots; a full queue is a 429 with a useful Retry-After."""
+    async def _upstream_slot(self) -> AsyncIterator[float]:
+        """One of this replica's upstream slots, and the loop time the call must end by.
+
+        The total timeout counts from here, the wait in the queue included. A full queue, or no slot
+        free within the total timeout, is a 429 with a useful Retry-After."""
+        total_s = self._args.timeouts.total_s
+        deadline = asyncio.get_running_loop().time() + total_s
         try:
-            async with self._limiter.slot():
-                yield
-        except QueueFull:
-            wait = math.ceil(self._limiter.estimated_wait_s())
+            async with self._limiter.slot(timeout_s=total_s):
+                yield deadline
+        except (QueueFull, QueueTimeout) as exc:
+            wait = max(1, math.ceil(self._limiter.estimated_wait_s()))
+            why = "the queue is full" if isinstance(exc, QueueFull) else f"none came free within {total_s:g} s"
             raise Overloaded(
-                f"All {self._limiter.capacity} upstream slots are busy and the queue is full; retry later.",
+                f"All {self._limiter.capacity} upstream slots are busy and {why}; retry later.",
                 code="server_overloaded",
-                headers={"retry-after": str(max(1, wait))},
+                headers={"retry-after": str(wait)},
+            ) from None
+
+    async def _complete(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """A non-streaming call, within what the queue left of the total timeout."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._client.complete(body)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"No answer within the total timeout ({self._args.timeouts.total_s:g} s, time in the queue included).",
+                code="upstream_timeout",
             ) from None
 
     async def _upstream_stream(self, body: dict[str, Any], record: RequestRecord) -> AsyncIterator[dict[str, Any]]:

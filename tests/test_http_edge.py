@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serve_app import jsonwire
-from serve_app.http import install_error_handlers, json_response, read_json
+from serve_app.http import EventStreamResponse, install_error_handlers, json_response, read_json
 from serve_app.schemas import ChatRequest, ResponsesRequest, parse
 from serve_app.translate import chat, to_chat_request
 
@@ -203,3 +203,46 @@ def test_any_body_is_answered_or_refused_with_a_4xx_envelope(client: Client, cas
     if response.status_code != 200:
         assert 400 <= response.status_code < 500, response.text
         envelope(response)
+
+
+@pytest.mark.parametrize("header, value", [("x-request-disconnect-disabled", "?1"), ("X-Request-Timeout-Seconds", "0")])
+def test_a_serve_control_header_from_a_client_is_refused_before_anything_runs(
+    client: Client, header: str, value: str
+) -> None:
+    response = client.post("/v1/responses", json={"input": "hi"}, headers={header: value})
+    assert response.status_code == 400 and envelope(response)["param"] == header.lower()
+
+
+class Reader:
+    """The client side of a stream: takes the first `reads` writes, then stops reading (its sends block)."""
+
+    def __init__(self, reads: int) -> None:
+        self.reads = reads
+        self.received: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if len(self.received) >= self.reads:
+            await asyncio.Event().wait()
+        self.received.append(message)
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.Event().wait()  # the connection stays open
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("spec_version", ["2.0", "2.4"])  # Starlette streams differently from 2.4
+async def test_a_stream_whose_client_stopped_reading_is_closed_within_the_stall_bound(spec_version: str) -> None:
+    closed = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"data: {}\n\n"
+        finally:
+            closed.set()  # where the upstream call ends and its slot is freed
+
+    reader = Reader(reads=3)
+    response = EventStreamResponse(events(), stall_s=0.05)
+    scope = {"type": "http", "asgi": {"spec_version": spec_version}}
+    await asyncio.wait_for(response(scope, reader.receive, reader.send), 2)  # type: ignore[arg-type]
+    assert closed.is_set() and len(reader.received) == 3

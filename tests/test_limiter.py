@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve_app.limiter import Limiter, QueueFull
+from serve_app.limiter import Limiter, QueueFull, QueueTimeout
 
 
 async def hold(limiter: Limiter, started: list[int], i: int, release: asyncio.Event) -> None:
@@ -153,3 +153,12 @@ async def test_past_its_expiry_a_capacity_admits_nobody_not_even_on_a_release_un
     limiter.resize(2, until=20.0)
     await settle()
     assert waiter.done() and limiter.in_use == 1
+
+
+async def test_a_slot_waited_for_past_its_timeout_raises_and_leaves_the_queue() -> None:
+    limiter = Limiter(1)
+    await limiter.acquire()
+    with pytest.raises(QueueTimeout):
+        async with limiter.slot(timeout_s=0.01):
+            raise AssertionError("admitted without a free permit")
+    assert limiter.waiting == 0 and limiter.in_use == 1
