@@ -14,9 +14,13 @@ replicas ask it for their share:
   it applied it. Calls in flight above a shrunk capacity finish normally and hold their share
   until they do. So the calls in flight never exceed N, during changes included, and settle on the
   exact division once the change has drained.
-- Membership is a lease: a replica not heard from for `lease_s` is dropped (a crashed replica's
-  calls died with it), and a replica that cannot reach the ledger for most of a lease stops
-  admitting calls on its own.
+- Membership is a lease, fenced on both sides. A replica admits calls only while its last
+  confirmed sync is younger than `FENCE` x `lease_s`, measured on its own clock from when it sent
+  that sync, and every ledger call has a deadline; so a replica cut off from the ledger, or frozen,
+  stops admitting before its lease could run out. The ledger gives a silent replica's share to
+  others only once Ray confirms that replica's actor is gone (its process, and so its calls, died
+  with it): a replica that is merely stalled, or a ledger that was itself stalled and finds every
+  lease run out, never has its share counted twice.
 - The ledger is one named, detached actor per application and deployment, shared by every code
   version, so a rolling upgrade (two versions side by side) divides one N, not two. If it
   restarts empty, replicas report what they hold, and it grows nobody for one lease so that
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,8 +46,13 @@ from .limiter import Limiter
 logger = logging.getLogger("ray.serve")
 
 # A killed replica stops syncing; its share returns to the others after a lease. Twenty missed
-# heartbeats is ample for a live replica, and keeps that wait short.
-LEASE_S = 10.0
+# heartbeats is ample for a live replica, and keeps that wait short. (Tests shorten it.)
+LEASE_S = float(os.environ.get("SERVE_APP_BUDGET_LEASE_S", "10"))
+# A member stops admitting this far into its lease without a confirmed sync: strictly before the
+# ledger may count the lease as run out, with room for a sync's deadline and scheduling delays.
+FENCE = 0.8
+# Every ledger call's deadline: a stalled ledger must look unreachable, not keep a member waiting.
+CALL_TIMEOUT_S = 2.0
 INTERVAL_S = 0.5
 CATCH_UP_INTERVAL_S = 0.05
 IDLE_EXIT_S = 600.0
@@ -81,7 +91,6 @@ class BudgetLedger:
 
     def sync(self, replica_id: str, *, rank: int, total: int, capacity: int, in_flight: int) -> Grant:
         now = self._clock()
-        self._expire(now, keep=replica_id)
         self._total = total  # the newest config a replica reports is the one in force
         member = self._members.get(replica_id)
         if member is None:
@@ -101,8 +110,12 @@ class BudgetLedger:
     def leave(self, replica_id: str) -> None:
         self._members.pop(replica_id, None)
 
+    def overdue(self) -> list[str]:
+        """Members not heard from for a lease: dropped (`leave`) only once proven stopped."""
+        now = self._clock()
+        return [rid for rid, m in self._members.items() if now - m.seen > self._lease_s]
+
     def state(self) -> dict[str, Any]:
-        self._expire(self._clock())
         return {
             "total": self._total,
             "members": {
@@ -112,16 +125,11 @@ class BudgetLedger:
         }
 
     def idle(self) -> bool:
-        self._expire(self._clock())
         return not self._members
 
     def _entitlement(self, replica_id: str) -> int:
         order = sorted(self._members, key=lambda rid: (self._members[rid].rank, rid))
         return share(self._total, len(order), order.index(replica_id))
-
-    def _expire(self, now: float, keep: str | None = None) -> None:
-        for rid in [rid for rid, m in self._members.items() if now - m.seen > self._lease_s and rid != keep]:
-            del self._members[rid]
 
 
 class LedgerActor:
@@ -134,7 +142,7 @@ class LedgerActor:
 
     async def sync(self, replica_id: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
         if self._reaper is None:
-            self._reaper = asyncio.get_running_loop().create_task(self._exit_when_idle())
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
         grant = self._ledger.sync(replica_id, rank=rank, total=total, capacity=capacity, in_flight=in_flight)
         return grant.capacity, grant.entitled
 
@@ -144,14 +152,38 @@ class LedgerActor:
     async def state(self) -> dict[str, Any]:
         return self._ledger.state()
 
-    async def _exit_when_idle(self) -> None:
-        # Detached actors outlive the apps that made them; this one goes once nobody has used it for a while.
+    async def _reap(self) -> None:
         import ray
 
+        idle_since = time.monotonic()
         while True:
-            await asyncio.sleep(self._idle_exit_s)
-            if self._ledger.idle():
+            await asyncio.sleep(INTERVAL_S)
+            for rid in self._ledger.overdue():
+                if await replica_stopped(rid):
+                    logger.info("budget: replica %s stopped; its share returns to the others", rid)
+                    self._ledger.leave(rid)
+            # Detached actors outlive the apps that made them; this one goes once nobody has used it for a while.
+            if not self._ledger.idle():
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > self._idle_exit_s:
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+
+async def replica_stopped(replica_id: str) -> bool:
+    """Whether Ray confirms the replica's actor (named by its full Serve id) is gone.
+
+    Anything short of that (the GCS slow or unreachable) counts as alive: its share waits rather
+    than have two holders. A name Ray never knew (a member from an older version, keyed otherwise)
+    counts as gone, which is what a lease alone meant before."""
+    import ray
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(ray.get_actor, replica_id, namespace="serve"), CALL_TIMEOUT_S)
+    except ValueError:
+        return True
+    except Exception:
+        return False
+    return False
 
 
 LEDGER_NAMESPACE = "serve_app"
@@ -194,7 +226,7 @@ def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
         try:
             granted: tuple[int, int] = await ledger().sync.remote(replica_id, rank, total, capacity, in_flight)
             return granted
-        except Exception:
+        except Exception:  # not a deadline's cancellation: a stalled ledger is still the one to ask
             handle = None
             raise
 
@@ -205,7 +237,9 @@ def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
 
 
 class BudgetMember:
-    """The replica's side: keeps `limiter` at the capacity the ledger grants."""
+    """The replica's side: keeps `limiter` at the capacity the ledger grants, for as long as its lease holds.
+
+    `clock` must be the limiter's clock: the capacity's expiry is set on one and checked on the other."""
 
     def __init__(
         self,
@@ -215,13 +249,15 @@ class BudgetMember:
         *,
         lease_s: float = LEASE_S,
         interval_s: float = INTERVAL_S,
+        call_timeout_s: float = CALL_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limiter = limiter
         self._replica_id = replica_id
         self._sync = sync
-        self._lease_s = lease_s
+        self._fence_s = lease_s * FENCE
         self._interval_s = interval_s
+        self._call_timeout_s = call_timeout_s
         self._clock = clock
         self._total = 0
         self._rank = 0
@@ -231,28 +267,33 @@ class BudgetMember:
         self._task: asyncio.Task[None] | None = None
 
     def configure(self, total: int, rank: int) -> None:
+        """The N configured and this replica's rank; the running member syncs at once with them."""
         self._total, self._rank = total, rank
         self._wake.set()
+
+    def start(self) -> None:
+        """Sync every `interval_s` from now on (more often while not settled)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def sync_once(self) -> None:
         sent = self._clock()
+        report = (self._replica_id, self._rank, self._total, self._limiter.capacity, self._limiter.in_use)
         try:
-            granted, self.entitled = await self._sync(
-                self._replica_id, self._rank, self._total, self._limiter.capacity, self._limiter.in_use
-            )
-        except Exception as exc:  # the ledger is restarting or unreachable: keep what we hold, for a while
-            if sent - self._last_ok > self._lease_s * 0.8 and self._limiter.capacity:
+            granted, self.entitled = await asyncio.wait_for(self._sync(*report), self._call_timeout_s)
+        except Exception as exc:  # the ledger is restarting, stalled or unreachable: keep what we hold, for a while
+            if sent - self._last_ok > self._fence_s and self._limiter.capacity:
                 logger.warning(
                     "budget ledger unreachable for %.0f s; admitting no new upstream calls (%r)",
                     sent - self._last_ok,
                     exc,
                 )
-                self._limiter.resize(0)
+                self._limiter.resize(0)  # and report so: what we hold is only the calls still in flight
             raise
-        self._last_ok = sent  # measured from sending, so we fence before the ledger expires our lease
-        self._limiter.resize(granted)
+        # Measured from sending: the ledger heard us at that moment or later, so we fence before it could
+        # count our lease as run out, even if this process is frozen right now and wakes past it.
+        self._last_ok = sent
+        self._limiter.resize(granted, until=sent + self._fence_s)
 
     async def _run(self) -> None:
         while True:
@@ -273,4 +314,4 @@ class BudgetMember:
         if self._task is not None:
             self._task.cancel()
         self._limiter.resize(0)
-        await leave(self._replica_id)
+        await asyncio.wait_for(leave(self._replica_id), self._call_timeout_s)

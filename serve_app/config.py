@@ -56,6 +56,12 @@ class Timeouts(BaseModel):
     read_s: float = Field(default=600.0, gt=0, description="Longest silence between bytes from Azure")
     total_s: float = Field(default=DEFAULT_TOTAL_S, gt=0, description="Whole call, retries and their waits included")
 
+    @property
+    def stalled_reader_s(self) -> float:
+        """How long a stream's write may wait for a client that stopped reading: as long as Azure may be
+        silent, and never past the whole call (http.EventStreamResponse)."""
+        return min(self.read_s, self.total_s)
+
 
 class Retries(BaseModel):
     """How failed upstream calls are retried (408, 409, 429, 5xx, connection errors, timeouts)."""

@@ -5,7 +5,10 @@ Nothing here knows Azure or the Responses API; the deployment calls these around
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
+import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
@@ -13,10 +16,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import jsonwire
 from .errors import InvalidRequest, OpenAIError, RequestTooLarge, Unauthorized
+
+logger = logging.getLogger("ray.serve")
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -28,7 +34,9 @@ def error_response(error: OpenAIError) -> Response:
     return json_response(error.body(), error.status, error.headers)
 
 
-def install_error_handlers(api: FastAPI) -> None:
+def install_error_handlers(api: FastAPI, request_id: Callable[[], str]) -> None:
+    """Every answer that is not a success is an OpenAI envelope: ours, FastAPI's and any bug's."""
+
     @api.exception_handler(OpenAIError)
     async def _openai_error(request: Request, exc: OpenAIError) -> Response:
         return error_response(exc)
@@ -37,6 +45,74 @@ def install_error_handlers(api: FastAPI) -> None:
     async def _invalid_route_arguments(request: Request, exc: RequestValidationError) -> Response:
         # Routes read their bodies themselves; this only fires on a malformed query or path.
         return error_response(InvalidRequest("The request does not match this endpoint."))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _routing_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # An unknown path (404) or a method the path does not take (405, with its Allow header).
+        what = "Invalid URL" if exc.status_code == 404 else str(exc.detail)
+        return error_response(
+            OpenAIError(f"{what} ({request.method} {request.url.path})", status=exc.status_code, headers=exc.headers)
+        )
+
+    api.add_middleware(RefuseServeControlHeaders)
+    api.add_middleware(LastResort, request_id=request_id)  # added last, so outermost
+
+
+class LastResort:
+    """Any exception that nothing turned into an `OpenAIError` (a bug) becomes a 500 in the envelope.
+
+    It is logged with the request id and where it was raised, never its message nor the body: either
+    may carry what the client sent. After a response has started there is nothing left to answer
+    with; the connection is closed."""
+
+    def __init__(self, app: ASGIApp, request_id: Callable[[], str]) -> None:
+        self._app = app
+        self._request_id = request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, tracked)
+        except Exception as exc:
+            where = "".join(traceback.format_tb(exc.__traceback__))
+            logger.error("request %s failed: unexpected %s\n%s", self._request_id(), type(exc).__name__, where)
+            if not started:
+                error = OpenAIError("The server had an error while processing your request.", code="internal_error")
+                await error_response(error)(scope, receive, send)
+
+
+# Headers Serve itself acts on, before this app sees the request. `x-request-disconnect-disabled: ?1`
+# keeps a call (and its upstream slot) running after its client left; `x-request-timeout-seconds`
+# overrides the request timeout. Neither is a client's to set: refused (they cannot be stripped,
+# Serve has read them already), and the request never waits for a slot.
+SERVE_CONTROL_HEADERS = (b"x-request-disconnect-disabled", b"x-request-timeout-seconds")
+
+
+class RefuseServeControlHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, _ in scope["headers"]:
+                if name in SERVE_CONTROL_HEADERS:  # ASGI header names are lower-case
+                    error = InvalidRequest(
+                        f"The '{name.decode()}' header controls Ray Serve and is not accepted from clients.",
+                        param=name.decode(),
+                        code="invalid_header",
+                    )
+                    await error_response(error)(scope, receive, send)
+                    return
+        await self._app(scope, receive, send)
 
 
 class Gate:
@@ -71,9 +147,16 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     try:
-        return jsonwire.loads(b"".join(chunks))
+        body = jsonwire.loads(b"".join(chunks))
     except jsonwire.JSONDecodeError:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+    deep = jsonwire.too_deep(body)
+    if deep is not None:
+        param = deep if len(deep) <= 80 else deep[:77] + "..."
+        raise InvalidRequest(
+            f"'{param}' is nested deeper than {jsonwire.MAX_DEPTH} levels.", param=param, code="invalid_value"
+        )
+    return body
 
 
 def _too_large(max_bytes: int) -> RequestTooLarge:
@@ -82,19 +165,39 @@ def _too_large(max_bytes: int) -> RequestTooLarge:
     )
 
 
+class _Stalled(Exception):
+    pass
+
+
 class EventStreamResponse(StreamingResponse):
     """A server-sent-event response that always closes its source, even when the client leaves
-    while the source waits at a `yield` (Starlette would leave it suspended until GC)."""
+    while the source waits at a `yield` (Starlette would leave it suspended until GC).
 
-    def __init__(self, events: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None) -> None:
+    A client that stops reading would hold the source (and its upstream slot) open for as long as
+    the connection lives: the source only runs, and checks its deadline, when the client takes the
+    next chunk. So a write may wait at most `stall_s`; then the stream is closed."""
+
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], *, stall_s: float, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(
             events, media_type="text/event-stream", headers={"cache-control": "no-cache", **(headers or {})}
         )
         self._events = events
+        self._stall_s = stall_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def bounded(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self._stall_s):
+                    await send(message)
+            except TimeoutError:  # an OSError, which Starlette would take for a departed client
+                raise _Stalled() from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, bounded)
+        except _Stalled:
+            logger.info("a stream's client stopped reading for %g s; the stream is closed", self._stall_s)
         finally:
             await self._events.aclose()
 
@@ -129,15 +232,19 @@ async def answer(
     complete: Callable[[Any, dict[str, str]], Awaitable[dict[str, Any]]],
     stream: Callable[[Any, dict[str, str]], AsyncGenerator[dict[str, Any], None]],
     sse: Callable[[AsyncGenerator[dict[str, Any], None]], AsyncGenerator[bytes, None]],
+    *,
+    stall_s: float,
 ) -> Response:
     """One endpoint's answer, from the operation that makes it: a JSON body, or an event stream.
 
     The operation fills in the headers of Azure's answer that the client should see. The stream's first
     item is awaited before the answer is committed, so an error before Azure's first byte is a plain HTTP
-    error (raised from here); later errors travel in-band (`sse`)."""
+    error (raised from here); later errors travel in-band (`sse`). A stream's writes wait at most `stall_s`
+    for a client that stopped reading (EventStreamResponse)."""
     headers: dict[str, str] = {}
-    if not (isinstance(body, dict) and body.get("stream")):
+    if not (isinstance(body, dict) and body.get("stream") is True):  # anything else is refused by the parse
         return json_response(await complete(body, headers), headers=headers)
     items = stream(body, headers)
     first = await anext(items, None)
-    return EventStreamResponse(sse(prepend(first, items) if first is not None else items), headers)
+    rest = prepend(first, items) if first is not None else items
+    return EventStreamResponse(sse(rest), stall_s=stall_s, headers=headers)

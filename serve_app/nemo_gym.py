@@ -21,6 +21,7 @@ How our Serve application fits that (README, "With NeMo Gym", says why each choi
 
 # No `from __future__ import annotations` here: FastAPI reads the front's route signatures at runtime.
 import asyncio
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
 from pathlib import Path
@@ -171,7 +172,7 @@ def _uvicorn(app: Any, host: str, port: int) -> Any:
 def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
     """gym's view of the model server: `GET /` once ready, and the OpenAI routes through the handle."""
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(api)
+    install_error_handlers(api, request_id=lambda: uuid.uuid4().hex)  # the replica logs its own id too
     gate = Gate(config.inbound_keys())
     streaming = handle.options(stream=True)
 
@@ -184,6 +185,7 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
             lambda b, _: _answer_unless_client_leaves(request, getattr(handle, method).remote(b)),
             lambda b, _: _stream_unless_client_leaves(request, getattr(streaming, f"{method}_stream").remote(b)),
             chat_sse if method == "create_chat_completion" else response_sse,
+            stall_s=config.timeouts.stalled_reader_s,
         )
 
     @api.get("/")

@@ -446,7 +446,7 @@ def parse(model: type[BaseModel], data: Any) -> Any:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         # With unions (`str | list[...]`) pydantic reports every branch; the deepest error is the one
         # about what the client actually sent.

@@ -35,9 +35,9 @@ from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
 from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
 from .entra import EntraTokens
-from .errors import OpenAIError, Overloaded, RefusedParameter, UpstreamError
+from .errors import OpenAIError, Overloaded, RefusedParameter, UpstreamError, UpstreamTimeout
 from .http import Gate, answer, chat_sse, install_error_handlers, json_response, prepend, read_json, response_sse
-from .limiter import Limiter, QueueFull
+from .limiter import Limiter, QueueFull, QueueTimeout
 from .schemas import ChatRequest, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response, truncation
@@ -53,7 +53,7 @@ from .translate.tools import ToolMap
 GC_GEN0_THRESHOLD = 20_000
 
 api = FastAPI(title="Azure OpenAI model server", docs_url=None, redoc_url=None, openapi_url=None)
-install_error_handlers(api)
+install_error_handlers(api, request_id=lambda: _get_serve_request_context().request_id)
 
 
 # Module-level helpers must be defined before the class: @serve.ingress captures the class's
@@ -109,8 +109,11 @@ class AzureModelServer:
         # Nothing is admitted upstream until the budget ledger has granted this replica a share.
         self._limiter = Limiter(0)
         sync, self._ledger_leave = ray_ledger(context.app_name, context.deployment)
-        self._budget = BudgetMember(self._limiter, context.replica_id.unique_id, sync)
+        # Known to the ledger by its actor's name, so that it can tell a stopped replica from a silent one.
+        self._budget = BudgetMember(self._limiter, context.replica_id.to_full_id_str(), sync)
         self._watcher: asyncio.Task[None] | None = None
+        # A stream's client may take as long to read a chunk as Azure may take to send one, within the call's time.
+        self._stall_s = self._args.timeouts.stalled_reader_s
         gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
     async def reconfigure(self, user_config: dict[str, Any] | None, rank: ReplicaRank) -> None:
@@ -118,6 +121,7 @@ class AzureModelServer:
         budget: BudgetConfig = validate_model(BudgetConfig, user_config or {}, "user_config")
         self._limiter.max_waiting = budget.max_queued_requests
         self._budget.configure(budget.num_concurrent_requests, rank.rank)
+        self._budget.start()
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._telemetry.watch(self._limiter))
             self._client.start()
@@ -139,13 +143,17 @@ class AzureModelServer:
     async def responses(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        return await answer(body, self.create_response, self.create_response_stream, response_sse)
+        return await answer(
+            body, self.create_response, self.create_response_stream, response_sse, stall_s=self._stall_s
+        )
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        return await answer(body, self.create_chat_completion, self.create_chat_completion_stream, chat_sse)
+        return await answer(
+            body, self.create_chat_completion, self.create_chat_completion_stream, chat_sse, stall_s=self._stall_s
+        )
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
@@ -166,9 +174,9 @@ class AzureModelServer:
             req: ResponsesRequest = parse(ResponsesRequest, body)
             tools, chat_body = self._translate(req, record)
             created_at = int(time.time())
-            async with self._upstream_slot():
+            async with self._upstream_slot() as deadline:
                 completion = await self._fitting(
-                    req, chat_body, lambda body: self._client.complete(body, upstream_headers)
+                    req, chat_body, lambda body: self._complete(body, deadline, upstream_headers)
                 )
             record.tokens(completion.get("usage"))
             return to_response(
@@ -215,8 +223,8 @@ class AzureModelServer:
         async with self._recorded("chat/completions") as record:
             req: ChatRequest = parse(ChatRequest, body)
             upstream_body = chat.to_upstream(req, body, self._model)
-            async with self._upstream_slot():
-                completion = await self._client.complete(upstream_body, upstream_headers)
+            async with self._upstream_slot() as deadline:
+                completion = await self._complete(upstream_body, deadline, upstream_headers)
             record.tokens(completion.get("usage"))
             return chat.from_upstream(completion, self._model)
 
@@ -248,17 +256,36 @@ class AzureModelServer:
         return tools, to_chat_request(req, tools, self._args.ignored_extra_body_keys)
 
     @asynccontextmanager
-    async def _upstream_slot(self) -> AsyncIterator[None]:
-        """One of this replica's upstream slots; a full queue is a 429 with a useful Retry-After."""
+    async def _upstream_slot(self) -> AsyncIterator[float]:
+        """One of this replica's upstream slots, and the loop time the call must end by.
+
+        The total timeout counts from here, the wait in the queue included. A full queue, or no slot
+        free within the total timeout, is a 429 with a useful Retry-After."""
+        total_s = self._args.timeouts.total_s
+        deadline = asyncio.get_running_loop().time() + total_s
         try:
-            async with self._limiter.slot():
-                yield
-        except QueueFull:
-            wait = math.ceil(self._limiter.estimated_wait_s())
+            async with self._limiter.slot(timeout_s=total_s):
+                yield deadline
+        except (QueueFull, QueueTimeout) as exc:
+            wait = max(1, math.ceil(self._limiter.estimated_wait_s()))
+            why = "the queue is full" if isinstance(exc, QueueFull) else f"none came free within {total_s:g} s"
             raise Overloaded(
-                f"All {self._limiter.capacity} upstream slots are busy and the queue is full; retry later.",
+                f"All {self._limiter.capacity} upstream slots are busy and {why}; retry later.",
                 code="server_overloaded",
-                headers={"retry-after": str(max(1, wait))},
+                headers={"retry-after": str(wait)},
+            ) from None
+
+    async def _complete(
+        self, body: dict[str, Any], deadline: float, upstream_headers: dict[str, str] | None
+    ) -> dict[str, Any]:
+        """A non-streaming call, within what the queue left of the total timeout."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._client.complete(body, upstream_headers)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"No answer within the total timeout ({self._args.timeouts.total_s:g} s, time in the queue included).",
+                code="upstream_timeout",
             ) from None
 
     async def _fitting(self, req: ResponsesRequest, body: dict[str, Any], call: Any) -> Any:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import random
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -115,12 +118,14 @@ def test_a_leaving_replica_frees_its_share() -> None:
     assert [r.capacity for r in replicas[:2]] == [4, 4]
 
 
-def test_a_replica_not_heard_from_for_a_lease_is_dropped() -> None:
+def test_a_silent_replica_keeps_its_share_until_it_is_proven_stopped() -> None:
     clock = Clock()
     ledger = BudgetLedger(lease_s=10, clock=clock)
     a, b = Replica(ledger, "a", 0), Replica(ledger, "b", 1)
     settle([a, b], 6)
     clock.now += 11
+    assert a.sync(6) == 3 and ledger.overdue() == ["b"]  # a stalled `b` may still be running its calls
+    ledger.leave("b")  # what the ledger actor does once Ray confirms b's actor is gone
     assert a.sync(6) == 6 and list(ledger.state()["members"]) == ["a"]
 
 
@@ -188,6 +193,7 @@ async def test_a_member_keeps_its_limiter_at_the_granted_capacity() -> None:
     limiter = Limiter(0)
     member = BudgetMember(limiter, "a", sync)
     member.configure(total=6, rank=0)
+    member.start()
     await asyncio.sleep(0.05)
     assert limiter.capacity == 6
     member.configure(total=2, rank=0)
@@ -212,3 +218,166 @@ async def test_a_member_that_cannot_reach_the_ledger_for_most_of_a_lease_stops_a
     with pytest.raises(ConnectionError):
         await member.sync_once()
     assert limiter.capacity == 0
+
+
+async def test_a_member_whose_ledger_never_answers_gives_up_on_each_call_and_fences_before_its_lease() -> None:
+    clock = Clock()
+
+    async def hanging(*args: object) -> tuple[int, int]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    limiter = Limiter(4, clock=clock)
+    member = BudgetMember(limiter, "a", hanging, lease_s=10, call_timeout_s=0.01, clock=clock)
+    with pytest.raises(TimeoutError):
+        await member.sync_once()
+    clock.now += 8.5
+    with pytest.raises(TimeoutError):
+        await member.sync_once()
+    assert limiter.capacity == 0
+
+
+# --- stalls, on fake clocks: the ledger's, the members' and the capacities' expiry run on one clock ---
+
+
+class Deployment:
+    """Replicas running closed-loop calls against one ledger, any of which can be frozen (as by SIGSTOP).
+
+    `peak` is counted where Azure counts: a call is in flight for its duration, whether or not the
+    replica that made it is frozen; a frozen replica frees its slot only once it wakes."""
+
+    CALL_S = 1.0
+    CLIENTS_PER_REPLICA = 6
+
+    def __init__(self, total: int, replicas: int, lease_s: float = 10.0) -> None:
+        self.clock = Clock()
+        self.total = total
+        self.ledger = BudgetLedger(lease_s=lease_s, clock=self.clock)
+        self.ledger_frozen = False
+        self.frozen: set[str] = set()
+        self.dead: set[str] = set()
+        self.peak = 0
+        self._calls: list[float] = []
+        self.limiters = {f"r{i}": Limiter(clock=self.clock) for i in range(replicas)}
+        self.members = {
+            rid: BudgetMember(limiter, rid, self._sync, lease_s=lease_s, call_timeout_s=0.001, clock=self.clock)
+            for rid, limiter in self.limiters.items()
+        }
+        self.ranks = {rid: i for i, rid in enumerate(self.limiters)}
+        self._tick = asyncio.Condition()
+        self._workers = [
+            asyncio.create_task(self._client(rid)) for rid in self.limiters for _ in range(self.CLIENTS_PER_REPLICA)
+        ]
+
+    async def _sync(self, rid: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
+        if self.ledger_frozen:
+            await asyncio.Event().wait()  # the caller's deadline ends this
+        grant = self.ledger.sync(rid, rank=rank, total=total, capacity=capacity, in_flight=in_flight)
+        return grant.capacity, grant.entitled
+
+    def in_use(self) -> int:
+        return sum(limiter.in_use for rid, limiter in self.limiters.items() if rid not in self.dead)
+
+    def upstream(self) -> int:
+        return sum(1 for ends in self._calls if ends > self.clock.now)
+
+    async def _client(self, rid: str) -> None:
+        limiter = self.limiters[rid]
+        while True:
+            await limiter.acquire()
+            ends = self.clock.now + self.CALL_S
+            self._calls.append(ends)
+            self.peak = max(self.peak, self.upstream())
+            async with self._tick:
+                await self._tick.wait_for(functools.partial(self._ended, rid, ends))
+            limiter.release()
+
+    def _ended(self, rid: str, ends: float) -> bool:
+        return self.clock.now >= ends and rid not in self.frozen
+
+    async def run(self, seconds: float, step_s: float = 0.25) -> None:
+        for _ in range(round(seconds / step_s)):
+            self.clock.now += step_s
+            async with self._tick:  # calls end first: a frozen replica wakes to its releases
+                self._tick.notify_all()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            for rid, member in self.members.items():
+                if rid not in self.frozen and rid not in self.dead:
+                    with contextlib.suppress(TimeoutError):
+                        await member.sync_once()
+            if not self.ledger_frozen:  # the ledger actor's reaper, with Ray's answer on who is gone
+                for rid in self.ledger.overdue():
+                    if rid in self.dead:
+                        self.ledger.leave(rid)
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+    def capacities(self) -> list[int]:
+        return [limiter.capacity for rid, limiter in self.limiters.items() if rid not in self.dead]
+
+    async def start(self) -> None:
+        for rid, member in self.members.items():
+            member.configure(self.total, self.ranks[rid])
+        await self.run(2)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+
+
+@pytest.fixture
+async def deployment() -> AsyncIterator[Deployment]:
+    d = Deployment(total=8, replicas=3)
+    await d.start()
+    assert d.capacities() == [3, 3, 2] and d.in_use() == 8
+    yield d
+    d.close()
+
+
+async def test_a_ledger_frozen_past_every_lease_never_lets_the_budget_be_exceeded_and_it_settles_at_once(
+    deployment: Deployment,
+) -> None:
+    deployment.ledger_frozen = True
+    await deployment.run(15)  # members fence themselves at 8 s; their calls drain
+    assert deployment.in_use() == 0 and deployment.peak == 8
+    deployment.ledger_frozen = False
+    await deployment.run(1)
+    assert deployment.capacities() == [3, 3, 2] and deployment.in_use() == 8
+    assert deployment.peak == 8
+
+
+async def test_a_replica_frozen_past_its_lease_keeps_its_share_and_admits_nothing_on_waking_until_it_syncs(
+    deployment: Deployment,
+) -> None:
+    deployment.frozen.add("r2")
+    await deployment.run(15)
+    assert deployment.capacities() == [3, 3, 2]  # the others were not grown into r2's share
+    deployment.frozen.clear()
+    await deployment.run(1)
+    assert deployment.capacities() == [3, 3, 2] and deployment.in_use() == 8
+    assert deployment.peak == 8
+
+
+async def test_a_dead_replicas_share_goes_to_the_others_once_its_lease_has_run_out(deployment: Deployment) -> None:
+    deployment.dead.add("r2")
+    await deployment.run(9)
+    assert deployment.capacities() == [3, 3]
+    await deployment.run(3)
+    assert deployment.capacities() == [4, 4] and deployment.in_use() == 8
+    assert deployment.peak == 8
+
+
+async def test_a_replica_frozen_while_the_ledger_restarts_wakes_fenced_and_admits_nothing_until_it_syncs(
+    deployment: Deployment,
+) -> None:
+    deployment.frozen.add("r2")
+    await deployment.run(1)
+    deployment.ledger = BudgetLedger(lease_s=10, clock=deployment.clock)  # restarted empty
+    await deployment.run(14)  # r2 never reported: after a lease, r0 and r1 take the whole budget
+    assert deployment.capacities()[:2] == [4, 4]
+    deployment.frozen.clear()
+    await deployment.run(3)
+    assert deployment.peak == 8
+    await deployment.run(12)  # r2 reported holding 2, which holds growth for a lease; then exact again
+    assert deployment.capacities() == [3, 3, 2] and deployment.in_use() == 8

@@ -4,21 +4,27 @@ resizing through a redeployed config without restarts, and other Serve apps shar
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
+import ray
 from support.ledger import ledger_members, ledger_state
 from support.load import HI, Load, fire
 from support.serve import Serve, sim_app
 from support.sim_admin import SimAdmin
 from support.waiting import wait_until
 
+from serve_app.budget import LEDGER_NAMESPACE, ledger_name
 from serve_app.config import Timeouts
+from serve_app.serve_config import DEPLOYMENT
 from serve_app.simulator import BackgroundSimulator
 
 pytestmark = pytest.mark.serve
@@ -26,9 +32,9 @@ pytestmark = pytest.mark.serve
 APP = "budget_model"
 
 
-def settled(total: int, replicas: int) -> Callable[[], bool]:
+def settled(total: int, replicas: int, app: str = APP) -> Callable[[], bool]:
     def check() -> bool:
-        state = ledger_state(APP)
+        state = ledger_state(app)
         members = list(state["members"].values())
         return (
             state["total"] == total
@@ -156,4 +162,52 @@ def test_a_rolling_restart_shares_one_budget_across_old_and_new_replicas(
         )
         time.sleep(1)
     assert sim_admin.stats()["peak_in_flight"] <= 4
+    assert set(load.statuses) == {200}, load.failures[:5]
+
+
+STALL_APP = "stall_model"
+STALL_LEASE_S = 2.0  # members fence at 1.6 s; the stalls below run past the whole lease
+
+
+def pid_of(actor: Any) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+
+def freeze(pid: int, seconds: float) -> float:
+    """SIGSTOP the process for `seconds`; returns the monotonic time it was resumed."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return time.monotonic()
+
+
+def test_the_budget_holds_while_the_ledger_or_a_replica_is_frozen_past_every_lease_and_settles_in_seconds(
+    serve_instance: Serve, simulator: BackgroundSimulator, sim_admin: SimAdmin
+) -> None:
+    app = sim_app(STALL_APP, simulator, budget=8, replicas=3)
+    app["deployments"][0]["ray_actor_options"]["runtime_env"] = {
+        "env_vars": {"SERVE_APP_BUDGET_LEASE_S": str(STALL_LEASE_S)}
+    }
+    serve_instance.deploy(app)
+    exact = settled(8, 3, STALL_APP)
+    wait_until(exact, what="shares 3, 3, 2")
+    ledger_actor = ray.get_actor(ledger_name(STALL_APP, DEPLOYMENT), namespace=LEDGER_NAMESPACE)
+    replica = max(ledger_state(STALL_APP)["members"].items(), key=lambda kv: kv[1]["rank"])[0]
+    targets = {"ledger": pid_of(ledger_actor), "replica": pid_of(ray.get_actor(replica, namespace="serve"))}
+    sim_admin.configure(latency_s=0.3)
+    settle_s: dict[str, float] = {}
+    with Load(f"{serve_instance.base_url(STALL_APP)}/responses", concurrency=48) as load:
+        time.sleep(1)
+        sim_admin.reset()
+        for what, pid in targets.items():
+            resumed = freeze(pid, 3 * STALL_LEASE_S)
+            wait_until(exact, timeout_s=30, what=f"shares 3, 3, 2 after the {what} resumed")
+            settle_s[what] = time.monotonic() - resumed
+            assert sim_admin.stats()["peak_in_flight"] <= 8, what
+        sim_admin.reset()
+        time.sleep(1.5)
+        assert sim_admin.stats()["peak_in_flight"] == 8  # and the whole budget in use again
+    assert max(settle_s.values()) < 3, settle_s
     assert set(load.statuses) == {200}, load.failures[:5]

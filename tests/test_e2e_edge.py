@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ from support.bad_input import bodies, raw_bytes
 from support.serve import INBOUND_KEYS_ENV, Serve, sim_app
 from support.sim_admin import SimAdmin
 
-from serve_app.simulator import BackgroundSimulator
+from serve_app.config import Timeouts
+from serve_app.simulator import BackgroundSimulator, tokens_trigger
 
 pytestmark = pytest.mark.serve
 
@@ -28,6 +30,7 @@ def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
     queued["deployments"][0]["user_config"]["max_queued_requests"] = 2
     serve_instance.deploy(
         sim_app("policy_model", simulator),
+        sim_app("impatient_queue", simulator, budget=1, timeouts=Timeouts(total_s=1.0)),
         # Its own simulator deployment, so that its upstream calls are counted apart from every other app's.
         sim_app("guarded", simulator, deployment="gpt-4o-mini", inbound_api_keys_env=INBOUND_KEYS_ENV),
         sim_app("small_bodies", simulator, max_request_bytes=2048),
@@ -107,6 +110,46 @@ def test_a_full_queue_is_a_429_with_retry_after_in_the_openai_envelope(apps: Ser
         assert error["type"] == "rate_limit_error"
         assert int(response.headers["retry-after"]) >= 1
     assert sim_admin.stats()["peak_in_flight"] == 1
+
+
+def test_the_total_timeout_counts_the_wait_in_the_queue(apps: Serve, sim_admin: SimAdmin) -> None:
+    sim_admin.configure(inter_token_s=3.0)  # a stream holds the one slot well past the 1 s total timeout
+    url = f"{apps.base_url('impatient_queue')}/responses"
+
+    async def queued_behind_a_stream() -> tuple[httpx.Response, float]:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def holder() -> None:
+                body = {"input": f"x {tokens_trigger(5)}", "stream": True}
+                async with client.stream("POST", url, json=body) as response:
+                    async for _ in response.aiter_bytes():
+                        pass
+
+            holding = asyncio.create_task(holder())
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            response = await client.post(url, json={"input": "hi"})
+            elapsed = time.monotonic() - started
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            return response, elapsed
+
+    response, elapsed = asyncio.run(queued_behind_a_stream())
+    assert_envelope(response, 429, "server_overloaded")
+    assert 0.9 < elapsed < 2.5 and int(response.headers["retry-after"]) >= 1
+    assert sim_admin.stats()["accepted_total"] == 1  # the queued call never reached Azure
+
+
+@pytest.mark.parametrize("header", ["x-request-disconnect-disabled", "x-request-timeout-seconds"])
+def test_a_serve_control_header_from_a_client_is_refused(apps: Serve, sim_admin: SimAdmin, header: str) -> None:
+    response = post(apps, "policy_model", "responses", json={"input": "hi"}, headers={header: "?1"})
+    assert assert_envelope(response, 400, "invalid_header")["param"] == header
+    assert sim_admin.stats()["accepted_total"] == 0
+
+
+def test_unknown_paths_and_methods_answer_in_the_envelope(apps: Serve) -> None:
+    assert_envelope(post(apps, "policy_model", "nowhere", json={}), 404)
+    assert_envelope(httpx.get(f"{apps.base_url('policy_model')}/responses", timeout=10), 405)
 
 
 def test_models_never_waits_for_an_upstream_slot(apps: Serve, sim_admin: SimAdmin) -> None:

@@ -18,7 +18,6 @@ from support.waiting import wait_until
 
 from serve_app.cluster import wait_ingress_settled
 from serve_app.config import Retries, Timeouts
-from serve_app.serve_config import DEPLOYMENT
 from serve_app.simulator import HANG, RESET_MID_BODY, BackgroundSimulator, tokens_trigger
 
 pytestmark = pytest.mark.serve
@@ -132,7 +131,7 @@ def test_a_replica_killed_under_load_fails_its_calls_and_the_rest_succeed(apps: 
             fire(f"{apps.base_url('killable')}/responses", [{"input": "hi"}] * 16, concurrency=16)
         )
         await asyncio.sleep(0.7)
-        ray.kill(ray.get_actor(f"SERVE_REPLICA::killable#{DEPLOYMENT}#{victim}", namespace="serve"), no_restart=True)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)  # members are keyed by actor name
         return await load
 
     results = asyncio.run(kill_midway())

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve_app.limiter import Limiter, QueueFull
+from serve_app.limiter import Limiter, QueueFull, QueueTimeout
 
 
 async def hold(limiter: Limiter, started: list[int], i: int, release: asyncio.Event) -> None:
@@ -136,3 +136,29 @@ async def test_the_wait_estimate_grows_with_the_queue_and_the_hold_time() -> Non
     assert limiter.estimated_wait_s() > 3 * empty
     for w in waiters:
         w.cancel()
+
+
+async def test_past_its_expiry_a_capacity_admits_nobody_not_even_on_a_release_until_renewed() -> None:
+    now = [0.0]
+    limiter = Limiter(clock=lambda: now[0])
+    limiter.resize(2, until=10.0)
+    await limiter.acquire()
+    now[0] = 10.0  # e.g. the process was frozen past the lease this capacity was granted under
+    waiter = asyncio.create_task(limiter.acquire())
+    await settle()
+    assert not waiter.done()
+    limiter.release()  # a slot frees, but the capacity has expired
+    await settle()
+    assert not waiter.done() and limiter.in_use == 0
+    limiter.resize(2, until=20.0)
+    await settle()
+    assert waiter.done() and limiter.in_use == 1
+
+
+async def test_a_slot_waited_for_past_its_timeout_raises_and_leaves_the_queue() -> None:
+    limiter = Limiter(1)
+    await limiter.acquire()
+    with pytest.raises(QueueTimeout):
+        async with limiter.slot(timeout_s=0.01):
+            raise AssertionError("admitted without a free permit")
+    assert limiter.waiting == 0 and limiter.in_use == 1
