@@ -348,6 +348,10 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.killpg(head.pid, signal.SIGKILL)
 
 
+# `ray start` turns on Ray's token auth (2.60); a driver joining from outside must say so to send the token.
+JOINING = {"RAY_AUTH_MODE": "token"}
+
+
 def _serve_apps(address: str) -> list[str] | None:
     """The Serve applications of the cluster at `address`, as a separate driver sees them; None if unreachable."""
     script = (
@@ -358,7 +362,7 @@ def _serve_apps(address: str) -> list[str] | None:
         "except Exception:\n    apps = []\n"
         "print(json.dumps(apps))\n"
     )
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env = {**{key: value for key, value in os.environ.items() if not key.startswith("RAY_")}, **JOINING}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         return None
@@ -370,6 +374,7 @@ def test_gym_joining_a_running_cluster_deploys_there_and_removes_its_app_on_ctrl
     root, bin_dir = _gym_tools()
     with BackgroundSimulator(SimulatorConfig(api_keys=(SIM_KEY,))) as sim:
         gym = Gym(root, bin_dir, sim)
+        gym.env.update(JOINING)
         try:
             config = {**gym_config(sim.base_url), "ray_head_node_address": ray_head}
             del config["judge_model"]
