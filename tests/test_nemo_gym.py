@@ -321,16 +321,22 @@ def _processes_running_from(prefix: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Ray head of our own (`ray start --head --block`, one process group), as a cluster gym is told to join."""
+def ray_head() -> Iterator[str]:
+    """A Ray head of our own (`ray start --head --block`, one process group), as a cluster gym is told to join.
+
+    It keeps its files apart (`--temp-dir`): `ray start` records its address in the temp dir, and a later
+    `ray.init()` of anyone on the machine that finds it there would join this cluster instead of starting one."""
+    import tempfile
+
     _, bin_dir = _gym_tools()
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayhead-"))  # short: Ray's socket paths live below it
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2"]
-        + ["--include-dashboard=false", "--disable-usage-stats"],
+        + ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         env=env,
-        stdout=(tmp_path_factory.mktemp("ray-head") / "head.log").open("wb"),
+        stdout=(temp_dir / "head.log").open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -339,7 +345,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 120
         while _serve_apps(address) is None:
             if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the Ray head did not start")
+                pytest.fail("the Ray head did not start:\n" + (temp_dir / "head.log").read_text(errors="replace"))
             time.sleep(1)
         yield address
     finally:
@@ -348,6 +354,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # `ray start` turns on Ray's token auth (2.60); a driver joining from outside must say so to send the token.
