@@ -43,7 +43,8 @@ def tool(name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def apps(serve_instance: Serve, simulator: BackgroundSimulator) -> Serve:
     serve_instance.deploy(
-        sim_app("policy_model", simulator),
+        # A current api-version: Codex's prompt_cache_key and verbosity need 2025-04-01-preview on Azure.
+        sim_app("policy_model", simulator, api_version="2025-04-01-preview"),
         sim_app("one_slot", simulator, budget=1),
         sim_app("bad_key", simulator, key_env=WRONG_KEY_ENV),
         sim_app("no_deployment", simulator, deployment="missing-deployment"),
