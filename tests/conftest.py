@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.ports import free_port, isolated_ports
+from support.ports import free_port, isolated_ray_env
 from support.serve import INBOUND_KEYS_ENV, KEY_ENV, SIM_KEY, WRONG_KEY_ENV, Serve
 from support.sim_admin import SimAdmin
 
@@ -34,7 +34,7 @@ def serve_instance() -> Iterator[Serve]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         # Serve batches request-path log lines by the thousand in throughput mode; tests read them at once.
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
-        **isolated_ports(),
+        **isolated_ray_env(),
     }
     cluster.start(port=port, env=env, num_cpus=2)
     try:

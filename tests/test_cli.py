@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.cli import serving
-from support.ports import free_port, isolated_ports
+from support.ports import free_port, isolated_ray_env
 from support.waiting import once_listening
 
 from serve_app.cli import point_at_simulator
@@ -94,7 +94,7 @@ def test_simulate_alone_serves_azures_contract() -> None:
 def simulated_server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = tmp_path / "serve.log"
-    env = {**os.environ, **isolated_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    env = {**os.environ, **isolated_ray_env(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
     with serving(["--simulate", "--env-file", "/nonexistent", "--port", str(port)], log, env):
         assert "SIMULATED AZURE" in log.read_text()
         assert f"policy_model: http://127.0.0.1:{port}/policy_model/v1" in log.read_text()

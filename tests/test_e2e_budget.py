@@ -46,11 +46,12 @@ def settled(total: int, replicas: int, app: str = APP) -> Callable[[], bool]:
     return check
 
 
-def sample_in_flight(sim_admin: SimAdmin, until: threading.Event, period_s: float = 0.02) -> list[int]:
-    """The simulator's in-flight count, sampled until `until` is set (run it on a thread)."""
+def sample_upstream(sim_admin: SimAdmin, until: threading.Event, period_s: float = 0.02) -> list[tuple[int, int]]:
+    """(calls accepted so far, calls in flight) at the simulator, sampled until `until` is set (on a thread)."""
     samples = []
     while not until.is_set():
-        samples.append(sim_admin.stats()["in_flight"])
+        stats = sim_admin.stats()
+        samples.append((stats["accepted_total"], stats["in_flight"]))
         time.sleep(period_s)
     return samples
 
@@ -67,7 +68,7 @@ def test_eight_slots_over_three_replicas_are_used_exactly_and_fully(
     requests = 320
     done = threading.Event()
     with ThreadPoolExecutor(1) as pool:
-        sampling = pool.submit(sample_in_flight, sim_admin, done)
+        sampling = pool.submit(sample_upstream, sim_admin, done)
         try:
             results = asyncio.run(fire(url, [HI] * requests, concurrency=64, timeout_s=120))
         finally:
@@ -75,13 +76,14 @@ def test_eight_slots_over_three_replicas_are_used_exactly_and_fully(
         samples = sampling.result()
     assert [status for status, _, _ in results] == [200] * requests
     assert sim_admin.stats()["peak_in_flight"] == 8
-    # Fully: while 64 clients wait on 8 slots, Azure sees all 8 busy. Counted at the simulator, from
-    # the first moment it saw all 8 to the last, not timed at the client, so a busy shared machine
-    # does not decide it; the mean allows the moments between a call's end and the next one's start
-    # in its slot. A replica whose share sat idle while others queued would pull it to 7 or below.
-    full = [i for i, n in enumerate(samples) if n == 8]
-    window = samples[full[0] : full[-1] + 1] if full else []
-    assert window and sum(window) / len(window) > 7, sorted(Counter(samples).items())
+    # Fully: from when the first 8 calls are in until the last call has gone out, some request is
+    # waiting, so Azure should see all 8 slots busy. Counted at the simulator, not timed at the
+    # client. The bound is loose on purpose: it allows the moments between a call's end and the next
+    # one's start in its slot, and the last queue draining at one replica while the others are done,
+    # both longer on a busy shared machine (7.5 of 8 measured there). A share that sat idle while
+    # requests queued elsewhere would pull it far lower.
+    waiting = [in_flight for accepted, in_flight in samples if 8 <= accepted < requests]
+    assert waiting and sum(waiting) / len(waiting) > 6.5, sorted(Counter(waiting).items())
 
 
 def test_resizing_through_a_redeployed_config_restarts_nothing_and_never_exceeds_the_budget_in_force(

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.cli import ROOT, SERVE, serving
-from support.ports import free_port, isolated_ports
+from support.ports import free_port, isolated_ray_env
 
 from serve_app.config import DEFAULT_CONFIG, AzureModelConfig
 from serve_app.serve_config import model_server_app
@@ -68,7 +68,7 @@ def test_the_key_appears_in_no_output_log_answer_or_generated_config(tmp_path: P
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{scratch}/hap/metrics.sock",
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-        **isolated_ports(),
+        **isolated_ray_env(),
     }
     port = free_port()
     outputs: list[str] = []

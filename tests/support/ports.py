@@ -15,8 +15,11 @@ def free_port() -> int:
 _port_blocks = iter(range(31000, 39000, 500))
 
 
-def isolated_ports() -> dict[str, str]:
-    """Ports for one more Ray instance on this machine, apart from every other one the tests start.
+def isolated_ray_env() -> dict[str, str]:
+    """The environment for one more Ray instance on this machine, apart from every other one.
+
+    A new instance, even when a `ray start` elsewhere left its address in Ray's temp folder (which
+    `ray.init()` would otherwise join).
 
     HAProxy's stats and metrics ports are fixed. And each Ray hands replica ports out of one range,
     keeping a stopped replica's port from its own new replicas, but not from another Ray's: a port
@@ -24,6 +27,7 @@ def isolated_ports() -> dict[str, str]:
     other answers 404."""
     http = next(_port_blocks)
     return {
+        "RAY_ADDRESS": "local",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
