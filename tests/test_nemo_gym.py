@@ -299,22 +299,24 @@ def test_a_client_that_leaves_frees_its_upstream_slot(gym: Gym, stream: bool) ->
 
 def test_ctrl_c_stops_gym_and_removes_our_servers(gym: Gym) -> None:
     urls = [gym.url(name) for name in ("policy_model", "judge_model")]
+    assert gym.process is not None
+    gym_pid = gym.process.pid
     started = time.monotonic()
     gym.interrupt()
     assert time.monotonic() - started < 60
     for url in urls:
         with pytest.raises(httpx.HTTPError):
             httpx.get(url, timeout=2)
-    # gym's servers and its Ray cluster all run from this venv's files (the pytest process names it relatively).
+    # gym runs in a session of its own (start_new_session): its servers and its Ray cluster stay in it.
     deadline = time.monotonic() + 60
-    while (leftover := _processes_running_from(Path(sys.prefix))) and time.monotonic() < deadline:
+    while (leftover := _processes_in_session(gym_pid)) and time.monotonic() < deadline:
         time.sleep(1)
     assert leftover == [], f"processes left running: {leftover}"
 
 
-def _processes_running_from(prefix: Path) -> list[str]:
-    found = subprocess.run(["pgrep", "-af", str(prefix)], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in found if not line.startswith(f"{os.getpid()} ")]
+def _processes_in_session(sid: int) -> list[str]:
+    table = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True).stdout.splitlines()
+    return [line.strip() for line in table if line.split()[1:2] == [str(sid)]]
 
 
 # --- gym joining a Ray cluster that is already running ---------------------------------------------
