@@ -139,6 +139,16 @@ def test_every_answer_codex_got_validates_against_openai_python(
     first, second = validate_exchanges(proxy.recorder)
     assert [item.type for item in first.output] == ["function_call"] and first.output[0].name == "exec_command"
     assert second.output_text == run.last_message
+    # Each tool Codex sent reaches Azure as a function of its own (a namespace's tools one by one): custom
+    # apply_patch and tool_search for the catalog model, the multi_agent_v1 namespace for the unknown one.
+    sent = exchanges[0].request["tools"]
+    kinds = {t["type"] for t in sent}
+    if model == CATALOG_MODEL:
+        assert {"custom", "tool_search"} <= kinds, kinds
+    else:
+        assert "namespace" in kinds, kinds
+    offered = [t["function"]["name"] for t in sim_admin.requests()[0]["body"]["tools"]]
+    assert len(set(offered)) == len(offered) == sum(len(t.get("tools", ())) or 1 for t in sent), offered
 
 
 # The simulator gives the prompt, whole, to every tool's string arguments (the trigger calls them all), so
