@@ -218,6 +218,7 @@ SETTING_CASES = {
         {},
     ),
     "the request's model is ignored": ({"model": "gpt-4o-mini"}, {}),
+    "priority and flex tiers are Azure's too": ({"service_tier": "priority"}, {"service_tier": "priority"}),
     "what Codex sends on every request needs no upstream action but its cache key": (
         {
             "client_metadata": {"session": "s1"},
@@ -308,7 +309,7 @@ REFUSED = {
     "background": ({"background": True}, "background"),
     "conversation": ({"conversation": "conv_1"}, "conversation"),
     "stored prompt": ({"prompt": {"id": "pmpt_1"}}, "prompt"),
-    "a service tier Azure chat cannot give": ({"service_tier": "flex"}, "service_tier"),
+    "a service tier Azure does not have": ({"service_tier": "scale"}, "service_tier"),
     "an include we cannot produce": ({"include": ["file_search_call.results"]}, "include[0]"),
     "extended prompt cache retention": ({"prompt_cache_retention": "24h"}, "prompt_cache_retention"),
     "web_search tool": ({"tools": [{"type": "web_search"}]}, "tools[0]"),

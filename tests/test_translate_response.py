@@ -217,6 +217,12 @@ def test_options_that_change_no_output_are_echoed_as_sent() -> None:
     assert [item["type"] for item in response["output"]] == ["message"]  # and no reasoning summary
 
 
+def test_the_service_tier_azure_reports_is_the_one_echoed() -> None:
+    answer = {**completion({"content": "x"}), "service_tier": "priority"}
+    assert respond(answer, {"input": "hi", "service_tier": "auto"})["service_tier"] == "priority"
+    assert respond(completion({"content": "x"}), {"input": "hi", "service_tier": "flex"})["service_tier"] == "flex"
+
+
 def test_truncation_auto_is_echoed() -> None:
     assert respond(completion({"content": "x"}), {"input": "hi", "truncation": "auto"})["truncation"] == "auto"
 

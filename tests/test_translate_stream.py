@@ -398,3 +398,9 @@ def test_any_request_that_translates_gives_sdk_valid_responses_and_streams_for_a
     adapter = TypeAdapter(ResponseStreamEvent)
     for event in events:
         adapter.validate_python(json.loads(json.dumps(event)))
+
+
+def test_the_service_tier_azure_reports_in_its_chunks_is_the_one_in_the_terminal_response() -> None:
+    chunks = [{**chunk, "service_tier": "default"} if chunk.get("id") else chunk for chunk in azure_chunks(content="a")]
+    assert run(chunks)[-1]["response"]["service_tier"] == "default"
+    assert run(azure_chunks(content="a"))[0]["response"]["service_tier"] == "auto"

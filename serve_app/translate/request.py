@@ -53,6 +53,7 @@ from .tools import PROGRAMMATIC, ToolMap, custom_arguments, refuse_if_set
 # vacuously honoured because Azure chat returns no reasoning items to include it in.
 SUPPORTED_INCLUDES = {"message.output_text.logprobs", "reasoning.encrypted_content"}
 NO_OP_SERVICE_TIERS = {None, "auto", "default"}
+AZURE_SERVICE_TIERS = {"priority", "flex"}  # Azure runs them and reports the tier it used
 
 # Fields refused whenever they are set, and why.
 _REFUSED_FIELDS = {
@@ -100,6 +101,8 @@ def to_chat_request(
     if req.max_output_tokens is not None:
         # `max_tokens` is rejected by reasoning deployments; `max_completion_tokens` works on all.
         body["max_completion_tokens"] = req.max_output_tokens
+    if req.service_tier in AZURE_SERVICE_TIERS:
+        body["service_tier"] = req.service_tier
     for name in ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key"):
         value = getattr(req, name)
         if value is not None:
@@ -125,8 +128,8 @@ def _refuse_programmatic(param: str, item: Any) -> None:
 def _refuse_unsupported(req: ResponsesRequest) -> None:
     for name, reason in _REFUSED_FIELDS.items():
         refuse_if_set(name, getattr(req, name), reason)
-    if req.service_tier not in NO_OP_SERVICE_TIERS:
-        raise UnsupportedField("service_tier", "only 'auto' and 'default' are available through Azure Chat Completions")
+    if req.service_tier not in NO_OP_SERVICE_TIERS | AZURE_SERVICE_TIERS:
+        raise UnsupportedField("service_tier", "Azure has the tiers 'auto', 'default', 'priority' and 'flex'")
     for i, value in enumerate(req.include or ()):
         if value not in SUPPORTED_INCLUDES:
             raise UnsupportedField(f"include[{i}]", f"{value!r} cannot be produced from Azure Chat Completions")

@@ -130,7 +130,15 @@ def to_response(
         )
     mark_incomplete(output, status)
     response = response_envelope(req, model=model, response_id=response_id, created_at=created_at)
-    finish(response, status, incomplete, output, usage(completion.get("usage")), completed_at)
+    finish(
+        response,
+        status,
+        incomplete,
+        output,
+        usage(completion.get("usage")),
+        completed_at,
+        completion.get("service_tier"),
+    )
     return response
 
 
@@ -141,8 +149,10 @@ def finish(
     output: list[dict[str, Any]],
     response_usage: dict[str, Any] | None,
     completed_at: int,
+    service_tier: str | None = None,
 ) -> None:
-    """Give an envelope its final state (shared with the stream's terminal event)."""
+    """Give an envelope its final state (shared with the stream's terminal event); `service_tier` is the
+    tier Azure reports having used, when it does, as OpenAI reports it."""
     response.update(
         status=status,
         incomplete_details=incomplete,
@@ -150,6 +160,8 @@ def finish(
         usage=response_usage,
         completed_at=completed_at if status == "completed" else None,
     )
+    if service_tier:
+        response["service_tier"] = service_tier
 
 
 def message_item(item_id: str, text: str | None, refusal: str | None, logprobs: list[dict[str, Any]]) -> dict[str, Any]:

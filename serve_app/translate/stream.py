@@ -142,6 +142,7 @@ class ResponseEventStream:
         self._calls: dict[int, _Call] = {}
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._service_tier: str | None = None  # the tier Azure reports having used
         self._closed: list[dict[str, Any]] | None = None  # final output items, once closed
 
     def _event(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +159,7 @@ class ResponseEventStream:
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         if chunk.get("usage"):
             self._usage = chunk["usage"]
+        self._service_tier = chunk.get("service_tier") or self._service_tier
         events: list[dict[str, Any]] = []
         for choice in chunk.get("choices") or ():
             # Azure sends choices with only content_filter_results and no delta; they carry no output.
@@ -179,7 +181,7 @@ class ResponseEventStream:
         events = self._close_items()
         status, incomplete = finish_status(self._finish_reason)
         response = dict(self._response)
-        finish(response, status, incomplete, self._closed or [], usage(self._usage), completed_at)
+        finish(response, status, incomplete, self._closed or [], usage(self._usage), completed_at, self._service_tier)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return events + [self._event(kind, {"response": response})]
 
