@@ -22,24 +22,28 @@ from support.wire_record import REASONING_UPSTREAM, RecordingProxy, validate_exc
 
 from serve_app.simulator import PARALLEL_TOOLS, BackgroundSimulator
 
-pytestmark = [pytest.mark.serve, pytest.mark.clients]
+CODEX_DIR = Path(__file__).resolve().parent.parent / "build" / "codex"
+CODEX_BIN = Path(os.environ.get("CODEX_BIN") or CODEX_DIR / "node_modules" / ".bin" / "codex")
+
+
+def _not_installed() -> str:
+    log = CODEX_DIR / "install.log"
+    why = log.read_text()[-500:] if log.exists() else "not installed (make test-clients installs it)"
+    return f"Codex CLI missing at {CODEX_BIN}: {why}"
+
+
+# Decided before any fixture runs: a missing CLI starts no Ray.
+pytestmark = [
+    pytest.mark.serve,
+    pytest.mark.clients,
+    pytest.mark.skipif(not CODEX_BIN.exists(), reason=_not_installed()),
+]
 
 APP = "codex_model"
-CODEX_DIR = Path(__file__).resolve().parent.parent / "build" / "codex"
 # Known to Codex's model catalog: it offers the freeform `apply_patch` tool and `tool_search`.
 CATALOG_MODEL = "gpt-5.5"
 # Unknown to it: it falls back to generic settings (`reasoning.summary`, a `namespace` tool).
 UNKNOWN_MODEL = "our-policy-model"
-
-
-@pytest.fixture(scope="module")
-def codex_bin() -> Path:
-    binary = Path(os.environ.get("CODEX_BIN") or CODEX_DIR / "node_modules" / ".bin" / "codex")
-    if not binary.exists():
-        log = CODEX_DIR / "install.log"
-        why = log.read_text()[-500:] if log.exists() else "not installed (make test-clients installs it)"
-        pytest.skip(f"Codex CLI missing at {binary}: {why}")
-    return binary
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +72,7 @@ class CodexRun:
         return [e["message"] for e in self.events if e["type"] == "error"]
 
 
-def run_codex(codex_bin: Path, base_url: str, tmp_path: Path, model: str, prompt: str) -> CodexRun:
+def run_codex(base_url: str, tmp_path: Path, model: str, prompt: str) -> CodexRun:
     home, scratch = tmp_path / "codex-home", tmp_path / "scratch"
     home.mkdir()
     scratch.mkdir()
@@ -83,7 +87,7 @@ wire_api = "responses"
     )
     last = tmp_path / "last-message.txt"
     command = [
-        str(codex_bin),
+        str(CODEX_BIN),
         "exec",
         *("-c", 'web_search="disabled"'),
         *("--disable", "plugins", "--disable", "remote_plugin", "--disable", "apps"),
@@ -118,19 +122,17 @@ def assert_completed_a_shell_tool_turn(run: CodexRun, sim_admin: SimAdmin, marke
 
 
 @pytest.mark.parametrize("model", [CATALOG_MODEL, UNKNOWN_MODEL])
-def test_codex_exec_completes_a_shell_tool_turn(
-    codex_bin: Path, apps: Serve, sim_admin: SimAdmin, tmp_path: Path, model: str
-) -> None:
+def test_codex_exec_completes_a_shell_tool_turn(apps: Serve, sim_admin: SimAdmin, tmp_path: Path, model: str) -> None:
     marker = f"codex-through-serve-{model}"
-    run = run_codex(codex_bin, apps.base_url(APP), tmp_path, model, f"echo {marker}")
+    run = run_codex(apps.base_url(APP), tmp_path, model, f"echo {marker}")
     assert_completed_a_shell_tool_turn(run, sim_admin, marker)
 
 
 @pytest.mark.parametrize("model", [CATALOG_MODEL, UNKNOWN_MODEL])
 def test_every_answer_codex_got_validates_against_openai_python(
-    codex_bin: Path, apps: Serve, proxy: RecordingProxy, sim_admin: SimAdmin, tmp_path: Path, model: str
+    apps: Serve, proxy: RecordingProxy, sim_admin: SimAdmin, tmp_path: Path, model: str
 ) -> None:
-    run = run_codex(codex_bin, f"{proxy.base_url}/{APP}/v1", tmp_path, model, "echo validated")
+    run = run_codex(f"{proxy.base_url}/{APP}/v1", tmp_path, model, "echo validated")
     assert_completed_a_shell_tool_turn(run, sim_admin, "validated")
     exchanges = proxy.recorder.responses()
     assert proxy.recorder.refusals() == []
@@ -138,6 +140,16 @@ def test_every_answer_codex_got_validates_against_openai_python(
     first, second = validate_exchanges(proxy.recorder)
     assert [item.type for item in first.output] == ["function_call"] and first.output[0].name == "exec_command"
     assert second.output_text == run.last_message
+    # Each tool Codex sent reaches Azure as a function of its own (a namespace's tools one by one): custom
+    # apply_patch and tool_search for the catalog model, the multi_agent_v1 namespace for the unknown one.
+    sent = exchanges[0].request["tools"]
+    kinds = {t["type"] for t in sent}
+    if model == CATALOG_MODEL:
+        assert {"custom", "tool_search"} <= kinds, kinds
+    else:
+        assert "namespace" in kinds, kinds
+    offered = [t["function"]["name"] for t in sim_admin.requests()[0]["body"]["tools"]]
+    assert len(set(offered)) == len(offered) == sum(len(t.get("tools", ())) or 1 for t in sent), offered
 
 
 # The simulator gives the prompt, whole, to every tool's string arguments (the trigger calls them all), so
@@ -149,9 +161,9 @@ PATCH = f"""*** Begin Patch
 
 
 def test_codex_apply_patch_round_trips_as_a_custom_tool_call(
-    codex_bin: Path, apps: Serve, proxy: RecordingProxy, tmp_path: Path
+    apps: Serve, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
-    run = run_codex(codex_bin, f"{proxy.base_url}/{APP}/v1", tmp_path, CATALOG_MODEL, PATCH)
+    run = run_codex(f"{proxy.base_url}/{APP}/v1", tmp_path, CATALOG_MODEL, PATCH)
     assert run.returncode == 0 and run.events[-1]["type"] == "turn.completed", f"{run.errors()}\n{run.stderr[-2000:]}"
     assert proxy.recorder.refusals() == []
     first, second = proxy.recorder.responses()
