@@ -157,6 +157,9 @@ class BudgetConfig(BaseModel):
     max_queued_requests: int = Field(
         default=5000, ge=0, description="Requests that may wait for an upstream slot, per replica; beyond: 429"
     )
+    draining: bool = Field(
+        default=False, description="Stopping: new calls get a 503 with Retry-After; those accepted finish"
+    )
 
 
 def validate_model(model: type[BaseModel], data: Any, prefix: str) -> Any:
