@@ -73,11 +73,8 @@ def test_simulate_alone_serves_azures_contract() -> None:
         server.wait(timeout=30)
 
 
-@pytest.fixture
-def simulated_server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path / "serve.log"
-    env = {**os.environ, **isolated_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+def start_serving(log: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`serve --simulate` in a subprocess, returned once it says it is serving."""
     with open(log, "w") as out:
         server = subprocess.Popen(
             [
@@ -96,11 +93,24 @@ def simulated_server(tmp_path: Path) -> Iterator[str]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    deadline = time.monotonic() + 180
+    while "Serving;" not in log.read_text():
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            server.wait()
+            raise AssertionError(log.read_text()[-3000:])
+        time.sleep(0.5)
+    return server
+
+
+@pytest.fixture
+def simulated_server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    server = start_serving(
+        log, port, {**os.environ, **isolated_ports(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    )
     try:
-        deadline = time.monotonic() + 180
-        while "Serving;" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
         assert "SIMULATED AZURE" in log.read_text()
         assert f"policy_model: http://127.0.0.1:{port}/policy_model/v1" in log.read_text()
         yield f"http://127.0.0.1:{port}/policy_model/v1"
@@ -122,21 +132,9 @@ def test_serve_simulate_answers_a_response_with_status_usage_and_the_deployment_
 def test_sigterm_refuses_new_calls_lets_those_in_flight_finish_and_exits_promptly(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
-    args = ["serve", "--simulate", "--env-file", "/nonexistent", "--port", str(port)]
-    with open(log, "w") as out:
-        # Serve's default draining period (30 s) on purpose: stopping must not wait for it.
-        server = subprocess.Popen(
-            [sys.executable, "-m", "serve_app", *args],
-            cwd=ROOT,
-            env={**os.environ, **isolated_ports()},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    # Serve's default draining period (30 s) on purpose: stopping must not wait for it.
+    server = start_serving(log, port, {**os.environ, **isolated_ports()})
     try:
-        deadline = time.monotonic() + 180
-        while "Serving;" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
         base = f"http://127.0.0.1:{port}"
         httpx.post(f"{base}/azure_simulator/sim/config", json={"latency_s": 4.0}, timeout=10).raise_for_status()
 
