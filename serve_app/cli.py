@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
-from . import cluster
+from . import cluster, drain
 from .config import (
     DEFAULT_CONFIG,
     SIMULATED_DEPLOYMENT,
@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         help="HTTP front: HAProxy to each replica (default, fastest) or Serve's proxy",
     )
 
+    serve_cmd.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=None,
+        help="on Ctrl-C/SIGTERM, how long calls in flight may take to finish (default: the longest call, total_s)",
+    )
+
     sim_cmd = commands.add_parser("simulate", help="run the Azure OpenAI simulator alone (blocks)")
     sim_cmd.add_argument("--port", type=int, default=8000)
     sim_cmd.add_argument("--host", default="127.0.0.1")
@@ -135,9 +142,9 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
     cluster.start(
         port=options.port, host=options.host, env=keys, ingress=options.ingress, longest_call_s=longest_call_s
     )
-    stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
+    stopped, cut_short = threading.Event(), threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the first stops admitting; a second cuts the wait short
+        signal.signal(sig, lambda *_: (cut_short if stopped.is_set() else stopped).set())
     try:
         cluster.deploy(apps)
         host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
@@ -145,10 +152,12 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
             print(f"{name}: http://{host}:{options.port}/{name}/v1", flush=True)
         print("Serving; Ctrl-C to stop.", flush=True)
         stopped.wait()
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
-        print("Stopping...", flush=True)
+    except BaseException:
         cluster.stop()
+        raise
+    bound_s = options.drain_timeout_s or max(config.timeouts.total_s for config in servers.values())
+    print(f"Stopping: new calls get a 503; finishing those in flight (up to {bound_s:g} s; Ctrl-C again to stop now)")
+    drain.stop(apps, bound_s, cut_short)
     return 0
 
 

@@ -216,6 +216,9 @@ class BudgetConfig(BaseModel):
         ge=0,
         description="Requests that may wait for an upstream slot, per replica; beyond: 429",
     )
+    draining: bool = Field(
+        default=False, description="Stopping: new calls get a 503 with Retry-After; those accepted finish"
+    )
 
 
 def validate_model(model: type[BaseModel], data: Any, prefix: str) -> Any:

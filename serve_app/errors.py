@@ -132,6 +132,12 @@ class Overloaded(OpenAIError):
     status = 429
 
 
+class Unavailable(OpenAIError):
+    """This server is stopping; the client should retry (elsewhere, or once it is back)."""
+
+    status = 503
+
+
 class UpstreamError(OpenAIError):
     """Azure answered with an error status; status, code and message are kept as Azure sent them."""
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import jsonwire
@@ -82,6 +83,8 @@ class LastResort:
 
         try:
             await self._app(scope, receive, tracked)
+        except ClientDisconnect:
+            pass  # the client left while its body was being read: nobody to answer, nothing went wrong here
         except Exception as exc:
             where = "".join(traceback.format_tb(exc.__traceback__))
             logger.error("request %s failed: unexpected %s\n%s", self._request_id(), type(exc).__name__, where)

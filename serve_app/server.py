@@ -35,7 +35,7 @@ from .budget import BudgetMember, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, validate_model
 from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
 from .entra import EntraTokens
-from .errors import OpenAIError, Overloaded, RefusedParameter, UpstreamError, UpstreamTimeout
+from .errors import OpenAIError, Overloaded, RefusedParameter, Unavailable, UpstreamError, UpstreamTimeout
 from .http import Gate, answer, chat_sse, install_error_handlers, json_response, prepend, read_json, response_sse
 from .limiter import Limiter, QueueFull, QueueTimeout
 from .schemas import ChatRequest, ResponsesRequest, parse
@@ -51,6 +51,8 @@ from .translate.tools import ToolMap
 # (py-spy; tests/benchmark/RESULTS.md prices it as the `defaultgc` variant). Requests here make
 # no reference cycles worth collecting that often, and the replica process is ours alone.
 GC_GEN0_THRESHOLD = 20_000
+# What a stopping server asks new callers to wait: long enough for a restart or another replica to take over.
+DRAINING_RETRY_AFTER_S = 5
 
 api = FastAPI(title="Azure OpenAI model server", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(api, request_id=lambda: _get_serve_request_context().request_id)
@@ -112,6 +114,7 @@ class AzureModelServer:
         # Known to the ledger by its actor's name, so that it can tell a stopped replica from a silent one.
         self._budget = BudgetMember(self._limiter, context.replica_id.to_full_id_str(), sync)
         self._watcher: asyncio.Task[None] | None = None
+        self._draining = False
         # A stream's client may take as long to read a chunk as Azure may take to send one, within the call's time.
         self._stall_s = self._args.timeouts.stalled_reader_s
         gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
@@ -120,6 +123,7 @@ class AzureModelServer:
         """Serve calls this at start, on every user_config change and when ranks are reassigned."""
         budget: BudgetConfig = validate_model(BudgetConfig, user_config or {}, "user_config")
         self._limiter.max_waiting = budget.max_queued_requests
+        self._draining = budget.draining
         self._budget.configure(budget.num_concurrent_requests, rank.rank)
         self._budget.start()
         if self._watcher is None:
@@ -261,6 +265,12 @@ class AzureModelServer:
 
         The total timeout counts from here, the wait in the queue included. A full queue, or no slot
         free within the total timeout, is a 429 with a useful Retry-After."""
+        if self._draining:
+            raise Unavailable(
+                "This server is shutting down and accepts no new calls; retry shortly.",
+                code="server_shutting_down",
+                headers={"retry-after": str(DRAINING_RETRY_AFTER_S)},
+            )
         total_s = self._args.timeouts.total_s
         deadline = asyncio.get_running_loop().time() + total_s
         try:

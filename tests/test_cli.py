@@ -3,10 +3,12 @@ simulator alone; overrides and config problems are reported as a user would want
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +110,33 @@ def test_serve_simulate_answers_a_response_with_status_usage_and_the_deployment_
     body = response.json()
     assert body["status"] == "completed" and body["model"] == SIMULATED_DEPLOYMENT
     assert body["usage"]["total_tokens"] > 0 and body["output"][0]["content"][0]["text"] == "Say hello"
+
+
+@pytest.mark.serve
+def test_sigterm_refuses_new_calls_lets_those_in_flight_finish_and_exits_promptly(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    # Serve's default draining period (30 s) on purpose: stopping must not wait for it.
+    args = ["--simulate", "--env-file", "/nonexistent", "--port", str(port)]
+    with serving(args, log, {**os.environ, **isolated_ray_env()}) as server:
+        base = f"http://127.0.0.1:{port}"
+        httpx.post(f"{base}/azure_simulator/sim/config", json={"latency_s": 4.0}, timeout=10).raise_for_status()
+
+        async def calls_across_a_sigterm() -> tuple[list[httpx.Response], httpx.Response, float]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                url = f"{base}/policy_model/v1/responses"
+                in_flight = [asyncio.create_task(client.post(url, json={"input": "hi"})) for _ in range(8)]
+                await asyncio.sleep(1.5)
+                server.send_signal(signal.SIGTERM)
+                await asyncio.sleep(2.0)  # the replicas have been told to stop admitting
+                late = await client.post(url, json={"input": "hi"})
+                done = await asyncio.gather(*in_flight)
+                return done, late, time.monotonic()
+
+        done, late, finished = asyncio.run(calls_across_a_sigterm())
+        assert [r.status_code for r in done] == [200] * 8
+        assert late.status_code == 503 and late.json()["error"]["code"] == "server_shutting_down"
+        assert int(late.headers["retry-after"]) >= 1
+        server.wait(timeout=60)
+        assert time.monotonic() - finished < 10, log.read_text()[-2000:]
+        assert server.returncode == 0 and "All calls in flight finished." in log.read_text()

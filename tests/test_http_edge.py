@@ -246,3 +246,21 @@ async def test_a_stream_whose_client_stopped_reading_is_closed_within_the_stall_
     scope = {"type": "http", "asgi": {"spec_version": spec_version}}
     await asyncio.wait_for(response(scope, reader.receive, reader.send), 2)  # type: ignore[arg-type]
     assert closed.is_set() and len(reader.received) == 3
+
+
+async def test_a_client_leaving_while_its_body_is_read_is_neither_answered_nor_logged_as_a_bug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    messages = iter([{"type": "http.request", "body": b'{"inp', "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": [], "query_string": b""}
+    with caplog.at_level(logging.ERROR, logger="ray.serve"):
+        await edge_app()(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == [] and "failed" not in caplog.text
