@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from support.ports import free_port
 
 from serve_app.nemo_gym import component_root
 from serve_app.simulator import BackgroundSimulator, SimulatorConfig, sleep_trigger
@@ -79,17 +80,15 @@ class Gym:
         self.cwd = Path(os.environ.get("SERVE_APP_GYM_WORKDIR") or _scratch())
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.config = self.cwd / "gym.yaml"
-        # Nothing of a Ray this test session may run (its address, Serve's switches) reaches gym's own cluster.
-        inherited = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
         self.env = {
-            **inherited,
+            **without_ray_settings(),
             "NEMO_GYM_EXTRA_ROOTS": str(component_root()),
             # uv builds each server's venv and must find this Python (it downloads none here).
             "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.base_prefix) / "bin"), os.environ["PATH"]]),
         }
         if sys.version_info < (3, 13, 14):
             self.env["UV_CONFIG_FILE"] = str(UV_CONFIG)
-        self.head_port = _free_port()
+        self.head_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = self.cwd / "gym.log"
 
@@ -172,13 +171,9 @@ class Gym:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def without_ray_settings() -> dict[str, str]:
+    """This environment, less anything of a Ray this test session may run (its address, Serve's switches)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
 
 
 def _scratch() -> str:
@@ -331,8 +326,8 @@ def ray_head() -> Iterator[str]:
     import tempfile
 
     _, bin_dir = _gym_tools()
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    port = free_port()
+    env = without_ray_settings()
     temp_dir = Path(tempfile.mkdtemp(prefix="rayhead-"))  # short: Ray's socket paths live below it
     head = subprocess.Popen(
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2"]
@@ -373,7 +368,7 @@ def _serve_apps(address: str) -> list[str] | None:
         "except Exception:\n    apps = []\n"
         "print(json.dumps(apps))\n"
     )
-    env = {**{key: value for key, value in os.environ.items() if not key.startswith("RAY_")}, **JOINING}
+    env = {**without_ray_settings(), **JOINING}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         return None

@@ -4,8 +4,8 @@
 
 One Ray and Serve as `make run` starts them (HAProxy ingress), one zero-latency simulator process,
 and two model servers over it with the same budget: `direct`, reached through HAProxy as any Serve
-app is, and `gym_model`, deployed by the NeMo Gym front (serve_app.nemo_gym, in its actor, as gym's
-entrypoint starts it) and reached on the front's own port, which calls the replicas through the
+app is, and `gym_model`, deployed by the NeMo Gym front (the component entrypoint's own actor, as gym starts
+it) and reached on the front's own port, which calls the replicas through the
 deployment handle. Cells alternate, each measured the same way (tests/benchmark/loadgen.py). Writes
 tests/benchmark/RESULTS_nemo_gym.md.
 """
@@ -21,7 +21,7 @@ import yaml
 
 from serve_app import cluster
 from serve_app.config import AzureModelConfig
-from serve_app.nemo_gym import KIND
+from serve_app.nemo_gym import KIND, component_root
 from serve_app.serve_config import key_env, model_server_app
 
 from . import loadgen
@@ -34,19 +34,16 @@ BODY = {"model": "ignored", "input": "hello", "max_output_tokens": 16}
 OUT = Path(__file__).with_name("RESULTS_nemo_gym.md")
 
 
-class FrontActor:
-    """The actor app.py starts, here without gym: the same ModelServerFront, the same global config shape."""
+def front_actor_class() -> Any:
+    """The `Front` actor of the component's own entrypoint (app.py, which gym runs), loaded from its file."""
+    import importlib.util
 
-    def __init__(self, name: str, global_config_yaml: str) -> None:
-        from serve_app.nemo_gym import ModelServerFront
-
-        self._front = ModelServerFront(name, global_config_yaml)
-
-    async def start(self) -> str:
-        return await self._front.start()
-
-    async def stop(self) -> None:
-        await self._front.stop()
+    path = component_root() / "responses_api_models" / KIND / "app.py"
+    spec = importlib.util.spec_from_file_location("azure_openai_ray_serve_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Front
 
 
 def gym_config(upstream_url: str, port: int) -> str:
@@ -115,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             app = model_server_app("direct", config)
             app["deployments"][0]["ray_actor_options"] = {"num_cpus": 0}
             cluster.deploy([app])
-            front = ray.remote(num_cpus=0)(FrontActor).remote("gym_model", gym_config(upstream.url, front_port))
+            front = front_actor_class().remote("gym_model", gym_config(upstream.url, front_port))
             ray.get(front.start.remote())
             targets = [
                 Target("serve-http", "127.0.0.1", serve_port, "/direct/v1/responses", BODY),
