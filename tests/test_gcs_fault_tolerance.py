@@ -1,9 +1,12 @@
-"""Head failure with GCS fault tolerance: the GCS keeps its state in an external Redis, so killing it under
-load and starting it again (what KubeRay's new head pod does, k8s/rayservice.yaml) costs no request,
-leaves the budget ledger as it was, and keeps the budget.
+"""Head failure with GCS fault tolerance: the GCS keeps its state in an external Redis, so killing it and
+the Serve controller under load, then starting the GCS again (what KubeRay's new head pod does,
+k8s/rayservice.yaml), costs no request, leaves the budget ledger as it was, and keeps the budget.
 
 The GCS is killed with SIGKILL and restarted on the same port against the same Redis, the way Ray's
-own GCS fault tolerance tests do it (ray._private.node.Node.kill_gcs_server / start_gcs_server). This
+own GCS fault tolerance tests do it (ray._private.node.Node.kill_gcs_server / start_gcs_server); the
+Serve controller, which lives on the head too, is SIGKILLed with it, and the restarted GCS brings it
+back. The head's raylet is spared: on one machine it also runs the replicas, which on KubeRay run on
+the workers and survive the head. This
 needs a Ray cluster of the test's own (cluster_utils, with its own temp folder, so the machine's
 default cluster address is never touched), so it runs in a pytest process of its own:
 `make test-gcs-ft`, which also installs redis-server.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -26,6 +30,7 @@ from typing import Any
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 from support.ledger import ledger_state
 from support.load import Load
 from support.ports import free_port, isolated_ray_env
@@ -141,7 +146,6 @@ def ft_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultTolerantRay]:
     address_before = address_file.read_bytes() if address_file.exists() else None
     redis = Redis(binary, workdir)
     ray_cluster: Cluster | None = None
-    started: list[Any] = []
     try:
         port = free_port()
         env = {
@@ -163,11 +167,13 @@ def ft_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultTolerantRay]:
         )
         monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
         cluster.start(port=port)
-        import psutil  # Ray's own copy (ray/thirdparty_files), on the path once ray is imported
-
-        started = psutil.Process().children(recursive=True)
         yield FaultTolerantRay(ray_cluster, redis, Serve(port))
     finally:
+        import psutil  # Ray's own copy (ray/thirdparty_files), on the path once ray is imported
+
+        # Everything this test started (Redis, Ray's processes, their workers and HAProxy), before any of
+        # it exits and leaves its children to init.
+        started = psutil.Process().children(recursive=True)
         try:
             if ray.is_initialized():
                 cluster.stop()
@@ -207,20 +213,25 @@ def division(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pid_of(actor: Any) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+
 def longest_pause(times: list[float], start: float, end: float) -> float:
     """The longest time between answers (or the window's ends) within [start, end]."""
     marks = [start, *sorted(t for t in times if start <= t <= end), end]
     return max(b - a for a, b in itertools.pairwise(marks))
 
 
-def test_killing_the_gcs_under_load_loses_no_request_and_keeps_the_ledger_and_the_budget(
+def test_killing_the_gcs_and_serve_controller_under_load_loses_no_request_and_keeps_the_ledger_and_budget(
     ft_ray: FaultTolerantRay, simulator: BackgroundSimulator, sim_admin: SimAdmin
 ) -> None:
     assert ft_ray.redis.command("DBSIZE") != b":0\r\n", "the GCS wrote nothing to Redis"
     ft_ray.serve.deploy(sim_app(APP, simulator, budget=BUDGET, replicas=REPLICAS))
     wait_until(lambda: settled(BUDGET, REPLICAS), f"shares of {BUDGET} over {REPLICAS}", timeout_s=60)
     ledger = ray.get_actor(ledger_name(APP, DEPLOYMENT), namespace=LEDGER_NAMESPACE)
-    ledger_pid = ray.get(ledger.__ray_call__.remote(lambda self: os.getpid()))
+    ledger_pid = pid_of(ledger)
+    controller_pid = pid_of(ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE))
     sim_admin.configure(latency_s=0.2)
 
     with Load(f"{ft_ray.serve.base_url(APP)}/responses", concurrency=CLIENTS) as load:
@@ -229,25 +240,29 @@ def test_killing_the_gcs_under_load_loses_no_request_and_keeps_the_ledger_and_th
         before = division(ray.get(ledger.state.remote()))
         killed = time.monotonic()
         ft_ray.head.kill_gcs_server()  # SIGKILL, and waits until it is gone
+        os.kill(controller_pid, signal.SIGKILL)  # a detached actor: the GCS restarts it once it is back
         time.sleep(OUTAGE_S)
         # Through the handle already held: the ledger answers without the GCS, and has not moved.
         during = division(ray.get(ledger.state.remote(), timeout=10))
         restarted = time.monotonic()
         ft_ray.head.start_gcs_server()  # same port, same Redis: it reloads the cluster's tables
-        # The GCS knows the cluster again: names resolve, Serve's controller answers.
+        # The GCS knows the cluster again: names resolve, and Serve's controller is back.
         found = ray.get_actor(ledger_name(APP, DEPLOYMENT), namespace=LEDGER_NAMESPACE)
         recovered = time.monotonic()
         cluster.wait_running([APP], timeout_s=60)
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        back = time.monotonic()
         time.sleep(3)
     ended = time.monotonic()
 
     statuses = load.statuses
     during_outage = [s for s, t in zip(statuses, load.answered_at, strict=True) if killed <= t <= restarted]
     stats = sim_admin.stats()
+    pause = longest_pause(load.answered_at, killed, ended)
     print(
         f"\n{len(statuses)} requests answered, {len(load.failures)} failed; {len(during_outage)} answered in the "
         f"{restarted - killed:.1f} s without a GCS; the GCS answered {recovered - restarted:.1f} s after its "
-        f"restart; longest pause in answers {longest_pause(load.answered_at, killed, ended):.2f} s; "
+        f"restart, the Serve controller {back - restarted:.1f} s after; longest pause in answers {pause:.2f} s; "
         f"peak in flight at the simulator {stats['peak_in_flight']} (N={BUDGET}); "
         f"{stats['accepted_total']} upstream calls"
     )
@@ -255,8 +270,9 @@ def test_killing_the_gcs_under_load_loses_no_request_and_keeps_the_ledger_and_th
     assert set(statuses) == {200}
     # Traffic kept flowing: answers all through the outage, never a pause near the ledger's lease.
     assert during_outage, "no request was answered while the GCS was down"
-    assert longest_pause(load.answered_at, killed, ended) < LEASE_S / 2
+    assert pause < LEASE_S / 2
     # The ledger actor lived through it, with the same division; the budget was used and held.
-    assert ray.get(found.__ray_call__.remote(lambda self: os.getpid())) == ledger_pid
+    assert pid_of(found) == ledger_pid
+    assert pid_of(controller) != controller_pid
     assert before == during == division(ray.get(found.state.remote()))
     assert stats["peak_in_flight"] == BUDGET
