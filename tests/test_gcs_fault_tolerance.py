@@ -6,8 +6,9 @@ The GCS is killed with SIGKILL and restarted on the same port against the same R
 own GCS fault tolerance tests do it (ray._private.node.Node.kill_gcs_server / start_gcs_server); the
 Serve controller, which lives on the head too, is SIGKILLed with it, and the restarted GCS brings it
 back. The head's raylet is spared: on one machine it also runs the replicas, which on KubeRay run on
-the workers and survive the head. This
-needs a Ray cluster of the test's own (cluster_utils, with its own temp folder, so the machine's
+the workers and survive the head.
+
+This needs a Ray cluster of the test's own (cluster_utils, with its own temp folder, so the machine's
 default cluster address is never touched), so it runs in a pytest process of its own:
 `make test-gcs-ft`, which also installs redis-server.
 """
@@ -136,7 +137,8 @@ def ray_address_file() -> Path:
 
 @pytest.fixture
 def ft_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultTolerantRay]:
-    """Ray with its GCS in an external Redis, on one node that runs no replicas of another test."""
+    """A one-node Ray cluster of the test's own, its GCS's state in a Redis of its own, its files in a
+    temporary folder; Serve started on it, from this process."""
     binary = redis_binary()
     if ray.is_initialized():
         pytest.fail("this test starts a Ray cluster of its own: run it alone (make test-gcs-ft)")
