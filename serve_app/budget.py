@@ -58,6 +58,8 @@ FENCE = 0.8
 CALL_TIMEOUT_S = 2.0
 INTERVAL_S = 0.5
 CATCH_UP_INTERVAL_S = 0.05
+# While requests wait in its queue, a replica asks this often whether slots others left unused are its now.
+QUEUED_INTERVAL_S = 0.1
 IDLE_EXIT_S = 600.0
 
 
@@ -355,7 +357,12 @@ class BudgetMember:
                 raise
             except Exception:
                 settled = False
-            delay = self._interval_s if settled else CATCH_UP_INTERVAL_S
+            if not settled:
+                delay = CATCH_UP_INTERVAL_S
+            elif self._limiter.waiting:
+                delay = min(self._interval_s, QUEUED_INTERVAL_S)
+            else:
+                delay = self._interval_s
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
