@@ -58,8 +58,10 @@ FENCE = 0.8
 CALL_TIMEOUT_S = 2.0
 INTERVAL_S = 0.5
 CATCH_UP_INTERVAL_S = 0.05
-# While requests wait in its queue, a replica asks this often whether slots others left unused are its now.
+# While requests wait in its queue, and for a while after it emptied (its calls ending one by one), a replica
+# syncs this often: slots others leave unused are its now, or its own unused ones should go to others' queues.
 QUEUED_INTERVAL_S = 0.1
+QUEUE_AFTERMATH_S = 1.0
 IDLE_EXIT_S = 600.0
 
 
@@ -309,6 +311,7 @@ class BudgetMember:
         self._rank = 0
         self.entitled = 0
         self._reported = 0  # the capacity the ledger last heard from us
+        self._queued_at = float("-inf")  # when requests were last seen waiting here
         self._last_ok = clock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -357,9 +360,12 @@ class BudgetMember:
                 raise
             except Exception:
                 settled = False
+            now = self._clock()
+            if self._limiter.waiting:
+                self._queued_at = now
             if not settled:
                 delay = CATCH_UP_INTERVAL_S
-            elif self._limiter.waiting:
+            elif now - self._queued_at < QUEUE_AFTERMATH_S:
                 delay = min(self._interval_s, QUEUED_INTERVAL_S)
             else:
                 delay = self._interval_s
