@@ -1,6 +1,9 @@
 """The deployment-wide concurrency budget: N upstream slots divided exactly among live replicas.
 
-Replica i of R (ordered by Serve rank) is entitled to `N // R + (1 if i < N % R else 0)`. Serve
+Replica i of R (ordered by Serve rank) is entitled to `N // R + (1 if i < N % R else 0)` while
+every replica has work for its share or none has more than its share (`share`); when some replica
+queues more than its share while another leaves part of its own unused, the unused slots follow
+the queue (`division`). Serve
 cannot do this alone: a replica's `world_size` goes stale when `num_replicas` changes, and a
 redeploy starts new replicas with the new config before it reconfigures the old ones, so shares
 computed independently overshoot N during every change. So one ledger holds the truth and
@@ -55,11 +58,47 @@ FENCE = 0.8
 CALL_TIMEOUT_S = 2.0
 INTERVAL_S = 0.5
 CATCH_UP_INTERVAL_S = 0.05
+# While requests wait in its queue, and for a while after it emptied (its calls ending one by one), a replica
+# syncs this often: slots others leave unused are its now, or its own unused ones should go to others' queues.
+QUEUED_INTERVAL_S = 0.1
+QUEUE_AFTERMATH_S = 1.0
 IDLE_EXIT_S = 600.0
 
 
 def share(total: int, count: int, position: int) -> int:
     return total // count + (1 if position < total % count else 0)
+
+
+def division(total: int, demands: list[int]) -> list[int]:
+    """The entitlements of replicas in rank order, given each one's demand (calls in flight plus queued).
+
+    Each keeps its equal share, or what it needs if less; the slots left over go to the replicas
+    that queue more than their share, in proportion to that excess (largest remainder, rank order
+    on ties). Whatever is still unassigned goes back towards the equal shares, so an idle replica
+    keeps capacity for what arrives next. Without this, a balancer that evens out requests (not
+    slots) leaves the smaller share's queue to drain alone at the end of a run, with the other
+    replicas' slots idle.
+    """
+    count = len(demands)
+    base = [share(total, count, i) for i in range(count)]
+    kept = [min(b, d) for b, d in zip(base, demands, strict=True)]
+    spare = total - sum(kept)
+    excess = [d - k for d, k in zip(demands, kept, strict=True)]
+    wanted = sum(excess)
+    if wanted <= spare:
+        extra = excess
+    else:
+        extra = [spare * e // wanted for e in excess]
+        by_remainder = sorted(range(count), key=lambda i: (-(spare * excess[i] % wanted), i))
+        for i in by_remainder[: spare - sum(extra)]:
+            extra[i] += 1
+    granted = [k + x for k, x in zip(kept, extra, strict=True)]
+    left = total - sum(granted)
+    for i in range(count):
+        top_up = min(left, max(0, base[i] - granted[i]))
+        granted[i] += top_up
+        left -= top_up
+    return granted
 
 
 @dataclass
@@ -75,6 +114,7 @@ class _Member:
     capacity: int
     in_flight: int
     seen: float
+    waiting: int = 0
 
     def bound(self) -> int:
         """The most this replica can be using: nothing it was granted or still holds is free."""
@@ -89,7 +129,7 @@ class BudgetLedger:
         self._members: dict[str, _Member] = {}
         self._frozen_until = float("-inf")
 
-    def sync(self, replica_id: str, *, rank: int, total: int, capacity: int, in_flight: int) -> Grant:
+    def sync(self, replica_id: str, *, rank: int, total: int, capacity: int, in_flight: int, waiting: int = 0) -> Grant:
         now = self._clock()
         self._total = total  # the newest config a replica reports is the one in force
         member = self._members.get(replica_id)
@@ -99,6 +139,7 @@ class BudgetLedger:
                 self._frozen_until = now + self._lease_s
             member = self._members[replica_id] = _Member(rank, capacity, capacity, in_flight, now)
         member.rank, member.capacity, member.in_flight, member.seen = rank, capacity, in_flight, now
+        member.waiting = waiting
         entitled = self._entitlement(replica_id)
         others = sum(m.bound() for rid, m in self._members.items() if rid != replica_id)
         granted = max(0, min(entitled, self._total - others))
@@ -129,7 +170,8 @@ class BudgetLedger:
 
     def _entitlement(self, replica_id: str) -> int:
         order = sorted(self._members, key=lambda rid: (self._members[rid].rank, rid))
-        return share(self._total, len(order), order.index(replica_id))
+        demands = [self._members[rid].in_flight + self._members[rid].waiting for rid in order]
+        return division(self._total, demands)[order.index(replica_id)]
 
 
 class LedgerActor:
@@ -140,10 +182,14 @@ class LedgerActor:
         self._idle_exit_s = idle_exit_s
         self._reaper: asyncio.Task[None] | None = None
 
-    async def sync(self, replica_id: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
+    async def sync(
+        self, replica_id: str, rank: int, total: int, capacity: int, in_flight: int, waiting: int = 0
+    ) -> tuple[int, int]:
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
-        grant = self._ledger.sync(replica_id, rank=rank, total=total, capacity=capacity, in_flight=in_flight)
+        grant = self._ledger.sync(
+            replica_id, rank=rank, total=total, capacity=capacity, in_flight=in_flight, waiting=waiting
+        )
         return grant.capacity, grant.entitled
 
     async def leave(self, replica_id: str) -> None:
@@ -188,7 +234,7 @@ async def replica_stopped(replica_id: str) -> bool:
 
 LEDGER_NAMESPACE = "serve_app"
 
-SyncFn = Callable[[str, int, int, int, int], Awaitable[tuple[int, int]]]
+SyncFn = Callable[[str, int, int, int, int, int], Awaitable[tuple[int, int]]]
 LeaveFn = Callable[[str], Awaitable[None]]
 
 
@@ -221,10 +267,12 @@ def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
             handle = get_or_create_ledger(app, deployment)
         return handle
 
-    async def sync(replica_id: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
+    async def sync(
+        replica_id: str, rank: int, total: int, capacity: int, in_flight: int, waiting: int
+    ) -> tuple[int, int]:
         nonlocal handle
         try:
-            granted: tuple[int, int] = await ledger().sync.remote(replica_id, rank, total, capacity, in_flight)
+            granted: tuple[int, int] = await ledger().sync.remote(replica_id, rank, total, capacity, in_flight, waiting)
             return granted
         except Exception:  # not a deadline's cancellation: a stalled ledger is still the one to ask
             handle = None
@@ -262,6 +310,8 @@ class BudgetMember:
         self._total = 0
         self._rank = 0
         self.entitled = 0
+        self._reported = 0  # the capacity the ledger last heard from us
+        self._queued_at = float("-inf")  # when requests were last seen waiting here
         self._last_ok = clock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -278,7 +328,8 @@ class BudgetMember:
 
     async def sync_once(self) -> None:
         sent = self._clock()
-        report = (self._replica_id, self._rank, self._total, self._limiter.capacity, self._limiter.in_use)
+        limiter = self._limiter
+        report = (self._replica_id, self._rank, self._total, limiter.capacity, limiter.in_use, limiter.waiting)
         try:
             granted, self.entitled = await asyncio.wait_for(self._sync(*report), self._call_timeout_s)
         except Exception as exc:  # the ledger is restarting, stalled or unreachable: keep what we hold, for a while
@@ -293,6 +344,7 @@ class BudgetMember:
         # Measured from sending: the ledger heard us at that moment or later, so we fence before it could
         # count our lease as run out, even if this process is frozen right now and wakes past it.
         self._last_ok = sent
+        self._reported = report[3]
         self._limiter.resize(granted, until=sent + self._fence_s)
 
     async def _run(self) -> None:
@@ -300,13 +352,23 @@ class BudgetMember:
             self._wake.clear()
             try:
                 await self.sync_once()
-                # Until it holds its whole share and is not draining above it, others may be waiting on it.
-                settled = self._limiter.capacity == self.entitled and self._limiter.in_use <= self._limiter.capacity
+                # Until it holds its whole share, is not draining above it and the ledger knows what it holds
+                # (a shrink counts once reported), others may be waiting on it.
+                limiter = self._limiter
+                settled = limiter.capacity == self.entitled == self._reported and limiter.in_use <= limiter.capacity
             except asyncio.CancelledError:
                 raise
             except Exception:
                 settled = False
-            delay = self._interval_s if settled else CATCH_UP_INTERVAL_S
+            now = self._clock()
+            if self._limiter.waiting:
+                self._queued_at = now
+            if not settled:
+                delay = CATCH_UP_INTERVAL_S
+            elif now - self._queued_at < QUEUE_AFTERMATH_S:
+                delay = min(self._interval_s, QUEUED_INTERVAL_S)
+            else:
+                delay = self._interval_s
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 

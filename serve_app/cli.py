@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from .config import (
     load_tree,
     model_servers_from_tree,
 )
-from .deployment_constants import HARD_STOP_ENV
+from .deployment_constants import DEFAULT_TOTAL_S, HARD_STOP_ENV
 from .nemo_gym import component_root
 from .serve_config import check, key_env, model_server_app, simulator_app
 
@@ -46,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_config(options.files)
         if options.command == "nemo-gym-root":
             print(component_root())
+            return 0
+        if options.command == "ingress-env":
+            # Some values span lines (HAProxy directives), so they are quoted for the shell's eval.
+            for name, value in cluster.ingress_env("haproxy", options.longest_call_s).items():
+                print(f"export {name}={shlex.quote(value)}")
             return 0
         return simulate(options)
     except ConfigError as exc:
@@ -97,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "nemo-gym-root", help="print the folder to list in NEMO_GYM_EXTRA_ROOTS (holds our NeMo Gym component)"
+    )
+
+    env_cmd = commands.add_parser(
+        "ingress-env",
+        help="print the environment Ray must start with for the HAProxy ingress, for eval in a shell",
+    )
+    env_cmd.add_argument(
+        "--longest-call-s", type=float, default=DEFAULT_TOTAL_S, help="the largest timeouts.total_s to be served"
     )
 
     check_cmd = commands.add_parser(

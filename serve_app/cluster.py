@@ -7,6 +7,7 @@ counts without restarting replicas; `serve.run` always starts a new code version
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -18,6 +19,41 @@ from .deployment_constants import DEFAULT_TOTAL_S, HARD_STOP_ENV, hard_stop_s
 # "haproxy" (the default, chosen by measurement: README, "Performance") puts HAProxy in front of
 # each replica's own HTTP server; "proxy" is Serve's classic proxy.
 INGRESSES = ("haproxy", "proxy")
+
+# What HAProxy itself answers when it cannot get an answer from a replica, in the OpenAI envelope with
+# a retryable status, instead of Serve's plain-text 500 for all three: a replica that closed the
+# connection after part of the answer, or whose request could not be sent again (502); no replica up,
+# or every retry failed (503); a replica silent past a server timeout, when one is set (504).
+_HAPROXY_ERRORS = {
+    502: ("server_error", "replica_unavailable", 1, "The model server replica stopped before it answered."),
+    503: ("server_error", "service_unavailable", 5, "No model server replica can take the request right now."),
+    504: ("server_error", "gateway_timeout", 1, "The model server replica did not answer in time."),
+}
+
+
+def _haproxy_defaults() -> str:
+    """Directives for the `defaults` section of the HAProxy config Serve generates, which inherit to
+    every backend.
+
+    Serve renders RAY_SERVE_HAPROXY_BALANCE_ALGORITHM verbatim as the last line of `defaults`, after
+    its own `option splice-request` and error files, so what follows the algorithm there overrides
+    them (tests/test_cluster.py checks the config with HAProxy's own parser):
+
+    - The whole request is buffered before a replica is picked, not spliced through, so HAProxy
+      still has it when the replica dies before answering and can send it to another
+      (RAY_SERVE_HAPROXY_RETRY_ON `empty-response`). Without it the retry setting is accepted and
+      does nothing: each request waiting in a killed replica's queue failed.
+    - HAProxy's own errors in the OpenAI envelope (`_HAPROXY_ERRORS`)."""
+    lines = ["leastconn", "no option splice-request", "option http-buffer-request"]
+    for status, (kind, code, retry_after_s, message) in _HAPROXY_ERRORS.items():
+        body = json.dumps(
+            {"error": {"message": message + " Retry the request.", "type": kind, "param": None, "code": code}}
+        )
+        assert "'" not in body  # HAProxy's single-quoted string has no escapes
+        lines.append(
+            f"http-error status {status} content-type application/json string '{body}' hdr retry-after {retry_after_s}"
+        )
+    return "\n    ".join(lines)
 
 
 def ingress_env(ingress: str, longest_call_s: float = DEFAULT_TOTAL_S) -> dict[str, str]:
@@ -37,6 +73,12 @@ def ingress_env(ingress: str, longest_call_s: float = DEFAULT_TOTAL_S) -> dict[s
         # takes Serve's fallback proxy (slower, and a client leaving there does not cancel the call).
         # Checking every second instead of every 5 s shortens that window after each deploy or scale.
         "RAY_SERVE_HAPROXY_HEALTH_CHECK_INTER": "1s",
+        # A replica that dies closes the connections of every request queued in it, none of them sent
+        # to Azure: HAProxy sends each again, to another replica. (Its calls already at Azure are sent
+        # again too: HAProxy cannot tell them apart, and their answers are lost with the replica anyway.)
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+        "RAY_SERVE_HAPROXY_RETRIES": "3",
+        "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": _haproxy_defaults(),
     }
 
 

@@ -138,6 +138,12 @@ class Unavailable(OpenAIError):
     status = 503
 
 
+class ReplicaUnavailable(OpenAIError):
+    """The model server replica a request went to died before answering, and so did those tried after it."""
+
+    status = 502
+
+
 class UpstreamError(OpenAIError):
     """Azure answered with an error status; status, code and message are kept as Azure sent them."""
 

@@ -16,13 +16,15 @@ How our Serve application fits that (README, "With NeMo Gym", says why each choi
   waits until it runs and answers through its deployment handle, and only then listens on the
   server's host and port, because gym takes any answer, an early 404 too, for readiness.
 - Requests go from the front to the replicas through the handle, so no Serve HTTP proxy is
-  involved: one Serve HTTP port could not stand for several NeMo Gym ports anyway.
+  involved: one Serve HTTP port could not stand for several NeMo Gym ports anyway. So the front
+  does what HAProxy does on the HTTP path when a replica dies with requests on it: it sends each
+  one that has no answer yet (most of them still in that replica's queue) to another replica.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the front's route signatures at runtime.
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,14 @@ from .config import (
     resolve_tree,
     validate_model,
 )
+from .errors import ReplicaUnavailable
 from .http import Gate, answer, chat_sse, install_error_handlers, json_response, read_json, response_sse
 
 KIND = "azure_openai_ray_serve"
 _READY_TIMEOUT_S = 300.0
+# Tries of a request whose replica dies before answering, each on the replicas Serve still routes to.
+REPLICA_ATTEMPTS = 3
+_REPLICA_RETRY_AFTER_S = 5
 
 
 def component_root() -> Path:
@@ -182,8 +188,12 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
         return await answer(
             body,
             # Azure's headers (quota, region) stay behind: a handle call cannot fill the front's dict.
-            lambda b, _: _answer_unless_client_leaves(request, getattr(handle, method).remote(b)),
-            lambda b, _: _stream_unless_client_leaves(request, getattr(streaming, f"{method}_stream").remote(b)),
+            lambda b, _: _again_if_the_replica_died(
+                lambda: _answer_unless_client_leaves(request, getattr(handle, method).remote(b))
+            ),
+            lambda b, _: _stream_unless_client_leaves(
+                request, lambda: getattr(streaming, f"{method}_stream").remote(b)
+            ),
             chat_sse if method == "create_chat_completion" else response_sse,
             stall_s=config.timeouts.stalled_reader_s,
         )
@@ -234,14 +244,41 @@ async def _disconnected(request: Any) -> None:
         pass
 
 
-async def _stream_unless_client_leaves(request: Any, events: Any) -> AsyncGenerator[dict[str, Any], None]:
-    """A handle's stream as an async generator: cancelled at the replica if the client leaves before the
-    first event (that is, while Azure has not answered) or when the answer is closed."""
+async def _again_if_the_replica_died(call: Callable[[], Awaitable[Any]]) -> Any:
+    """`call()`, made again while the replica it reached dies before answering: up to `REPLICA_ATTEMPTS`
+    times, then a 502 in the envelope. (A call already at Azure is made again too; its answer died.)"""
+    from ray.exceptions import RayActorError
+
+    for _ in range(REPLICA_ATTEMPTS - 1):
+        with suppress(RayActorError):
+            return await call()
     try:
-        yield await _unless_client_leaves(request, events.__anext__(), events.cancel)
+        return await call()
+    except RayActorError:
+        raise ReplicaUnavailable(
+            f"The model server replica stopped before it answered, {REPLICA_ATTEMPTS} times. Retry the request.",
+            code="replica_unavailable",
+            headers={"retry-after": str(_REPLICA_RETRY_AFTER_S)},
+        ) from None
+
+
+async def _stream_unless_client_leaves(request: Any, start: Callable[[], Any]) -> AsyncGenerator[dict[str, Any], None]:
+    """A handle's stream (`start()`) as an async generator: started again on another replica if its replica
+    dies before the first event, cancelled at the replica if the client leaves before the first event (that
+    is, while Azure has not answered) or when the answer is closed."""
+    events: Any = None
+
+    async def first() -> Any:
+        nonlocal events
+        events = start()
+        return await _unless_client_leaves(request, events.__anext__(), events.cancel)
+
+    try:
+        yield await _again_if_the_replica_died(first)
         async for event in events:
             yield event
     except StopAsyncIteration:
         return
     finally:
-        events.cancel()
+        if events is not None:
+            events.cancel()

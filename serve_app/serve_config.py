@@ -9,7 +9,9 @@ that keep the budget exact live here, in one place:
 - Each replica's limiter is both its exact share and its queue (server.py), so Serve must hand
   it every request at once: `max_ongoing_requests` is far above any share plus queue. Behind
   HAProxy nothing queues in front of a replica anyway; HAProxy picks the replica with the
-  fewest open connections, which keeps the queues even. Serve's own `max_queued_requests` is
+  fewest open connections, which keeps the queues even in requests, and the budget ledger moves
+  slots to where they queue (`budget.division`). A queue dies with its replica, so HAProxy keeps
+  each request to send it again elsewhere (`cluster.ingress_env`). Serve's own `max_queued_requests` is
   left unlimited: its rejection is plain text, ours is a 429 in the OpenAI envelope.
 - `max_surge_percent: 0` (stop old replicas before starting replacements); the budget ledger
   is shared across versions anyway.

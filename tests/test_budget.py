@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from serve_app.budget import BudgetLedger, BudgetMember, share
+from serve_app.budget import BudgetLedger, BudgetMember, division, share
 from serve_app.limiter import Limiter
 
 
@@ -38,6 +38,35 @@ def test_replica_i_of_r_gets_n_div_r_plus_one_below_n_mod_r(total: int, count: i
     assert sum(expected) == total
 
 
+@pytest.mark.parametrize(
+    "demands, expected",
+    [
+        ([0, 0, 0], [3, 3, 2]),  # idle: the equal shares, ready for what comes
+        ([80, 80, 80], [3, 3, 2]),  # every replica has work for its share
+        ([3, 3, 2], [3, 3, 2]),
+        ([1, 3, 40], [1, 3, 4]),  # the end of a run: the unused slot follows the queue
+        ([0, 0, 40], [0, 0, 8]),
+        ([4, 0, 0], [4, 3, 1]),  # what nobody queues for goes back towards the equal shares
+        ([10, 1, 6], [4, 1, 3]),  # two queues share the spare slots by what each queues beyond its share
+        ([9, 0, 3], [6, 0, 2]),
+    ],
+)
+def test_slots_a_replica_leaves_unused_go_to_the_replicas_queueing_beyond_their_share(
+    demands: list[int], expected: list[int]
+) -> None:
+    assert division(8, demands) == expected
+
+
+def test_the_division_always_hands_out_exactly_n_and_never_less_than_a_demand_within_the_share() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        count, total = rng.randint(1, 6), rng.randint(1, 40)
+        demands = [rng.choice([0, rng.randint(0, 5), rng.randint(0, 100)]) for _ in range(count)]
+        granted = division(total, demands)
+        assert sum(granted) == total and min(granted) >= 0
+        assert all(g >= min(d, share(total, count, i)) for i, (g, d) in enumerate(zip(granted, demands, strict=True)))
+
+
 class Replica:
     """A replica as the ledger sees it: capacity it applied and calls it has in flight."""
 
@@ -45,11 +74,17 @@ class Replica:
         self.ledger, self.rid, self.rank = ledger, rid, rank
         self.capacity = 0
         self.in_flight = 0
+        self.waiting = 0
         self.entitled = 0
 
     def sync(self, total: int) -> int:
         grant = self.ledger.sync(
-            self.rid, rank=self.rank, total=total, capacity=self.capacity, in_flight=self.in_flight
+            self.rid,
+            rank=self.rank,
+            total=total,
+            capacity=self.capacity,
+            in_flight=self.in_flight,
+            waiting=self.waiting,
         )
         self.capacity, self.entitled = grant.capacity, grant.entitled
         return grant.capacity
@@ -80,7 +115,9 @@ def test_a_new_replica_waits_for_others_to_shrink_and_drain() -> None:
     a, b = Replica(ledger, "a", 0), Replica(ledger, "b", 1)
     settle([a, b], 8)
     a.fill(), b.fill()  # 4 + 4 in flight
+    settle([a, b], 8)
     c = Replica(ledger, "c", 2)
+    c.waiting = 5  # it has requests for its share
     assert c.sync(8) == 0  # nothing is free yet
     a.sync(8), b.sync(8)  # told to shrink to 3: in flight stays 4 until calls finish
     assert (a.capacity, b.capacity) == (3, 3) and c.sync(8) == 0
@@ -186,8 +223,8 @@ def test_random_changes_never_let_possibly_in_flight_exceed_n() -> None:
 async def test_a_member_keeps_its_limiter_at_the_granted_capacity() -> None:
     ledger = BudgetLedger()
 
-    async def sync(rid: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
-        grant = ledger.sync(rid, rank=rank, total=total, capacity=capacity, in_flight=in_flight)
+    async def sync(rid: str, rank: int, total: int, capacity: int, in_flight: int, waiting: int) -> tuple[int, int]:
+        grant = ledger.sync(rid, rank=rank, total=total, capacity=capacity, in_flight=in_flight, waiting=waiting)
         return grant.capacity, grant.entitled
 
     limiter = Limiter(0)
@@ -269,10 +306,12 @@ class Deployment:
             asyncio.create_task(self._client(rid)) for rid in self.limiters for _ in range(self.CLIENTS_PER_REPLICA)
         ]
 
-    async def _sync(self, rid: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
+    async def _sync(
+        self, rid: str, rank: int, total: int, capacity: int, in_flight: int, waiting: int
+    ) -> tuple[int, int]:
         if self.ledger_frozen:
             await asyncio.Event().wait()  # the caller's deadline ends this
-        grant = self.ledger.sync(rid, rank=rank, total=total, capacity=capacity, in_flight=in_flight)
+        grant = self.ledger.sync(rid, rank=rank, total=total, capacity=capacity, in_flight=in_flight, waiting=waiting)
         return grant.capacity, grant.entitled
 
     def in_use(self) -> int:

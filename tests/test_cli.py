@@ -19,6 +19,7 @@ from support.ports import free_port, isolated_ray_env
 from support.waiting import once_listening
 
 from serve_app.cli import point_at_simulator
+from serve_app.cluster import ingress_env
 from serve_app.config import (
     DEFAULT_CONFIG,
     SIMULATED_API_VERSION,
@@ -53,6 +54,13 @@ def test_simulate_keeps_the_v1_form_the_config_gives_and_uses_the_simulators_key
     assert config.openai_base_url == "http://127.0.0.1:9/azure_simulator/openai/v1"
     assert config.default_query == {}
     assert config.auth == "key" and config.openai_api_key is not None
+
+
+def test_ingress_env_evaluated_by_a_shell_sets_exactly_the_haproxy_environment() -> None:
+    shell = f'eval "$({sys.executable} -m serve_app ingress-env --longest-call-s 600)" && env -0'
+    out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True, env={}).stdout
+    env = dict(entry.split("=", 1) for entry in out.split("\0") if entry.startswith("RAY_SERVE_"))
+    assert env == ingress_env("haproxy", 600)
 
 
 def test_without_simulate_missing_credentials_are_an_error_naming_them() -> None:
