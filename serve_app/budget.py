@@ -21,8 +21,9 @@ replicas ask it for their share:
   others only once Ray confirms that replica's actor is gone (its process, and so its calls, died
   with it): a replica that is merely stalled, or a ledger that was itself stalled and finds every
   lease run out, never has its share counted twice.
-- The ledger is one named, detached actor per application and deployment, shared by every code
-  version, so a rolling upgrade (two versions side by side) divides one N, not two. If it
+- The ledger is one named, detached actor per application, deployment and upstream (each upstream of
+  a pool has its own N: upstreams.py), shared by every code version, so a rolling upgrade (two
+  versions side by side) divides one N, not two. If it
   restarts empty, replicas report what they hold, and it grows nobody for one lease so that
   everyone still holding a share has reported first.
 
@@ -41,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .config import PRIMARY_UPSTREAM
 from .limiter import Limiter
 
 logger = logging.getLogger("ray.serve")
@@ -192,15 +194,17 @@ SyncFn = Callable[[str, int, int, int, int], Awaitable[tuple[int, int]]]
 LeaveFn = Callable[[str], Awaitable[None]]
 
 
-def ledger_name(app: str, deployment: str) -> str:
-    return f"serve_app_budget:{app}:{deployment}"
+def ledger_name(app: str, deployment: str, upstream: str = PRIMARY_UPSTREAM) -> str:
+    # The top-level upstream keeps the name a model server's only ledger always had: upgrades find it.
+    base = f"serve_app_budget:{app}:{deployment}"
+    return base if upstream == PRIMARY_UPSTREAM else f"{base}:{upstream}"
 
 
-def get_or_create_ledger(app: str, deployment: str) -> Any:
+def get_or_create_ledger(app: str, deployment: str, upstream: str = PRIMARY_UPSTREAM) -> Any:
     import ray
 
     remote = ray.remote(LedgerActor).options(
-        name=ledger_name(app, deployment),
+        name=ledger_name(app, deployment, upstream),
         namespace=LEDGER_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
@@ -211,14 +215,14 @@ def get_or_create_ledger(app: str, deployment: str) -> Any:
     return remote.remote()
 
 
-def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
+def ray_ledger(app: str, deployment: str, upstream: str = PRIMARY_UPSTREAM) -> tuple[SyncFn, LeaveFn]:
     """sync/leave calls to the ledger actor, finding it again (or making a new one) after it died."""
     handle: Any = None
 
     def ledger() -> Any:
         nonlocal handle
         if handle is None:
-            handle = get_or_create_ledger(app, deployment)
+            handle = get_or_create_ledger(app, deployment, upstream)
         return handle
 
     async def sync(replica_id: str, rank: int, total: int, capacity: int, in_flight: int) -> tuple[int, int]:
