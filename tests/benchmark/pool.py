@@ -34,9 +34,9 @@ from serve_app.limiter import Limiter
 from serve_app.upstreams import Pool, Upstream
 
 from . import loadgen
-from .cluster_run import KEY_ENV, SIM_KEY, model_app
-from .common import ROOT, free_port
+from .cluster_run import model_app, ray_env
 from .common import Upstream as Simulator
+from .common import free_port
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS_pool.md"
 BUDGETS = {"primary": 16, "eastus2": 8, "westus": 4}
@@ -150,15 +150,8 @@ def _throughput(quick: bool) -> list[dict[str, Any]]:
     sims = {name: Simulator({"latency_s": 0.5}).start() for name in BUDGETS}
     single = Simulator({"latency_s": 0.5}).start()
     port = free_port()
-    env = {
-        KEY_ENV: SIM_KEY,
-        "PYTHONPATH": str(ROOT),
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-    }
     rows: list[dict[str, Any]] = []
-    cluster.start(port=port, env=env, num_cpus=2)
+    cluster.start(port=port, env=ray_env(), num_cpus=2)
     try:
         cluster.deploy([pool_app(sims), model_app("single", single.url, sum(BUDGETS.values()))])
         time.sleep(3)  # the ledgers' first grants
