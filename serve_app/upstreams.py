@@ -15,7 +15,8 @@ budget member into it.
   one call at a time until one succeeds, so a region still down costs one call per cooldown, not
   a burst. The failed call goes to another upstream (`failed` says whether), never to two at once.
 - When every upstream is closed for longer than a call may wait, a call gets at once the error of
-  the upstream that reopens first, with that wait as its Retry-After.
+  the upstream that reopens first, with that wait as its Retry-After; so do the calls already
+  queued, once that is longer than `retry_after_max_s`.
 
 A pool of one never closes its upstream: its client retries on its own, as it always has.
 """
@@ -152,7 +153,7 @@ class Pool(Generic[C]):
             async with asyncio.timeout(deadline - self._clock()):
                 return await waiter
         except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release(waiter.result(), None)  # handed a slot just as the wait ended: pass it on
             else:
                 waiter.cancel()
@@ -203,22 +204,39 @@ class Pool(Generic[C]):
         upstream.on_trial = True
         upstream.last_error = error
         self._schedule_reopening()
+        self._turn_away_waiters()
         return True
 
     def _check_reopening(self, deadline: float) -> None:
         """AllClosed when no upstream reopens soon enough for a call to wait for it."""
+        closed = self._all_closed(deadline)
+        if closed is not None:
+            raise closed
+
+    def _all_closed(self, deadline: float = math.inf) -> AllClosed | None:
         now = self._clock()
         if any(now >= u.closed_until for u in self.upstreams):
-            return
+            return None
         first = min(self.upstreams, key=lambda u: u.closed_until)
         wait = first.closed_until - now
         if wait <= self._retries.retry_after_max_s and wait + MIN_ATTEMPT_S < deadline - now:
-            return
+            return None
         assert first.last_error is not None  # closed only by `failed`, which keeps the error
-        error = copy.copy(first.last_error)  # raised by every call that comes now: each its own
+        error = copy.copy(first.last_error)  # raised by every call turned away now: each its own
         error.headers = {k: v for k, v in error.headers.items() if k != "retry-after-ms"}
         error.headers["retry-after"] = str(max(1, math.ceil(wait)))
-        raise AllClosed(error)
+        return AllClosed(error)
+
+    def _turn_away_waiters(self) -> None:
+        """Calls queued while every upstream was open but full: when all have closed for longer than any call
+        may wait, they get the error now rather than a timeout at their deadline."""
+        if not self._waiters or self._all_closed() is None:
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            closed = self._all_closed()
+            if not waiter.done() and closed is not None:
+                waiter.set_exception(closed)
 
     def _schedule_reopening(self) -> None:
         """Wake the queue when the first closed upstream reopens: no release may come to do it."""

@@ -205,3 +205,22 @@ async def test_with_every_upstream_closed_briefly_a_call_waits_for_the_first_to_
     started = time.monotonic()
     upstream = await pool.acquire(far())
     assert upstream.name == "u1" and 0.09 < time.monotonic() - started < 0.3
+
+
+async def test_calls_queued_behind_full_upstreams_get_the_error_once_every_one_closes_for_long() -> None:
+    pool = pool_of(1, 1)
+    held = [await pool.acquire(far()), await pool.acquire(far())]
+    waiters = [asyncio.create_task(pool.acquire(far())) for _ in range(2)]
+    await settle()
+    pool.failed(held[0], throttled(3600))
+    await settle()
+    assert not any(w.done() for w in waiters)  # u1 may still free a slot
+    pool.failed(held[1], throttled(600))
+    await settle()
+    for waiter in waiters:
+        with pytest.raises(AllClosed) as closed:
+            await waiter
+        assert 599 <= int(closed.value.error.headers["retry-after"]) <= 600
+    for upstream in held:
+        pool.release(upstream, None)
+    assert pool.waiting == 0 and all(u.limiter.in_use == 0 for u in pool.upstreams)
