@@ -286,10 +286,6 @@ class ModelServerArgs(_Upstream, Inbound, RequestPolicy):
         )
         return (primary, *members)
 
-    def api_key(self) -> SecretStr | None:
-        """The top-level upstream's Azure key (see `UpstreamSpec.api_key`)."""
-        return self.pool()[0].api_key()
-
 
 class BudgetConfig(BaseModel):
     """The deployment's `user_config`: what may change without restarting replicas."""

@@ -430,7 +430,8 @@ def build_app(args: dict[str, Any]) -> Application:
     failing every replica.
     """
     validated: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
-    validated.api_key()  # fail now if the key's environment variable is not set (key auth)
+    for upstream in validated.pool():
+        upstream.api_key()  # fail now if a key's environment variable is not set (key auth)
     validated.inbound_keys()
     # mypy does not apply class decorators; at runtime the class is a serve.Deployment.
     return cast(serve.Deployment, AzureModelServer).bind(validated.model_dump(mode="json"))

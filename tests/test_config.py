@@ -192,9 +192,10 @@ def test_serve_args_name_the_key_variable_instead_of_holding_the_key(monkeypatch
     )
     monkeypatch.delenv("MY_KEY", raising=False)
     with pytest.raises(ConfigError, match="MY_KEY"):
-        args.api_key()
+        args.pool()[0].api_key()
     monkeypatch.setenv("MY_KEY", "k")
-    assert args.api_key().get_secret_value() == "k"
+    key = args.pool()[0].api_key()
+    assert key is not None and key.get_secret_value() == "k"
     with pytest.raises(ConfigError, match=re.escape("args.openai_api_key: unknown key")):
         validate_model(ModelServerArgs, {**VALID}, "args")
 
