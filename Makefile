@@ -4,7 +4,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run lint test test-unit check test-clients test-py313 test-nemo-gym bench bench-nemo-gym bench-pool k8s clean
+.PHONY: run lint test test-unit check test-clients test-py313 test-nemo-gym test-gcs-ft bench bench-nemo-gym bench-pool k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -76,6 +76,17 @@ $(CODEX_STAMP):
 
 test-clients: $(CLIENTS_STAMP) $(CODEX_STAMP)
 	CODEX_BIN=$(abspath $(CODEX_DIR))/node_modules/.bin/codex $(PYTHON) -m pytest -m clients $(PYTEST_ARGS)
+
+# Head failure (tests/test_gcs_fault_tolerance.py): a Ray cluster of its own, its GCS backed by Debian's
+# redis-server, killed and restarted under load. Installs redis-server when missing (as root, else through
+# sudo); if that fails the test fails saying so (SERVE_APP_REQUIRE_REDIS), where plain pytest would skip.
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+
+test-gcs-ft: $(STAMP)
+	command -v redis-server >/dev/null || $(APT) install -y -qq redis-server \
+		|| { $(APT) update -qq && $(APT) install -y -qq redis-server; } \
+		|| echo "installing redis-server failed: test-gcs-ft will fail"
+	SERVE_APP_REQUIRE_REDIS=1 $(PYTHON) -m pytest -m gcs_ft tests/test_gcs_fault_tolerance.py $(PYTEST_ARGS)
 
 # The full benchmark (about 10-15 minutes on 2 cores): prints the tables and writes them with the
 # machine's details to tests/benchmark/RESULTS.md. A smoke run: make bench BENCH_ARGS=--quick

@@ -3,7 +3,9 @@
 There is no cluster here, so the manifests are checked by parsing: the Serve config is the shipped
 one; keys come only from a Secret; every Ray process runs with the measured Serve flags; the head runs
 no replicas; every container has resources; the workers hold every replica; an old cluster outlives
-the longest call on it; and kustomize applies exactly the files that exist.
+the longest call on it; the GCS keeps its state in the manifests' Redis, whose password is a Secret's;
+and kustomize applies exactly the files that exist. (tests/test_gcs_fault_tolerance.py kills a GCS set
+up this way under load.)
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ SERVE_CONFIG_FILE = ROOT / "configs" / "serve_config.yaml"
 MANIFESTS = {
     "rayservice.yaml": [("ray.io/v1", "RayService")],
     "kustomization.yaml": [("kustomize.config.k8s.io/v1beta1", "Kustomization")],
-    "secret.example.yaml": [("v1", "Secret")],
+    "redis.yaml": [("v1", "Service"), ("v1", "PersistentVolumeClaim"), ("apps/v1", "Deployment")],
+    "secret.example.yaml": [("v1", "Secret"), ("v1", "Secret")],
     "workload-identity.example.yaml": [("v1", "ServiceAccount")],
 }
 SECRET = "serve-app-keys"
+REDIS_SECRET = {"name": "serve-app-redis", "key": "password"}
 # Environment variables holding secrets, by name (serve_app.serve_config applies the same rule to runtime_env).
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 DEPRECATED_FIELDS = ("serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold")
@@ -66,6 +70,11 @@ ALL_CONTAINERS = {
     for key in ("initContainers", "containers")
     for container in group["template"]["spec"].get(key, [])
 }
+REDIS_SERVICE, REDIS_VOLUME_CLAIM, REDIS = load("redis.yaml")
+REDIS_POD = REDIS["spec"]["template"]["spec"]
+REDIS_CONTAINER = REDIS_POD["containers"][0]
+# Every container the manifests run: the Ray pods' and Redis's.
+POD_CONTAINERS = {**ALL_CONTAINERS, f"redis/{REDIS_CONTAINER['name']}": REDIS_CONTAINER}
 
 
 def model_servers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -125,10 +134,10 @@ def test_each_manifest_parses_to_its_kinds(name: str, kinds: list[tuple[str, str
     assert [(doc.get("apiVersion"), doc.get("kind")) for doc in load(name)] == kinds
 
 
-def test_kustomization_applies_the_rayservice_and_names_only_files_that_exist() -> None:
+def test_kustomization_applies_the_rayservice_and_its_redis_and_names_only_files_that_exist() -> None:
     resources = KUSTOMIZATION.get("resources", [])
     generated = [env for gen in KUSTOMIZATION.get("secretGenerator", []) for env in gen.get("envs", [])]
-    assert "rayservice.yaml" in resources
+    assert {"rayservice.yaml", "redis.yaml"} <= set(resources)
     assert [name for name in resources + generated if not (K8S / name).is_file()] == []
 
 
@@ -212,9 +221,9 @@ def test_every_key_the_serve_config_names_comes_from_the_secret(where: str) -> N
     assert wrong == {}
 
 
-@pytest.mark.parametrize("where", ALL_CONTAINERS)
+@pytest.mark.parametrize("where", POD_CONTAINERS)
 def test_no_secret_is_written_into_a_container(where: str) -> None:
-    container = ALL_CONTAINERS[where]
+    container = POD_CONTAINERS[where]
     inline = [
         entry["name"]
         for entry in container.get("env", [])
@@ -263,9 +272,9 @@ def test_ray_start_params_are_strings(where: str) -> None:
     assert {key: value for key, value in params.items() if not isinstance(value, str)} == {}
 
 
-@pytest.mark.parametrize("where", ALL_CONTAINERS)
+@pytest.mark.parametrize("where", POD_CONTAINERS)
 def test_every_container_requests_and_limits_cpu_and_memory(where: str) -> None:
-    resources = ALL_CONTAINERS[where].get("resources", {})
+    resources = POD_CONTAINERS[where].get("resources", {})
     missing = [
         f"{kind}.{name}"
         for kind in ("requests", "limits")
@@ -346,3 +355,48 @@ def test_an_upgrade_builds_a_new_cluster_beside_the_old() -> None:
 
 def test_no_deprecated_rayservice_field_is_used() -> None:
     assert [field for field in DEPRECATED_FIELDS if field in SPEC] == []
+
+
+# --- head failure: GCS fault tolerance ----------------------------------------------------------------
+
+
+def test_the_gcs_keeps_its_state_in_the_redis_of_the_manifests() -> None:
+    options = CLUSTER["gcsFaultToleranceOptions"]
+    port = REDIS_SERVICE["spec"]["ports"][0]["port"]
+    assert options["redisAddress"] == f"redis://{REDIS_SERVICE['metadata']['name']}:{port}"
+    assert REDIS_SERVICE["spec"]["selector"] == REDIS["spec"]["template"]["metadata"]["labels"]
+
+
+def test_the_gcs_and_redis_read_one_password_from_one_secret() -> None:
+    assert CLUSTER["gcsFaultToleranceOptions"]["redisPassword"] == {"valueFrom": {"secretKeyRef": REDIS_SECRET}}
+    assert env_of(REDIS_CONTAINER)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == REDIS_SECRET
+    example = load("secret.example.yaml")[1]
+    assert example["metadata"]["name"] == REDIS_SECRET["name"]
+    assert example["stringData"] == {REDIS_SECRET["key"]: ""}
+
+
+def test_redis_refuses_to_start_without_a_password_and_never_takes_it_on_its_command_line() -> None:
+    script = " ".join(REDIS_CONTAINER["command"] + REDIS_CONTAINER["args"])
+    assert 'test -n "$REDIS_PASSWORD" ||' in script
+    assert "--requirepass" not in script and "$(REDIS_PASSWORD)" not in script
+
+
+def test_redis_keeps_the_gcs_state_on_its_volume_across_its_own_restarts() -> None:
+    args = " ".join(REDIS_CONTAINER["args"])
+    mounts = {m["name"]: m["mountPath"] for m in REDIS_CONTAINER["volumeMounts"]}
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in REDIS_POD["volumes"]}
+    assert "--appendonly yes" in args and f"--dir {mounts['data']}" in args
+    assert claims["data"] == REDIS_VOLUME_CLAIM["metadata"]["name"]
+    # One pod at a time on the volume; a single-shard Redis is what KubeRay supports.
+    assert REDIS["spec"]["replicas"] == 1 and REDIS["spec"]["strategy"]["type"] == "Recreate"
+
+
+@pytest.mark.parametrize("where", GROUPS)
+def test_nothing_beside_gcs_fault_tolerance_options_configures_the_gcs_storage(where: str) -> None:
+    # KubeRay derives these from gcsFaultToleranceOptions, and rejects a cluster that sets both; a fixed
+    # storage namespace would have an old and a new cluster of an upgrade share one GCS state.
+    params = GROUPS[where].get("rayStartParams") or {}
+    env = env_of(RAY_CONTAINERS[where])
+    assert "redis-password" not in params
+    assert [n for n in ("RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "RAY_external_storage_namespace") if n in env] == []
+    assert "externalStorageNamespace" not in CLUSTER["gcsFaultToleranceOptions"]

@@ -32,12 +32,18 @@ async def fire(
         return await asyncio.gather(*(one(body) for body in bodies))
 
 
+# The status recorded for a request that got no HTTP answer (refused, reset, timed out).
+NO_ANSWER = 0
+
+
 class Load:
     """Steady load (`concurrency` clients, each POSTing `HI` again as soon as answered) on a background
-    thread until stopped; records every status, and what came back with each failure."""
+    thread until stopped; records every status (`NO_ANSWER` for a connection that failed) with when it
+    came back, and what came back with each failure."""
 
     def __init__(self, url: str, concurrency: int) -> None:
         self.statuses: list[int] = []
+        self.answered_at: list[float] = []  # time.monotonic() of each status, in the same order
         self.failures: list[str] = []
         self._url, self._concurrency = url, concurrency
         self._stop = threading.Event()
@@ -48,14 +54,22 @@ class Load:
 
             async def worker() -> None:
                 while not self._stop.is_set():
-                    response = await client.post(self._url, json=HI)
-                    self.statuses.append(response.status_code)
-                    if response.status_code != 200:
-                        self.failures.append(
-                            f"{response.status_code} {response.headers.get('server')} {response.text[:200]}"
-                        )
+                    try:
+                        response = await client.post(self._url, json=HI)
+                    except httpx.TransportError as error:
+                        self._record(NO_ANSWER, f"no answer: {error!r}")
+                        await asyncio.sleep(0.05)  # a refused connection fails at once: no busy loop
+                        continue
+                    failure = f"{response.status_code} {response.headers.get('server')} {response.text[:200]}"
+                    self._record(response.status_code, failure if response.status_code != 200 else None)
 
             await asyncio.gather(*(worker() for _ in range(self._concurrency)))
+
+    def _record(self, status: int, failure: str | None) -> None:
+        self.statuses.append(status)
+        self.answered_at.append(time.monotonic())
+        if failure is not None:
+            self.failures.append(failure)
 
     def __enter__(self) -> Load:
         self._thread.start()
