@@ -4,7 +4,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run lint test test-unit check test-clients test-py313 test-nemo-gym test-gcs-ft bench bench-nemo-gym k8s clean
+.PHONY: run lint test test-unit check test-clients test-py313 test-nemo-gym test-gcs-ft bench bench-nemo-gym bench-pool k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -97,6 +97,11 @@ bench: $(STAMP)
 # writes tests/benchmark/RESULTS_nemo_gym.md. BENCH_ARGS=--quick for a smoke run.
 bench-nemo-gym: $(STAMP)
 	$(PYTHON) -m tests.benchmark.nemo_gym_front $(BENCH_ARGS)
+
+# A model server over three simulated regions: choosing an upstream, throughput against the summed
+# budgets, a 429 storm and an outage; writes tests/benchmark/RESULTS_pool.md. BENCH_ARGS=--quick for a smoke run.
+bench-pool: $(STAMP)
+	$(PYTHON) -m tests.benchmark.pool $(BENCH_ARGS)
 
 # After editing configs/serve_config.yaml: copy it into the RayService's serveConfigV2.
 k8s: $(STAMP)

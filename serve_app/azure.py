@@ -144,6 +144,7 @@ class AzureClient:
         retries: Retries | None = None,
         observer: UpstreamObserver | None = None,
         rejected_parameters: Iterable[str] = (),
+        handed_over: Callable[[OpenAIError], bool] | None = None,
     ) -> None:
         self.deployment = deployment
         self.parameters = RejectedParameters(deployment, rejected_parameters)
@@ -166,7 +167,8 @@ class AzureClient:
         self._http_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
         )
-        self._policy = RetryPolicy(retries or Retries())
+        # `handed_over`: failures its caller sends elsewhere rather than have them retried here (retry.RetryPolicy).
+        self._policy = RetryPolicy(retries or Retries(), handed_over=handed_over)
         self._observer = observer or _Unobserved()
         self._session: aiohttp.ClientSession | None = None
 

@@ -24,8 +24,9 @@ replicas ask it for their share:
   others only once Ray confirms that replica's actor is gone (its process, and so its calls, died
   with it): a replica that is merely stalled, or a ledger that was itself stalled and finds every
   lease run out, never has its share counted twice.
-- The ledger is one named, detached actor per application and deployment, shared by every code
-  version, so a rolling upgrade (two versions side by side) divides one N, not two. If it
+- The ledger is one named, detached actor per application, deployment and upstream (each upstream of
+  a pool has its own N: upstreams.py), shared by every code version, so a rolling upgrade (two
+  versions side by side) divides one N, not two. If it
   restarts empty, replicas report what they hold, and it grows nobody for one lease so that
   everyone still holding a share has reported first.
 
@@ -44,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .config import PRIMARY_UPSTREAM
 from .limiter import Limiter
 
 logger = logging.getLogger("ray.serve")
@@ -238,15 +240,17 @@ SyncFn = Callable[[str, int, int, int, int, int], Awaitable[tuple[int, int]]]
 LeaveFn = Callable[[str], Awaitable[None]]
 
 
-def ledger_name(app: str, deployment: str) -> str:
-    return f"serve_app_budget:{app}:{deployment}"
+def ledger_name(app: str, deployment: str, upstream: str = PRIMARY_UPSTREAM) -> str:
+    # The top-level upstream keeps the name a model server's only ledger always had: upgrades find it.
+    base = f"serve_app_budget:{app}:{deployment}"
+    return base if upstream == PRIMARY_UPSTREAM else f"{base}:{upstream}"
 
 
-def get_or_create_ledger(app: str, deployment: str) -> Any:
+def get_or_create_ledger(app: str, deployment: str, upstream: str = PRIMARY_UPSTREAM) -> Any:
     import ray
 
     remote = ray.remote(LedgerActor).options(
-        name=ledger_name(app, deployment),
+        name=ledger_name(app, deployment, upstream),
         namespace=LEDGER_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
@@ -257,14 +261,14 @@ def get_or_create_ledger(app: str, deployment: str) -> Any:
     return remote.remote()
 
 
-def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
+def ray_ledger(app: str, deployment: str, upstream: str = PRIMARY_UPSTREAM) -> tuple[SyncFn, LeaveFn]:
     """sync/leave calls to the ledger actor, finding it again (or making a new one) after it died."""
     handle: Any = None
 
     def ledger() -> Any:
         nonlocal handle
         if handle is None:
-            handle = get_or_create_ledger(app, deployment)
+            handle = get_or_create_ledger(app, deployment, upstream)
         return handle
 
     async def sync(
@@ -287,7 +291,9 @@ def ray_ledger(app: str, deployment: str) -> tuple[SyncFn, LeaveFn]:
 class BudgetMember:
     """The replica's side: keeps `limiter` at the capacity the ledger grants, for as long as its lease holds.
 
-    `clock` must be the limiter's clock: the capacity's expiry is set on one and checked on the other."""
+    `clock` must be the limiter's clock: the capacity's expiry is set on one and checked on the other.
+    `queued` counts the calls waiting for a slot of this budget: the limiter's own queue unless the
+    replica queues elsewhere (a pool of upstreams keeps one queue for all their limiters)."""
 
     def __init__(
         self,
@@ -299,8 +305,10 @@ class BudgetMember:
         interval_s: float = INTERVAL_S,
         call_timeout_s: float = CALL_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        queued: Callable[[], int] | None = None,
     ) -> None:
         self._limiter = limiter
+        self._queued = queued or (lambda: limiter.waiting)
         self._replica_id = replica_id
         self._sync = sync
         self._fence_s = lease_s * FENCE
@@ -329,7 +337,7 @@ class BudgetMember:
     async def sync_once(self) -> None:
         sent = self._clock()
         limiter = self._limiter
-        report = (self._replica_id, self._rank, self._total, limiter.capacity, limiter.in_use, limiter.waiting)
+        report = (self._replica_id, self._rank, self._total, limiter.capacity, limiter.in_use, self._queued())
         try:
             granted, self.entitled = await asyncio.wait_for(self._sync(*report), self._call_timeout_s)
         except Exception as exc:  # the ledger is restarting, stalled or unreachable: keep what we hold, for a while
@@ -361,7 +369,7 @@ class BudgetMember:
             except Exception:
                 settled = False
             now = self._clock()
-            if self._limiter.waiting:
+            if self._queued():
                 self._queued_at = now
             if not settled:
                 delay = CATCH_UP_INTERVAL_S

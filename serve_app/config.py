@@ -74,33 +74,16 @@ class Retries(BaseModel):
     retry_after_max_s: float = Field(default=60.0, ge=0, description="Longest retry-after honoured; above it, give up")
 
 
-class _Upstream(BaseModel):
-    """Where the Azure deployment is and how to talk to it; shared by both shapes."""
+class _Endpoint(BaseModel):
+    """Where one Azure deployment is reached: its URL and the query every call carries."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     openai_base_url: str = Field(
         description="Azure endpoint: https://NAME.openai.azure.com (classic) or https://NAME.openai.azure.com/openai/v1"
     )
-    openai_model: str = Field(min_length=1, description="Azure deployment name; always overrides a request's model")
     default_query: dict[str, str] = Field(
         default_factory=dict, validate_default=True, description="Query parameters sent on every upstream call"
-    )
-    timeouts: Timeouts = Field(default_factory=Timeouts)
-    retries: Retries = Field(default_factory=Retries)
-    auth: Literal["key", "entra"] = Field(
-        default="key",
-        description=(
-            "key: the Azure key as api-key; entra: Microsoft Entra ID tokens from azure-identity (workload or"
-            " managed identity, environment, Azure CLI), for resources with key auth off"
-        ),
-    )
-    rejected_parameters: tuple[str, ...] = Field(
-        default=(),
-        description=(
-            "Chat Completions parameters the deployment refuses (o-series: temperature, top_p, parallel_tool_calls,"
-            " ...); unlisted ones are learned from Azure's first unsupported_parameter answer"
-        ),
     )
 
     @field_validator("openai_base_url")
@@ -128,6 +111,31 @@ class _Upstream(BaseModel):
                 f"unless openai_base_url is the v1 API (ending in {V1_PATH})"
             )
         return value
+
+
+AuthKind = Literal["key", "entra"]
+
+
+class _Upstream(_Endpoint):
+    """Where the Azure deployment is and how to talk to it; shared by both shapes."""
+
+    openai_model: str = Field(min_length=1, description="Azure deployment name; always overrides a request's model")
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: Retries = Field(default_factory=Retries)
+    auth: AuthKind = Field(
+        default="key",
+        description=(
+            "key: the Azure key as api-key; entra: Microsoft Entra ID tokens from azure-identity (workload or"
+            " managed identity, environment, Azure CLI), for resources with key auth off"
+        ),
+    )
+    rejected_parameters: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Chat Completions parameters the deployment refuses (o-series: temperature, top_p, parallel_tool_calls,"
+            " ...); unlisted ones are learned from Azure's first unsupported_parameter answer"
+        ),
+    )
 
 
 def is_v1_url(base_url: str) -> bool:
@@ -188,12 +196,38 @@ class AzureModelConfig(_Upstream, Inbound, RequestPolicy):
         return value
 
 
-class ModelServerArgs(_Upstream, Inbound, RequestPolicy):
-    """Application `args` of one model server in a Ray Serve config."""
+# The upstream the top-level fields describe, in metrics, logs and the budget ledger's name.
+PRIMARY_UPSTREAM = "primary"
+_KEY_ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-    openai_api_key_env: str = Field(
-        default=DEFAULT_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable holding the key"
+
+class PoolMember(_Endpoint):
+    """One more Azure deployment of the same model (another region or resource), beside the one the top-level
+    fields describe. What it leaves unset is the top-level one's: deployment name, auth, key variable and refused
+    parameters; timeouts and retries are the whole pool's, since they bound one request wherever it goes."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Its name in metrics, request logs and user_config.upstream_budgets",
     )
+    openai_model: str | None = Field(default=None, min_length=1, description="Its deployment name")
+    auth: AuthKind | None = None
+    openai_api_key_env: str | None = Field(default=None, pattern=_KEY_ENV_PATTERN)
+    rejected_parameters: tuple[str, ...] | None = None
+
+
+class UpstreamSpec(BaseModel):
+    """One upstream of a model server's pool, every setting resolved."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    openai_base_url: str
+    openai_model: str
+    default_query: dict[str, str]
+    auth: AuthKind
+    openai_api_key_env: str
+    rejected_parameters: tuple[str, ...]
 
     def api_key(self) -> SecretStr | None:
         """The Azure key from the environment; None under Entra ID auth, which needs none."""
@@ -201,8 +235,56 @@ class ModelServerArgs(_Upstream, Inbound, RequestPolicy):
             return None
         value = os.environ.get(self.openai_api_key_env)
         if not value:
-            raise ConfigError([f"environment variable {self.openai_api_key_env} (the Azure API key) is not set"])
+            whose = "" if self.name == PRIMARY_UPSTREAM else f" of upstream {self.name}"
+            raise ConfigError([f"environment variable {self.openai_api_key_env} (the Azure API key{whose}) is not set"])
         return SecretStr(value)
+
+
+class ModelServerArgs(_Upstream, Inbound, RequestPolicy):
+    """Application `args` of one model server in a Ray Serve config."""
+
+    openai_api_key_env: str = Field(
+        default=DEFAULT_KEY_ENV, pattern=_KEY_ENV_PATTERN, description="Environment variable holding the key"
+    )
+    upstreams: tuple[PoolMember, ...] = Field(
+        default=(), description="More deployments of the same model; each needs its budget in upstream_budgets"
+    )
+
+    @field_validator("upstreams")
+    @classmethod
+    def _distinct_names(cls, value: tuple[PoolMember, ...]) -> tuple[PoolMember, ...]:
+        names = [PRIMARY_UPSTREAM] + [member.name for member in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names must differ from each other and from {PRIMARY_UPSTREAM!r}: {', '.join(repeated)}")
+        return value
+
+    def pool(self) -> tuple[UpstreamSpec, ...]:
+        """Every upstream, the top-level one first; a model server without `upstreams` is a pool of one."""
+        primary = UpstreamSpec(
+            name=PRIMARY_UPSTREAM,
+            openai_base_url=self.openai_base_url,
+            openai_model=self.openai_model,
+            default_query=self.default_query,
+            auth=self.auth,
+            openai_api_key_env=self.openai_api_key_env,
+            rejected_parameters=self.rejected_parameters,
+        )
+        members = (
+            UpstreamSpec(
+                name=member.name,
+                openai_base_url=member.openai_base_url,
+                openai_model=member.openai_model or self.openai_model,
+                default_query=member.default_query,
+                auth=member.auth or self.auth,
+                openai_api_key_env=member.openai_api_key_env or self.openai_api_key_env,
+                rejected_parameters=(
+                    self.rejected_parameters if member.rejected_parameters is None else member.rejected_parameters
+                ),
+            )
+            for member in self.upstreams
+        )
+        return (primary, *members)
 
 
 class BudgetConfig(BaseModel):
@@ -210,7 +292,12 @@ class BudgetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    num_concurrent_requests: int = Field(ge=1, description="Most calls in flight to Azure at once, whole deployment")
+    num_concurrent_requests: int = Field(
+        ge=1, description="Most calls in flight to Azure at once, whole deployment (the top-level upstream's)"
+    )
+    upstream_budgets: dict[str, int] = Field(
+        default_factory=dict, description="The same, for each upstream that args.upstreams names, by name"
+    )
     max_queued_requests: int = Field(
         default=DEFAULT_MAX_QUEUED_REQUESTS,
         ge=0,
@@ -219,6 +306,25 @@ class BudgetConfig(BaseModel):
     draining: bool = Field(
         default=False, description="Stopping: new calls get a 503 with Retry-After; those accepted finish"
     )
+
+    @field_validator("upstream_budgets")
+    @classmethod
+    def _at_least_one(cls, value: dict[str, int]) -> dict[str, int]:
+        low = sorted(name for name, n in value.items() if n < 1)
+        if low:
+            raise ValueError(f"each budget must be at least 1: {', '.join(low)}")
+        return value
+
+    def budgets(self, pool: tuple[UpstreamSpec, ...], prefix: str = "user_config") -> dict[str, int]:
+        """Each upstream's N, by name; ConfigError naming what is missing or unknown."""
+        names = [spec.name for spec in pool]
+        missing = [name for name in names[1:] if name not in self.upstream_budgets]
+        unknown = sorted(set(self.upstream_budgets) - set(names[1:]))
+        problems = [f"{prefix}.upstream_budgets.{name}: missing; args.upstreams names it" for name in missing]
+        problems += [f"{prefix}.upstream_budgets.{name}: no such upstream in args.upstreams" for name in unknown]
+        if problems:
+            raise ConfigError(problems)
+        return {PRIMARY_UPSTREAM: self.num_concurrent_requests, **{n: self.upstream_budgets[n] for n in names[1:]}}
 
 
 def validate_model(model: type[BaseModel], data: Any, prefix: str) -> Any:

@@ -9,6 +9,9 @@ than queued without end; `estimated_wait_s` says how long the queue would have h
 A capacity can come with an expiry (`resize(n, until=...)`, on the limiter's clock): past it nobody
 new is admitted until the next `resize`. The check is made at each admission, so it holds even when
 the process was frozen and wakes to releases before anything else could run.
+
+A pool of upstreams (upstreams.py) keeps one queue across several limiters instead: it takes permits
+with `take` when `free` says there are some, and `on_free` tells it when one may have come free.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Limiter:
         self._in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._mean_hold_s = 1.0
+        self.on_free: Callable[[], None] | None = None
 
     @property
     def capacity(self) -> int:
@@ -67,6 +71,19 @@ class Limiter:
 
     def _free(self) -> bool:
         return self._in_use < self._capacity and self._clock() < self._until
+
+    @property
+    def free(self) -> int:
+        """Permits that could be taken now, in this limiter's own queue's turn."""
+        if self._waiters or self._clock() >= self._until:
+            return 0
+        return max(0, self._capacity - self._in_use)
+
+    def take(self) -> None:
+        """One permit, without waiting: only when `free` says there is one."""
+        if not self.free:
+            raise RuntimeError("take() with no permit free")
+        self._in_use += 1
 
     def estimated_wait_s(self) -> float:
         """How long a newcomer would wait now: the queue ahead of it, drained at capacity per mean hold time."""
@@ -104,6 +121,8 @@ class Limiter:
             if not waiter.done():
                 self._in_use += 1
                 waiter.set_result(None)
+        if self.on_free is not None:
+            self.on_free()
 
     def slot(self, timeout_s: float | None = None) -> _Slot:
         """`async with limiter.slot():` holds one permit and records how long it was held (the one way

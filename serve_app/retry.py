@@ -29,6 +29,13 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 MIN_ATTEMPT_S = 1.0
 
 
+def is_upstreams_fault(error: OpenAIError) -> bool:
+    """Whether `error` says the upstream, not the request, is in trouble (throttled, failing, unreachable,
+    without a credential): another deployment of the same model may well answer. A 400 (a content filter
+    among them), 401/403/404 or 408/409 would fail, or mean the same, wherever it went."""
+    return error.status == 429 or error.status >= 500
+
+
 def is_retryable(error: OpenAIError) -> bool:
     if isinstance(error, CredentialUnavailable):
         return False  # azure-identity retries its own token endpoint; waiting for it again only delays the error
@@ -100,13 +107,24 @@ def _seconds_or_date(value: str, now: Callable[[], float]) -> float | None:
 
 
 class RetryPolicy:
-    def __init__(self, retries: Retries, rng: random.Random | None = None) -> None:
+    """`handed_over`: errors not retried here because the caller has somewhere better to send the call (the
+    other upstreams of a pool, upstreams.py)."""
+
+    def __init__(
+        self,
+        retries: Retries,
+        rng: random.Random | None = None,
+        handed_over: Callable[[OpenAIError], bool] | None = None,
+    ) -> None:
         self._retries = retries
         self._rng = rng or random.Random()
+        self._handed_over = handed_over
 
     def delay(self, attempt: int, error: OpenAIError, remaining_s: float) -> float | None:
         """Seconds to wait before attempt `attempt + 1`, or None to give up with `error`."""
         if attempt >= self._retries.max_attempts or not is_retryable(error):
+            return None
+        if self._handed_over is not None and self._handed_over(error):
             return None
         asked = retry_after_s(error.headers, error.message)
         if asked is not None:

@@ -128,6 +128,7 @@ def _check_model_server(app: dict[str, Any], hard_stop_after_s: float | None) ->
     where = f"deployments.{DEPLOYMENT}"
     try:
         budget: BudgetConfig = validate_model(BudgetConfig, deployment.get("user_config") or {}, f"{where}.user_config")
+        budgets = budget.budgets(parsed.pool(), f"{where}.user_config")
     except ConfigError as exc:
         return problems + exc.problems
     if "autoscaling_config" in deployment or deployment.get("num_replicas") == "auto":
@@ -136,12 +137,14 @@ def _check_model_server(app: dict[str, Any], hard_stop_after_s: float | None) ->
             "more replicas only split N thinner. Set num_replicas instead"
         ]
     replicas = deployment.get("num_replicas", 1)
-    if budget.num_concurrent_requests < replicas:
-        problems.append(
-            f"{where}: budget {budget.num_concurrent_requests} is below the replica count {replicas}; "
-            "some replicas would never call Azure"
-        )
-    needed = math.ceil(budget.num_concurrent_requests / replicas) + budget.max_queued_requests
+    for name, n in budgets.items():
+        if n < replicas:
+            whose = "" if len(budgets) == 1 else f" of upstream {name}"
+            problems.append(
+                f"{where}: budget {n}{whose} is below the replica count {replicas}; "
+                "some replicas would never call Azure"
+            )
+    needed = sum(math.ceil(n / replicas) for n in budgets.values()) + budget.max_queued_requests
     if deployment.get("max_ongoing_requests", 5) < needed:
         problems.append(
             f"{where}.max_ongoing_requests: below a replica's share plus its queue ({needed}); Serve would "

@@ -3,8 +3,9 @@
 Data flows one way: request -> translate -> upstream (under the limiter) -> translate back ->
 response. Every error is an `OpenAIError`, turned into HTTP in one place (`http.error_response`).
 
-Concurrency: the replica's limiter holds exactly the share of the budget the ledger grants
-(budget.py), and is also the queue. Serve admits every request to the replica at once
+Concurrency: each upstream's limiter holds exactly the share of that upstream's budget its ledger
+grants (budget.py); the pool of upstreams (upstreams.py) chooses among them and is the queue.
+Serve admits every request to the replica at once
 (`max_ongoing_requests` is set far above any share), because under HAProxy ingress nothing
 queues in front of the replica anyway, and because only our queue can answer "full" with a 429
 in the OpenAI envelope and let calls that never reach Azure (`/v1/models`) skip it.
@@ -19,9 +20,9 @@ import asyncio
 import gc
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -31,8 +32,8 @@ from ray.serve.context import _get_serve_request_context
 from ray.serve.schema import ReplicaRank
 
 from .azure import AzureClient
-from .budget import BudgetMember, ray_ledger
-from .config import BudgetConfig, ModelServerArgs, validate_model
+from .budget import BudgetMember, LeaveFn, ray_ledger
+from .config import BudgetConfig, ModelServerArgs, UpstreamSpec, validate_model
 from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
 from .entra import EntraTokens
 from .errors import OpenAIError, Overloaded, RefusedParameter, Unavailable, UpstreamError, UpstreamTimeout
@@ -45,6 +46,7 @@ from .translate.request import responses_field
 from .translate.response import new_id
 from .translate.stream import ResponseEventStream
 from .translate.tools import ToolMap
+from .upstreams import AllClosed, Pool, Upstream, hand_over_rule
 
 # Python's collector runs every 700 net new container objects. Under load that was 700 times a
 # second in a replica, finding no cycles to free, for about a tenth of the replica's CPU
@@ -53,6 +55,8 @@ from .translate.tools import ToolMap
 GC_GEN0_THRESHOLD = 20_000
 # What a stopping server asks new callers to wait: long enough for a restart or another replica to take over.
 DRAINING_RETRY_AFTER_S = 5
+
+T = TypeVar("T")
 
 api = FastAPI(title="Azure OpenAI model server", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(api, request_id=lambda: _get_serve_request_context().request_id)
@@ -96,23 +100,19 @@ class AzureModelServer:
         self._gate = Gate(self._args.inbound_keys())
         context = serve.get_replica_context()
         self._telemetry = Telemetry(request_log_path(context.app_name, context.replica_id.unique_id))
-        self._client = AzureClient(
-            base_url=self._args.openai_base_url,
-            deployment=self._model,
-            query=self._args.default_query,
-            api_key=self._args.api_key(),
-            # One credential per replica; its first token is fetched as the replica starts (reconfigure).
-            tokens=EntraTokens() if self._args.auth == "entra" else None,
-            timeouts=self._args.timeouts,
-            retries=self._args.retries,
-            observer=self._telemetry,
-            rejected_parameters=self._args.rejected_parameters,
-        )
-        # Nothing is admitted upstream until the budget ledger has granted this replica a share.
-        self._limiter = Limiter(0)
-        sync, self._ledger_leave = ray_ledger(context.app_name, context.deployment)
-        # Known to the ledger by its actor's name, so that it can tell a stopped replica from a silent one.
-        self._budget = BudgetMember(self._limiter, context.replica_id.to_full_id_str(), sync)
+        self._specs = self._args.pool()
+        upstreams: list[Upstream[AzureClient]] = []
+        self._budgets: dict[str, tuple[BudgetMember, LeaveFn]] = {}
+        for spec in self._specs:
+            # Nothing is admitted to an upstream until its budget ledger has granted this replica a share.
+            limiter = Limiter(0)
+            sync, leave = ray_ledger(context.app_name, context.deployment, spec.name)
+            # Known to the ledger by its actor's name, so that it can tell a stopped replica from a silent one.
+            # What waits for a slot waits in the pool's one queue, for any upstream: each ledger hears of it all.
+            member = BudgetMember(limiter, context.replica_id.to_full_id_str(), sync, queued=lambda: self._pool.waiting)
+            self._budgets[spec.name] = (member, leave)
+            upstreams.append(Upstream(spec.name, self._client_for(spec, len(self._specs)), limiter))
+        self._pool = Pool(upstreams, self._args.retries)
         self._watcher: asyncio.Task[None] | None = None
         self._draining = False
         # A stream's client may take as long to read a chunk as Azure may take to send one, within the call's time.
@@ -122,13 +122,16 @@ class AzureModelServer:
     async def reconfigure(self, user_config: dict[str, Any] | None, rank: ReplicaRank) -> None:
         """Serve calls this at start, on every user_config change and when ranks are reassigned."""
         budget: BudgetConfig = validate_model(BudgetConfig, user_config or {}, "user_config")
-        self._limiter.max_waiting = budget.max_queued_requests
+        budgets = budget.budgets(self._specs)
+        self._pool.max_waiting = budget.max_queued_requests
         self._draining = budget.draining
-        self._budget.configure(budget.num_concurrent_requests, rank.rank)
-        self._budget.start()
+        for name, (member, _) in self._budgets.items():
+            member.configure(budgets[name], rank.rank)
+            member.start()
         if self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._telemetry.watch(self._limiter))
-            self._client.start()
+            self._watcher = asyncio.get_running_loop().create_task(self._telemetry.watch(self._pool))
+            for upstream in self._pool.upstreams:
+                upstream.client.start()
 
     async def check_health(self) -> None:
         """Serve's health probe: never calls Azure (that would spend quota and tie our health to theirs)."""
@@ -138,8 +141,8 @@ class AzureModelServer:
         if self._watcher is not None:
             self._watcher.cancel()
         self._telemetry.close()
-        await self._budget.leave(self._ledger_leave)
-        await self._client.aclose()
+        await asyncio.gather(*(member.leave(leave) for member, leave in self._budgets.values()))
+        await asyncio.gather(*(upstream.client.aclose() for upstream in self._pool.upstreams))
 
     # --- HTTP routes -----------------------------------------------------------------------------
 
@@ -169,7 +172,8 @@ class AzureModelServer:
     # request id); the HTTP routes send them with the answer, a handle caller has no use for them.
 
     async def list_models(self) -> dict[str, Any]:
-        """`/v1/models`: the one deployment that answers, whatever a request's `model` says."""
+        """`/v1/models`: the one model that answers, whatever a request's `model` says, however many upstreams
+        serve it (named after the top-level deployment)."""
         model = {"id": self._model, "object": "model", "created": 0, "owned_by": "azure"}
         return {"object": "list", "data": [model]}
 
@@ -178,10 +182,12 @@ class AzureModelServer:
             req: ResponsesRequest = parse(ResponsesRequest, body)
             tools, chat_body = self._translate(req, record)
             created_at = int(time.time())
-            async with self._upstream_slot() as deadline:
-                completion = await self._fitting(
-                    req, chat_body, lambda body: self._complete(body, deadline, upstream_headers)
-                )
+            completion = await self._answered(
+                record,
+                lambda client, deadline: self._fitting(
+                    req, chat_body, lambda body: self._complete(client, body, deadline, upstream_headers)
+                ),
+            )
             record.tokens(completion.get("usage"))
             return to_response(
                 completion,
@@ -227,8 +233,9 @@ class AzureModelServer:
         async with self._recorded("chat/completions") as record:
             req: ChatRequest = parse(ChatRequest, body)
             upstream_body = chat.to_upstream(req, body, self._model)
-            async with self._upstream_slot() as deadline:
-                completion = await self._complete(upstream_body, deadline, upstream_headers)
+            completion = await self._answered(
+                record, lambda client, deadline: self._complete(client, upstream_body, deadline, upstream_headers)
+            )
             record.tokens(completion.get("usage"))
             return chat.from_upstream(completion, self._model)
 
@@ -259,9 +266,32 @@ class AzureModelServer:
         record.tools_left_out = tuple(tools.left_out)
         return tools, to_chat_request(req, tools, self._args.ignored_extra_body_keys)
 
+    def _client_for(self, spec: UpstreamSpec, pool_size: int) -> AzureClient:
+        return AzureClient(
+            base_url=spec.openai_base_url,
+            deployment=spec.openai_model,
+            query=spec.default_query,
+            api_key=spec.api_key(),
+            # One credential per upstream and replica; its first token is fetched as the replica starts (reconfigure).
+            tokens=EntraTokens() if spec.auth == "entra" else None,
+            timeouts=self._args.timeouts,
+            retries=self._args.retries,
+            observer=self._telemetry.upstream(spec.name),
+            rejected_parameters=spec.rejected_parameters,
+            handed_over=hand_over_rule(pool_size),
+        )
+
+    async def _answered(self, record: RequestRecord, call: Callable[[AzureClient, float], Awaitable[T]]) -> T:
+        async with self._upstream_call(record, call) as answer:
+            return answer
+
     @asynccontextmanager
-    async def _upstream_slot(self) -> AsyncIterator[float]:
-        """One of this replica's upstream slots, and the loop time the call must end by.
+    async def _upstream_call(
+        self, record: RequestRecord, call: Callable[[AzureClient, float], Awaitable[T]]
+    ) -> AsyncIterator[T]:
+        """`call(client, deadline)` in a slot of one upstream, which is held until the block ends: a non-streaming
+        call's answer, or a stream opened to its first chunk. While `call` fails for the upstream's own reason,
+        it is made again on another upstream (upstreams.py), one at a time, never past the deadline.
 
         The total timeout counts from here, the wait in the queue included. A full queue, or no slot
         free within the total timeout, is a 429 with a useful Retry-After."""
@@ -271,27 +301,53 @@ class AzureModelServer:
                 code="server_shutting_down",
                 headers={"retry-after": str(DRAINING_RETRY_AFTER_S)},
             )
-        total_s = self._args.timeouts.total_s
-        deadline = asyncio.get_running_loop().time() + total_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._args.timeouts.total_s
+        for attempt in range(1, self._args.retries.max_attempts + 1):
+            upstream = await self._slot(deadline, again=attempt > 1)
+            record.upstream = upstream.name
+            since = time.monotonic()
+            try:
+                answer = await call(upstream.client, deadline)
+            except OpenAIError as error:
+                self._pool.release(upstream, None)
+                last = attempt == self._args.retries.max_attempts or loop.time() >= deadline
+                if last or not self._pool.failed(upstream, error):
+                    raise
+                self._telemetry.cooldown(upstream.name, error.status)
+                continue
+            except BaseException:
+                self._pool.release(upstream, None)
+                raise
+            self._pool.succeeded(upstream)
+            try:
+                yield answer
+            finally:
+                self._pool.release(upstream, time.monotonic() - since)
+            return
+
+    async def _slot(self, deadline: float, again: bool) -> Upstream[AzureClient]:
         try:
-            async with self._limiter.slot(timeout_s=total_s):
-                yield deadline
+            return await self._pool.acquire(deadline, again=again)
+        except AllClosed as closed:
+            raise closed.error from None
         except (QueueFull, QueueTimeout) as exc:
-            wait = max(1, math.ceil(self._limiter.estimated_wait_s()))
+            total_s = self._args.timeouts.total_s
+            wait = max(1, math.ceil(self._pool.estimated_wait_s()))
             why = "the queue is full" if isinstance(exc, QueueFull) else f"none came free within {total_s:g} s"
             raise Overloaded(
-                f"All {self._limiter.capacity} upstream slots are busy and {why}; retry later.",
+                f"All {self._pool.capacity} upstream slots are busy and {why}; retry later.",
                 code="server_overloaded",
                 headers={"retry-after": str(wait)},
             ) from None
 
     async def _complete(
-        self, body: dict[str, Any], deadline: float, upstream_headers: dict[str, str] | None
+        self, client: AzureClient, body: dict[str, Any], deadline: float, upstream_headers: dict[str, str] | None
     ) -> dict[str, Any]:
         """A non-streaming call, within what the queue left of the total timeout."""
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._client.complete(body, upstream_headers)
+                return await client.complete(body, upstream_headers)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"No answer within the total timeout ({self._args.timeouts.total_s:g} s, time in the queue included).",
@@ -321,11 +377,12 @@ class AzureModelServer:
         upstream_headers: dict[str, str] | None,
         req: ResponsesRequest | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Azure's chunks, holding one upstream slot from before the call until the stream is closed."""
+        """Azure's chunks, holding one upstream slot from before the call until the stream is closed; before
+        the first chunk, a failing upstream's call goes to another (after it, the client has part of an answer)."""
 
-        async def opened(body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-            # Azure's errors come before its first chunk, so that is where a too-long conversation is seen.
-            stream = self._client.stream(body, upstream_headers)
+        async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+            # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
+            stream = client.stream(body, upstream_headers)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
@@ -335,18 +392,18 @@ class AzureModelServer:
                 raise
             return prepend(first, stream)
 
-        async with self._upstream_slot():
+        def open_on(client: AzureClient, _: float) -> Awaitable[AsyncGenerator[dict[str, Any], None]]:
             if req is not None:
-                stream = await self._fitting(req, body, opened)
-            else:
-                stream = self._client.stream(body, upstream_headers)
-            async with aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    if record.ttft_s is None and _carries_output(chunk):
-                        record.first_token()
-                    if chunk.get("usage"):
-                        record.tokens(chunk["usage"])
-                    yield chunk
+                return self._fitting(req, body, lambda body: opened(client, body))
+            return opened(client, body)
+
+        async with self._upstream_call(record, open_on) as stream, aclosing(stream) as chunks:
+            async for chunk in chunks:
+                if record.ttft_s is None and _carries_output(chunk):
+                    record.first_token()
+                if chunk.get("usage"):
+                    record.tokens(chunk["usage"])
+                yield chunk
 
     @asynccontextmanager
     async def _recorded(self, endpoint: str, stream: bool = False) -> AsyncIterator[RequestRecord]:
@@ -375,7 +432,8 @@ def build_app(args: dict[str, Any]) -> Application:
     failing every replica.
     """
     validated: ModelServerArgs = validate_model(ModelServerArgs, args, "args")
-    validated.api_key()  # fail now if the key's environment variable is not set (key auth)
+    for upstream in validated.pool():
+        upstream.api_key()  # fail now if a key's environment variable is not set (key auth)
     validated.inbound_keys()
     # mypy does not apply class decorators; at runtime the class is a serve.Deployment.
     return cast(serve.Deployment, AzureModelServer).bind(validated.model_dump(mode="json"))

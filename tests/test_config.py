@@ -192,9 +192,10 @@ def test_serve_args_name_the_key_variable_instead_of_holding_the_key(monkeypatch
     )
     monkeypatch.delenv("MY_KEY", raising=False)
     with pytest.raises(ConfigError, match="MY_KEY"):
-        args.api_key()
+        args.pool()[0].api_key()
     monkeypatch.setenv("MY_KEY", "k")
-    assert args.api_key().get_secret_value() == "k"
+    key = args.pool()[0].api_key()
+    assert key is not None and key.get_secret_value() == "k"
     with pytest.raises(ConfigError, match=re.escape("args.openai_api_key: unknown key")):
         validate_model(ModelServerArgs, {**VALID}, "args")
 
@@ -215,3 +216,74 @@ def test_request_opt_ins_are_off_by_default_and_travel_to_the_serve_args() -> No
     )
     args = validate_model(ModelServerArgs, model_server_app("m", config)["args"], "args")
     assert (args.ignored_extra_body_keys, args.ignored_hosted_tools) == (("top_k",), ("web_search",))
+
+
+POOL_ARGS = {
+    **{k: v for k, v in VALID.items() if k not in ("openai_api_key", "num_concurrent_requests")},
+    "openai_api_key_env": "SWEDEN_KEY",
+    "rejected_parameters": ["temperature"],
+    "upstreams": [
+        {"name": "eastus2", "openai_base_url": "https://east.openai.azure.com/openai/v1", "openai_api_key_env": "EAST"},
+        {
+            "name": "westus",
+            "openai_base_url": "https://west.openai.azure.com",
+            "openai_model": "gpt-4o-west",
+            "default_query": {"api-version": "2025-04-01-preview"},
+            "auth": "entra",
+            "rejected_parameters": [],
+        },
+    ],
+}
+
+
+def test_a_pool_member_takes_what_it_leaves_unset_from_the_top_level_upstream() -> None:
+    args: ModelServerArgs = validate_model(ModelServerArgs, POOL_ARGS, "args")
+    primary, east, west = args.pool()
+    assert (primary.name, primary.openai_model, primary.openai_api_key_env) == ("primary", "gpt-4o", "SWEDEN_KEY")
+    assert (east.openai_model, east.openai_api_key_env, east.default_query, east.auth) == ("gpt-4o", "EAST", {}, "key")
+    assert east.rejected_parameters == ("temperature",)
+    assert (west.openai_model, west.auth, west.rejected_parameters) == ("gpt-4o-west", "entra", ())
+    assert west.api_key() is None
+
+
+def test_without_upstreams_a_model_server_is_a_pool_of_one() -> None:
+    args: ModelServerArgs = validate_model(ModelServerArgs, {**POOL_ARGS, "upstreams": []}, "args")
+    assert [spec.name for spec in args.pool()] == ["primary"]
+    assert BudgetConfig(num_concurrent_requests=8).budgets(args.pool()) == {"primary": 8}
+
+
+POOL_INVALID = {
+    "a repeated name": ([{"name": "primary", "openai_base_url": "https://a.openai.azure.com/openai/v1"}], "upstreams"),
+    "a classic URL without api-version": (
+        [{"name": "a", "openai_base_url": "https://a.openai.azure.com"}],
+        "upstreams.0.default_query",
+    ),
+    "an unknown key": (
+        [{"name": "a", "openai_base_url": "https://a.openai.azure.com/openai/v1", "timeouts": {}}],
+        "upstreams.0.timeouts: unknown key",
+    ),
+    "a name unfit for a metric tag": (
+        [{"name": "East US", "openai_base_url": "https://a.openai.azure.com/openai/v1"}],
+        "upstreams.0.name",
+    ),
+}
+
+
+@pytest.mark.parametrize("upstreams, path", POOL_INVALID.values(), ids=POOL_INVALID.keys())
+def test_invalid_pool_members_are_named(upstreams: list[dict[str, Any]], path: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"args.{path}")):
+        validate_model(ModelServerArgs, {**POOL_ARGS, "upstreams": upstreams}, "args")
+
+
+def test_each_upstream_needs_its_own_budget_and_no_budget_names_an_unknown_upstream() -> None:
+    pool = validate_model(ModelServerArgs, POOL_ARGS, "args").pool()
+    budget = BudgetConfig(num_concurrent_requests=8, upstream_budgets={"eastus2": 4, "westus": 2})
+    assert budget.budgets(pool) == {"primary": 8, "eastus2": 4, "westus": 2}
+    with pytest.raises(ConfigError) as problem:
+        BudgetConfig(num_concurrent_requests=8, upstream_budgets={"eastus2": 4, "centralus": 2}).budgets(pool)
+    assert problem.value.problems == [
+        "user_config.upstream_budgets.westus: missing; args.upstreams names it",
+        "user_config.upstream_budgets.centralus: no such upstream in args.upstreams",
+    ]
+    with pytest.raises(ConfigError, match=re.escape("user_config.upstream_budgets")):
+        validate_model(BudgetConfig, {"num_concurrent_requests": 8, "upstream_budgets": {"eastus2": 0}}, "user_config")

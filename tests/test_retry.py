@@ -16,6 +16,7 @@ from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from serve_app.retry import RetryPolicy, duration_s, retry_after_s
+from serve_app.upstreams import hand_over_rule
 
 FAST = Retries(max_attempts=4, backoff_initial_s=0.01, backoff_max_s=0.02, retry_after_max_s=5)
 
@@ -261,3 +262,21 @@ async def test_a_stream_is_not_retried_after_its_first_chunk() -> None:
         with pytest.raises(UpstreamUnavailable):
             await stream.__anext__()
     assert len(azure.requests) == 1
+
+
+HANDED_OVER = {
+    "429": (error(429), True),
+    "500": (error(500), True),
+    "connection failure": (UpstreamUnavailable("x"), True),
+    "timeout": (UpstreamTimeout("x"), True),
+    "408": (error(408), False),
+    "409": (error(409), False),
+}
+
+
+@pytest.mark.parametrize("err, handed_over", HANDED_OVER.values(), ids=HANDED_OVER.keys())
+def test_in_a_pool_an_upstreams_own_faults_are_handed_back_not_retried_in_place(
+    err: OpenAIError, handed_over: bool
+) -> None:
+    policy = RetryPolicy(FAST, handed_over=hand_over_rule(3))
+    assert (policy.delay(1, err, remaining_s=60) is None) == handed_over

@@ -149,3 +149,27 @@ def test_the_command_checks_against_the_hard_stop_its_environment_sets(
     monkeypatch.setenv(HARD_STOP_ENV, "soon")
     assert main(["check-config", str(path)]) == 2
     assert "not a number" in capsys.readouterr().err
+
+
+def pooled(**budgets: int) -> dict[str, Any]:
+    config = generated()
+    model(config)["args"]["upstreams"] = [
+        {"name": "eastus2", "openai_base_url": "https://east.openai.azure.com/openai/v1"},
+        {"name": "westus", "openai_base_url": "https://west.openai.azure.com/openai/v1"},
+    ]
+    deployment(config)["user_config"]["upstream_budgets"] = budgets
+    return config
+
+
+def test_a_pool_passes_with_a_budget_for_each_upstream() -> None:
+    assert check(pooled(eastus2=6, westus=3)) == []
+
+
+def test_a_pools_budgets_are_checked_upstream_by_upstream() -> None:
+    where = "policy_model.deployments.AzureModelServer"
+    assert check(pooled(eastus2=6)) == [
+        f"{where}.user_config.upstream_budgets.westus: missing; args.upstreams names it"
+    ]
+    assert check(pooled(eastus2=6, westus=2)) == [
+        f"{where}: budget 2 of upstream westus is below the replica count 3; some replicas would never call Azure"
+    ]

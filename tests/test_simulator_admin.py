@@ -130,7 +130,7 @@ async def test_an_invalid_config_patch_is_refused_and_changes_nothing(client: ht
 
 async def test_a_queued_fault_answers_the_next_requests_then_stops(client: httpx.AsyncClient) -> None:
     queued = (await client.post("/sim/faults", json={"status": 503, "count": 2})).json()
-    assert queued == {"pending": [{"status": 503, "count": 2, "retry_after_s": None}]}
+    assert queued == {"pending": [{"status": 503, "count": 2, "retry_after_s": None, "streams_only": False}]}
     responses = [await client.post(classic_path(), json=HI) for _ in range(3)]
     assert [response.status_code for response in responses] == [503, 503, 200]
     assert responses[0].json() == {"error": {"code": "InternalServerError", "message": SERVER_ERROR_MESSAGE}}
@@ -151,6 +151,17 @@ async def test_a_queued_fault_hits_the_next_accepted_request_whatever_its_body(c
     unauthorised = await client.post(classic_path(), json=HI, headers={"api-key": "wrong"})
     garbage = await client.post(classic_path(), content=b"not json")
     assert (unauthorised.status_code, garbage.status_code) == (401, 500)
+
+
+async def test_a_fault_for_streams_only_lets_other_requests_pass_and_fails_the_next_streams() -> None:
+    app = create_app()
+    async with in_process_client(app) as client:
+        await client.post("/sim/faults", json={"status": 503, "count": 2, "streams_only": True})
+        plain = await client.post(classic_path(), json=HI)
+        streams = [await client.post(classic_path(), json={**HI, "stream": True}) for _ in range(3)]
+    assert plain.status_code == 200
+    assert [response.status_code for response in streams] == [503, 503, 200]
+    assert app.state.simulator.stats.faults_injected == 2
 
 
 async def test_faults_can_be_listed_and_cleared(client: httpx.AsyncClient) -> None:

@@ -156,12 +156,14 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
         answer = await upstream(body)  # Azure's error comes before the first chunk
         yield {"choices": [{"index": 0, "delta": {"content": str(len(answer["messages"]))}}]}
 
-    @asynccontextmanager
-    async def slot() -> Any:
-        yield
+    client = SimpleNamespace(stream=stream)
 
-    server = SimpleNamespace(_args=SimpleNamespace(timeouts=Timeouts()), _client=SimpleNamespace(stream=stream))
-    server._upstream_slot = slot
+    @asynccontextmanager
+    async def on_upstream(record: RequestRecord, call: Any) -> Any:
+        yield await call(client, 0.0)
+
+    server = SimpleNamespace(_args=SimpleNamespace(timeouts=Timeouts()))
+    server._upstream_call = on_upstream
     server._fitting = partial(AzureModelServer.func_or_class._fitting, server)
     req = parse(ResponsesRequest, {"input": "x", "truncation": "auto"})
     record = RequestRecord("r", "e")

@@ -1,8 +1,8 @@
 """The Chat Completions endpoint, in Azure's classic and v1 URL forms.
 
 Order of checks, as Azure's gateway and service apply them: route and api-version (404), key (401),
-then the request counts as accepted (in flight): injected fault, body, deployment (404), validation (400),
-quota (429), latency, trigger phrases, answer.
+then the request counts as accepted (in flight): injected fault, body, deployment (404), a fault injected
+for streams only, validation (400), quota (429), latency, trigger phrases, answer.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .config import DeploymentSpec, SimulatorConfig
 from .entra import token_is_valid
 from .errors import ErrorReply
 from .exchange import ClientGone, Exchange, Headers
+from .faults import Fault
 from .payloads import Interruption, ResponseMeta, completion_body, stream_plan
 from .ratelimit import Admission, charged_tokens
 from .state import SimulatorState
@@ -85,9 +86,7 @@ class ChatCompletionsEndpoint:
         state, config = self._state, call.config
         fault = state.faults.take()
         if fault is not None:
-            state.stats.faults_injected += 1
-            reply = errors.status_reply(fault.status, api_version, fault.retry_after_s, config.retry_after_headers)
-            return await call.fail(reply)
+            return await self._inject(call, fault, api_version)
         try:
             body = json.loads(await call.exchange.read_body())
         except ValueError:
@@ -102,6 +101,9 @@ class ChatCompletionsEndpoint:
         spec = config.deployments.get(deployment)
         if spec is None:
             return await call.fail(errors.deployment_not_found())
+        fault = state.faults.take(stream=bool(body.get("stream")))
+        if fault is not None:  # one for streams only: whether the request streams is known only now
+            return await self._inject(call, fault, api_version)
         state.stats.by_deployment[deployment] += 1
         state.recent_requests.append({"deployment": deployment, "api_version": api_version, "body": body})
         try:
@@ -120,6 +122,11 @@ class ChatCompletionsEndpoint:
                 return await call.fail(_quota_exceeded(admission, api_version, config.retry_after_headers))
             call.admission = admission
         await self._answer(call, body, spec, triggers, api_version)
+
+    async def _inject(self, call: _Call, fault: Fault, api_version: str | None) -> None:
+        self._state.stats.faults_injected += 1
+        config = call.config
+        await call.fail(errors.status_reply(fault.status, api_version, fault.retry_after_s, config.retry_after_headers))
 
     async def _answer(
         self, call: _Call, body: dict[str, Any], spec: DeploymentSpec, triggers: Triggers, api_version: str | None

@@ -14,13 +14,15 @@ from .triggers import StatusFault
 
 
 class Fault(BaseModel):
-    """`count` consecutive chat requests answered with `status` (and retry-after headers when given)."""
+    """`count` consecutive chat requests answered with `status` (and retry-after headers when given); with
+    `streams_only`, streaming requests only (a region whose streaming path is broken), the others pass."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: int = Field(ge=400, le=599)
     count: int = Field(default=1, ge=1)
     retry_after_s: float | None = Field(default=None, gt=0)
+    streams_only: bool = False
 
 
 class FaultQueue:
@@ -30,9 +32,10 @@ class FaultQueue:
     def add(self, faults: Iterable[Fault]) -> None:
         self._pending.extend(faults)
 
-    def take(self) -> Fault | None:
-        """The fault for the next request, if any, consuming one of its uses."""
-        if not self._pending:
+    def take(self, stream: bool | None = None) -> Fault | None:
+        """The fault for the next request, if any, consuming one of its uses. `stream`: whether the request
+        streams, None before its body is read (when only a fault for every request can apply)."""
+        if not self._pending or (self._pending[0].streams_only and not stream):
             return None
         fault = self._pending.popleft()
         if fault.count > 1:

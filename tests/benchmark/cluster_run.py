@@ -112,6 +112,19 @@ PLANS = {
 }
 
 
+def ray_env() -> dict[str, str]:
+    """The environment of a benchmark's Ray: the simulator's key, this tree importable, and Serve's settings."""
+    return {
+        KEY_ENV: SIM_KEY,
+        "PYTHONPATH": str(ROOT),
+        # A stopping replica accepts for this long so that HAProxy notices (30 s by default).
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        # HAProxy's metrics and stats listeners have fixed default ports; others may run Serve here too.
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+    }
+
+
 def model_app(name: str, sim_url: str, budget: int) -> dict[str, Any]:
     config = AzureModelConfig(
         openai_base_url=sim_url,
@@ -451,16 +464,7 @@ def main() -> None:
     # Stopped from outside (the benchmark's time limit): still stop Ray and Serve on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     port = free_port()
-    env = {
-        KEY_ENV: SIM_KEY,
-        "PYTHONPATH": str(ROOT),
-        # A stopping replica accepts for this long so that HAProxy notices (30 s by default).
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-        # HAProxy's metrics and stats listeners have fixed default ports; others may run Serve here too.
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        **flags,
-    }
+    env = {**ray_env(), **flags}
     result: dict[str, Any] = {
         "config": options.config,
         "plan": plan.name,

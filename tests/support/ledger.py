@@ -7,11 +7,12 @@ from typing import Any
 import ray
 
 from serve_app.budget import LEDGER_NAMESPACE, ledger_name
+from serve_app.config import PRIMARY_UPSTREAM
 from serve_app.serve_config import DEPLOYMENT
 
 
-def ledger_state(app: str) -> dict[str, Any]:
-    actor = ray.get_actor(ledger_name(app, DEPLOYMENT), namespace=LEDGER_NAMESPACE)
+def ledger_state(app: str, upstream: str = PRIMARY_UPSTREAM) -> dict[str, Any]:
+    actor = ray.get_actor(ledger_name(app, DEPLOYMENT, upstream), namespace=LEDGER_NAMESPACE)
     return ray.get(actor.state.remote())
 
 

@@ -22,10 +22,14 @@ class SimAdmin:
     def configure(self, **patch: Any) -> None:
         self._http.post("/sim/config", json=patch).raise_for_status()
 
-    def fault(self, status: int, count: int = 1, retry_after_s: float | None = None) -> None:
-        self._http.post(
-            "/sim/faults", json={"status": status, "count": count, "retry_after_s": retry_after_s}
-        ).raise_for_status()
+    def fault(
+        self, status: int, count: int = 1, retry_after_s: float | None = None, *, streams_only: bool = False
+    ) -> None:
+        fault = {"status": status, "count": count, "retry_after_s": retry_after_s, "streams_only": streams_only}
+        self._http.post("/sim/faults", json=fault).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self._http.delete("/sim/faults").raise_for_status()
 
     def requests(self) -> list[dict[str, Any]]:
         return self._http.get("/sim/requests").json()["requests"]
