@@ -1,6 +1,6 @@
 """The Azure OpenAI Chat Completions client: knows HTTP and Azure, nothing of Responses.
 
-One instance per replica. It never limits concurrency itself (the caller's limiter does, so
+One instance per replica. It never limits concurrency itself (the caller's pool and limiters do, so
 that no request ever waits inside the HTTP pool), and it turns every upstream failure into a
 typed `OpenAIError` carrying Azure's status and code. It speaks both of Azure's URL forms
 (classic, with an api-version; v1), authenticates with a key or Entra ID tokens (entra.py),

@@ -292,8 +292,8 @@ class BudgetMember:
     """The replica's side: keeps `limiter` at the capacity the ledger grants, for as long as its lease holds.
 
     `clock` must be the limiter's clock: the capacity's expiry is set on one and checked on the other.
-    `queued` counts the calls waiting for a slot of this budget: the limiter's own queue unless the
-    replica queues elsewhere (a pool of upstreams keeps one queue for all their limiters)."""
+    `queued` counts the calls waiting for a slot of this budget: the limiter has no queue, the replica's
+    pool of upstreams does (one queue for all their limiters), so only the caller can say."""
 
     def __init__(
         self,
@@ -301,14 +301,14 @@ class BudgetMember:
         replica_id: str,
         sync: SyncFn,
         *,
+        queued: Callable[[], int],
         lease_s: float = LEASE_S,
         interval_s: float = INTERVAL_S,
         call_timeout_s: float = CALL_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
-        queued: Callable[[], int] | None = None,
     ) -> None:
         self._limiter = limiter
-        self._queued = queued or (lambda: limiter.waiting)
+        self._queued = queued
         self._replica_id = replica_id
         self._sync = sync
         self._fence_s = lease_s * FENCE

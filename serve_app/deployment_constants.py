@@ -9,7 +9,7 @@ so they are derived from it here instead of written beside it:
   `RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S` after a reload, `hard_stop_s(total_s)`, which also outlasts
   a replica's drain (a reload can come while a replica drains);
 - Serve hands every request to the replica at once: `MAX_ONGOING_REQUESTS` is far above any share
-  plus queue, since the replica's own limiter is the queue (server.py, serve_config.py).
+  plus queue, since the replica's own pool of upstreams is the queue (server.py, serve_config.py).
 
 The deployment decorator (server.py), the generated Serve configs and their check (serve_config.py),
 the Ray start-up environment (cluster.py) and the k8s manifests' drift test all read them from here.

@@ -6,8 +6,8 @@ that keep the budget exact live here, in one place:
 - `num_concurrent_requests` and the replica's queue bound travel in `user_config`, which Serve
   applies to running replicas; application `args` are hashed into the code version, so
   changing them restarts every replica.
-- Each replica's limiter is both its exact share and its queue (server.py), so Serve must hand
-  it every request at once: `max_ongoing_requests` is far above any share plus queue. Behind
+- Each replica holds its exact share (its limiters) and its queue (its pool of upstreams; server.py),
+  so Serve must hand it every request at once: `max_ongoing_requests` is far above any share plus queue. Behind
   HAProxy nothing queues in front of a replica anyway; HAProxy picks the replica with the
   fewest open connections, which keeps the queues even in requests, and the budget ledger moves
   slots to where they queue (`budget.division`). A queue dies with its replica, so HAProxy keeps

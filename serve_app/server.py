@@ -1,6 +1,6 @@
 """The Ray Serve deployment: wires translator and Azure client, and owns concurrency.
 
-Data flows one way: request -> translate -> upstream (under the limiter) -> translate back ->
+Data flows one way: request -> translate -> upstream (in a slot of the pool) -> translate back ->
 response. Every error is an `OpenAIError`, turned into HTTP in one place (`http.error_response`).
 
 Concurrency: each upstream's limiter holds exactly the share of that upstream's budget its ledger
@@ -38,7 +38,7 @@ from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
 from .entra import EntraTokens
 from .errors import OpenAIError, Overloaded, RefusedParameter, Unavailable, UpstreamError, UpstreamTimeout
 from .http import Gate, answer, chat_sse, install_error_handlers, json_response, prepend, read_json, response_sse
-from .limiter import Limiter, QueueFull, QueueTimeout
+from .limiter import Limiter
 from .schemas import ChatRequest, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response, truncation
@@ -46,7 +46,7 @@ from .translate.request import responses_field
 from .translate.response import new_id
 from .translate.stream import ResponseEventStream
 from .translate.tools import ToolMap
-from .upstreams import AllClosed, Pool, Upstream, hand_over_rule
+from .upstreams import AllClosed, Pool, QueueFull, QueueTimeout, Upstream, hand_over_rule
 
 # Python's collector runs every 700 net new container objects. Under load that was 700 times a
 # second in a replica, finding no cycles to free, for about a tenth of the replica's CPU

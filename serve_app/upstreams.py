@@ -34,7 +34,7 @@ from typing import Generic, TypeVar
 
 from .config import Retries
 from .errors import OpenAIError
-from .limiter import Limiter, QueueFull, QueueTimeout
+from .limiter import Limiter
 from .retry import MIN_ATTEMPT_S, is_upstreams_fault, retry_after_s
 
 C = TypeVar("C")
@@ -62,6 +62,14 @@ class Upstream(Generic[C]):
         return self.limiter.free
 
 
+class QueueFull(Exception):
+    """The pool's queue is full; the caller should come back after `Pool.estimated_wait_s`."""
+
+
+class QueueTimeout(Exception):
+    """No slot came free by the caller's deadline; it has left the queue."""
+
+
 class AllClosed(Exception):
     """Every upstream is closed for longer than the call may wait; `error` is the one to give the client."""
 
@@ -76,6 +84,9 @@ def hand_over_rule(pool_size: int) -> Callable[[OpenAIError], bool] | None:
 
 
 class Pool(Generic[C]):
+    # Weight of the newest hold time in the running mean behind `estimated_wait_s`.
+    _SMOOTHING = 0.1
+
     def __init__(
         self,
         upstreams: list[Upstream[C]],
@@ -166,7 +177,7 @@ class Pool(Generic[C]):
     def release(self, upstream: Upstream[C], held_s: float | None) -> None:
         """Give the slot back (and with it, to the first waiter); `held_s` teaches the queue's wait estimate."""
         if held_s is not None:
-            self._mean_hold_s += 0.1 * (held_s - self._mean_hold_s)
+            self._mean_hold_s += self._SMOOTHING * (held_s - self._mean_hold_s)
         upstream.limiter.release()
 
     def estimated_wait_s(self) -> float:

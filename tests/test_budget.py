@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import random
 from collections.abc import AsyncIterator
 
 import pytest
 
 from serve_app.budget import BudgetLedger, BudgetMember, division, share
+from serve_app.config import Retries
 from serve_app.limiter import Limiter
+from serve_app.upstreams import Pool, Upstream
+
+
+def nothing_queued() -> int:
+    return 0
 
 
 class Clock:
@@ -228,7 +235,7 @@ async def test_a_member_keeps_its_limiter_at_the_granted_capacity() -> None:
         return grant.capacity, grant.entitled
 
     limiter = Limiter(0)
-    member = BudgetMember(limiter, "a", sync)
+    member = BudgetMember(limiter, "a", sync, queued=nothing_queued)
     member.configure(total=6, rank=0)
     member.start()
     await asyncio.sleep(0.05)
@@ -247,7 +254,7 @@ async def test_a_member_that_cannot_reach_the_ledger_for_most_of_a_lease_stops_a
         raise ConnectionError("ledger down")
 
     limiter = Limiter(4)
-    member = BudgetMember(limiter, "a", failing, lease_s=10, clock=clock)
+    member = BudgetMember(limiter, "a", failing, queued=nothing_queued, lease_s=10, clock=clock)
     with pytest.raises(ConnectionError):
         await member.sync_once()
     assert limiter.capacity == 4  # a short outage: keep serving with what we hold
@@ -265,7 +272,7 @@ async def test_a_member_whose_ledger_never_answers_gives_up_on_each_call_and_fen
         raise AssertionError("unreachable")
 
     limiter = Limiter(4, clock=clock)
-    member = BudgetMember(limiter, "a", hanging, lease_s=10, call_timeout_s=0.01, clock=clock)
+    member = BudgetMember(limiter, "a", hanging, queued=nothing_queued, lease_s=10, call_timeout_s=0.01, clock=clock)
     with pytest.raises(TimeoutError):
         await member.sync_once()
     clock.now += 8.5
@@ -280,8 +287,10 @@ async def test_a_member_whose_ledger_never_answers_gives_up_on_each_call_and_fen
 class Deployment:
     """Replicas running closed-loop calls against one ledger, any of which can be frozen (as by SIGSTOP).
 
-    `peak` is counted where Azure counts: a call is in flight for its duration, whether or not the
-    replica that made it is frozen; a frozen replica frees its slot only once it wakes."""
+    Each replica's clients queue as the server's do: in a pool of one upstream, whose limiter its
+    member keeps at the granted capacity. `peak` is counted where Azure counts: a call is in flight
+    for its duration, whether or not the replica that made it is frozen; a frozen replica frees its
+    slot only once it wakes."""
 
     CALL_S = 1.0
     CLIENTS_PER_REPLICA = 6
@@ -296,8 +305,20 @@ class Deployment:
         self.peak = 0
         self._calls: list[float] = []
         self.limiters = {f"r{i}": Limiter(clock=self.clock) for i in range(replicas)}
+        self.pools = {
+            rid: Pool([Upstream(rid, None, limiter)], Retries(), clock=self.clock)
+            for rid, limiter in self.limiters.items()
+        }
         self.members = {
-            rid: BudgetMember(limiter, rid, self._sync, lease_s=lease_s, call_timeout_s=0.001, clock=self.clock)
+            rid: BudgetMember(
+                limiter,
+                rid,
+                self._sync,
+                queued=functools.partial(self.waiting_in, rid),
+                lease_s=lease_s,
+                call_timeout_s=0.001,
+                clock=self.clock,
+            )
             for rid, limiter in self.limiters.items()
         }
         self.ranks = {rid: i for i, rid in enumerate(self.limiters)}
@@ -314,6 +335,9 @@ class Deployment:
         grant = self.ledger.sync(rid, rank=rank, total=total, capacity=capacity, in_flight=in_flight, waiting=waiting)
         return grant.capacity, grant.entitled
 
+    def waiting_in(self, rid: str) -> int:
+        return self.pools[rid].waiting
+
     def in_use(self) -> int:
         return sum(limiter.in_use for rid, limiter in self.limiters.items() if rid not in self.dead)
 
@@ -321,15 +345,15 @@ class Deployment:
         return sum(1 for ends in self._calls if ends > self.clock.now)
 
     async def _client(self, rid: str) -> None:
-        limiter = self.limiters[rid]
+        pool = self.pools[rid]
         while True:
-            await limiter.acquire()
+            upstream = await pool.acquire(math.inf)  # no deadline: a client waits as long as it takes
             ends = self.clock.now + self.CALL_S
             self._calls.append(ends)
             self.peak = max(self.peak, self.upstream())
             async with self._tick:
                 await self._tick.wait_for(functools.partial(self._ended, rid, ends))
-            limiter.release()
+            pool.release(upstream, None)
 
     def _ended(self, rid: str, ends: float) -> bool:
         return self.clock.now >= ends and rid not in self.frozen

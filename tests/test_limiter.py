@@ -1,164 +1,155 @@
-"""The resizable limiter: never more holders than capacity, FIFO, resizable while permits are held."""
+"""The limiter, a gauge of permits: never more taken than capacity, resizable while permits are held, and
+nothing free past its capacity's expiry, whatever is released. It has no queue (the pool's is: test_upstreams)."""
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 import pytest
 
-from serve_app.limiter import Limiter, QueueFull, QueueTimeout
+from serve_app.limiter import Limiter
 
 
-async def hold(limiter: Limiter, started: list[int], i: int, release: asyncio.Event) -> None:
-    async with limiter.slot():
-        started.append(i)
-        await release.wait()
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+def run(limiter: Limiter, clock: Clock, steps: list[tuple[Any, ...]]) -> None:
+    """Steps: ("take",), ("release",), ("resize", n) or ("resize", n, until), ("at", time on the clock)."""
+    for step in steps:
+        match step:
+            case ("take",):
+                limiter.take()
+            case ("release",):
+                limiter.release()
+            case ("resize", n):
+                limiter.resize(n)
+            case ("resize", n, until):
+                limiter.resize(n, until=until)
+            case ("at", now):
+                clock.now = now
 
 
-async def test_admits_up_to_capacity_then_queues_in_order() -> None:
-    limiter, started, release = Limiter(2), [], asyncio.Event()
-    tasks = [asyncio.create_task(hold(limiter, started, i, release)) for i in range(5)]
-    await settle()
-    assert started == [0, 1] and limiter.in_use == 2 and limiter.waiting == 3
-    release.set()
-    await asyncio.gather(*tasks)
-    assert started == [0, 1, 2, 3, 4] and limiter.in_use == 0
+TAKE, RELEASE = ("take",), ("release",)
 
 
-async def test_shrinking_below_use_lets_holders_finish_and_admits_no_one_until_under_the_new_capacity() -> None:
-    limiter = Limiter(3)
-    for _ in range(3):
-        await limiter.acquire()
-    limiter.resize(1)
-    waiter = asyncio.create_task(limiter.acquire())
-    await settle()
-    limiter.release()
-    await settle()
-    assert not waiter.done() and limiter.in_use == 2  # 2 still held > capacity 1
-    limiter.release()
-    await settle()
-    assert not waiter.done() and limiter.in_use == 1
-    limiter.release()
-    await settle()
-    assert waiter.done() and limiter.in_use == 1
+@pytest.mark.parametrize(
+    "capacity, steps, free, in_use",
+    [
+        pytest.param(0, [], 0, 0, id="no capacity, nothing free"),
+        pytest.param(3, [], 3, 0, id="all free at first"),
+        pytest.param(3, [TAKE, TAKE], 1, 2, id="what is taken is not free"),
+        pytest.param(3, [TAKE, TAKE, TAKE], 0, 3, id="full"),
+        pytest.param(3, [TAKE, TAKE, RELEASE], 2, 1, id="a release frees its permit"),
+        pytest.param(0, [("resize", 2)], 2, 0, id="growing frees at once"),
+        pytest.param(3, [TAKE, TAKE, TAKE, ("resize", 1)], 0, 3, id="shrinking below use keeps the holders"),
+        pytest.param(
+            3, [TAKE, TAKE, TAKE, ("resize", 1), RELEASE], 0, 2, id="shrunk: still none free above the new capacity"
+        ),
+        pytest.param(
+            3, [TAKE, TAKE, TAKE, ("resize", 1), RELEASE, RELEASE], 0, 1, id="shrunk: none free at the new capacity"
+        ),
+        pytest.param(
+            3, [TAKE, TAKE, TAKE, ("resize", 1), RELEASE, RELEASE, RELEASE], 1, 0, id="shrunk: free once under it"
+        ),
+        pytest.param(0, [("resize", 2, 10.0), ("at", 9.9)], 2, 0, id="free until the expiry"),
+        pytest.param(0, [("resize", 2, 10.0), ("at", 10.0)], 0, 0, id="nothing free from the expiry on"),
+        pytest.param(
+            0,
+            [("resize", 2, 10.0), TAKE, TAKE, ("at", 10.0), RELEASE, RELEASE],
+            0,
+            0,
+            id="past the expiry even releases free nothing",
+        ),
+        pytest.param(
+            0, [("resize", 2, 10.0), ("at", 10.0), ("resize", 2, 20.0)], 2, 0, id="a renewed capacity frees again"
+        ),
+        pytest.param(0, [("resize", 2, 10.0), ("at", 10.0), ("resize", 2)], 2, 0, id="a capacity without expiry"),
+    ],
+)
+def test_free_permits_follow_capacity_use_and_expiry(
+    capacity: int, steps: list[tuple[Any, ...]], free: int, in_use: int
+) -> None:
+    clock = Clock()
+    limiter = Limiter(capacity, clock=clock)
+    run(limiter, clock, steps)
+    assert (limiter.free, limiter.in_use) == (free, in_use)
 
 
-async def test_growing_wakes_waiters_at_once() -> None:
-    limiter = Limiter(0)
-    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
-    await settle()
-    assert limiter.in_use == 0
-    limiter.resize(2)
-    await settle()
-    assert sum(w.done() for w in waiters) == 2 and limiter.in_use == 2
+@pytest.mark.parametrize(
+    "capacity, steps, wrong",
+    [
+        pytest.param(0, [TAKE], RuntimeError, id="take with no capacity"),
+        pytest.param(1, [TAKE, TAKE], RuntimeError, id="take when full"),
+        pytest.param(2, [TAKE, TAKE, ("resize", 1), RELEASE, TAKE], RuntimeError, id="take above a shrunk capacity"),
+        pytest.param(0, [("resize", 1, 10.0), ("at", 10.0), TAKE], RuntimeError, id="take past the expiry"),
+        pytest.param(1, [RELEASE], RuntimeError, id="release without a take"),
+        pytest.param(1, [TAKE, RELEASE, RELEASE], RuntimeError, id="release twice"),
+        pytest.param(1, [("resize", -1)], ValueError, id="a negative capacity"),
+    ],
+)
+def test_misuse_is_an_error_and_changes_nothing(
+    capacity: int, steps: list[tuple[Any, ...]], wrong: type[Exception]
+) -> None:
+    clock = Clock()
+    limiter = Limiter(capacity, clock=clock)
+    run(limiter, clock, steps[:-1])
+    before = (limiter.capacity, limiter.free, limiter.in_use)
+    with pytest.raises(wrong):
+        run(limiter, clock, steps[-1:])
+    assert (limiter.capacity, limiter.free, limiter.in_use) == before
 
 
-async def test_a_cancelled_waiter_takes_no_permit() -> None:
-    limiter = Limiter(1)
-    await limiter.acquire()
-    waiter = asyncio.create_task(limiter.acquire())
-    await settle()
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    limiter.release()
-    assert limiter.in_use == 0 and limiter.waiting == 0
+def test_a_negative_capacity_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError):
+        Limiter(-1)
 
 
-async def test_a_permit_handed_to_a_waiter_cancelled_at_that_moment_is_passed_on() -> None:
-    limiter = Limiter(1)
-    await limiter.acquire()
-    first = asyncio.create_task(limiter.acquire())
-    second = asyncio.create_task(limiter.acquire())
-    await settle()
-    limiter.release()  # hands the permit to `first`...
-    first.cancel()  # ...which is cancelled before it runs again
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    await settle()
-    assert second.done() and limiter.in_use == 1
+@pytest.mark.parametrize(
+    "step, notifies",
+    [
+        pytest.param(RELEASE, True, id="a release"),
+        pytest.param(("resize", 3), True, id="a resize"),
+        pytest.param(("resize", 0), True, id="a shrink (the listener finds nothing free)"),
+        pytest.param(TAKE, False, id="not a take"),
+    ],
+)
+def test_on_free_tells_the_listener_when_a_permit_may_have_come_free(step: tuple[Any, ...], notifies: bool) -> None:
+    clock = Clock()
+    limiter = Limiter(2, clock=clock)
+    limiter.take()
+    seen: list[int] = []
+    limiter.on_free = lambda: seen.append(limiter.free)
+    run(limiter, clock, [step])
+    assert bool(seen) is notifies
 
 
-async def test_release_without_acquire_is_a_bug() -> None:
-    with pytest.raises(RuntimeError):
-        Limiter(1).release()
-
-
-async def test_never_more_holders_than_capacity_under_churn() -> None:
-    limiter, peak, current = Limiter(4), 0, 0
-
-    async def work(i: int) -> None:
-        nonlocal peak, current
-        async with limiter.slot():
-            current += 1
-            peak = max(peak, current)
-            await asyncio.sleep(0.001 * (i % 3))
-            current -= 1
-
-    tasks = [asyncio.create_task(work(i)) for i in range(200)]
-    for _i, capacity in enumerate([2, 6, 1, 4]):
-        await asyncio.sleep(0.01)
-        limiter.resize(capacity)
-    await asyncio.gather(*tasks)
-    assert peak <= 6 and limiter.in_use == 0
-
-
-async def test_a_full_queue_refuses_newcomers_at_once() -> None:
-    limiter = Limiter(1, max_waiting=2)
-    await limiter.acquire()
-    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(2)]
-    await settle()
-    with pytest.raises(QueueFull):
-        await limiter.acquire()
-    limiter.release()
-    await settle()
-    assert sum(w.done() for w in waiters) == 1 and limiter.waiting == 1
-
-
-async def test_the_wait_estimate_grows_with_the_queue_and_the_hold_time() -> None:
-    limiter = Limiter(2)
-    async with limiter.slot():
-        await asyncio.sleep(0.05)
-    assert limiter.estimated_wait_s() < 0.5  # the slot recorded its ~0.05 s hold into the 1 s prior
-    for _ in range(100):
-        limiter.record_hold(0.4)
-    empty = limiter.estimated_wait_s()
-    for _ in range(2):
-        await limiter.acquire()
-    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
-    await settle()
-    assert 0.15 < empty < 0.25  # one mean hold of ~0.4 s over 2 slots
-    assert limiter.estimated_wait_s() > 3 * empty
-    for w in waiters:
-        w.cancel()
-
-
-async def test_past_its_expiry_a_capacity_admits_nobody_not_even_on_a_release_until_renewed() -> None:
-    now = [0.0]
-    limiter = Limiter(clock=lambda: now[0])
+def test_a_process_frozen_past_its_expiry_wakes_to_releases_that_free_nothing_until_renewed() -> None:
+    # As the pool listens: on each notice, it takes what is free. Frozen (SIGSTOP) past the lease this
+    # capacity was granted under, the process's first work on waking may be the releases of calls that
+    # ended meanwhile, before any sync could shrink the capacity: the expiry alone must hold the line.
+    clock = Clock()
+    limiter = Limiter(clock=clock)
     limiter.resize(2, until=10.0)
-    await limiter.acquire()
-    now[0] = 10.0  # e.g. the process was frozen past the lease this capacity was granted under
-    waiter = asyncio.create_task(limiter.acquire())
-    await settle()
-    assert not waiter.done()
-    limiter.release()  # a slot frees, but the capacity has expired
-    await settle()
-    assert not waiter.done() and limiter.in_use == 0
-    limiter.resize(2, until=20.0)
-    await settle()
-    assert waiter.done() and limiter.in_use == 1
+    limiter.take()
+    limiter.take()
+    taken_on_notice: list[int] = []
 
+    def listener() -> None:
+        n = 0
+        while limiter.free:
+            limiter.take()
+            n += 1
+        taken_on_notice.append(n)
 
-async def test_a_slot_waited_for_past_its_timeout_raises_and_leaves_the_queue() -> None:
-    limiter = Limiter(1)
-    await limiter.acquire()
-    with pytest.raises(QueueTimeout):
-        async with limiter.slot(timeout_s=0.01):
-            raise AssertionError("admitted without a free permit")
-    assert limiter.waiting == 0 and limiter.in_use == 1
+    limiter.on_free = listener
+    clock.now = 30.0
+    limiter.release()
+    limiter.release()
+    assert taken_on_notice == [0, 0] and limiter.in_use == 0
+    limiter.resize(2, until=40.0)
+    assert taken_on_notice == [0, 0, 2] and limiter.in_use == 2

@@ -11,8 +11,8 @@ import pytest
 
 from serve_app.config import Retries
 from serve_app.errors import InvalidRequest, OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from serve_app.limiter import Limiter, QueueFull, QueueTimeout
-from serve_app.upstreams import AllClosed, Pool, Upstream, hand_over_rule
+from serve_app.limiter import Limiter
+from serve_app.upstreams import AllClosed, Pool, QueueFull, QueueTimeout, Upstream, hand_over_rule
 
 QUICK = Retries(backoff_initial_s=0.05, backoff_max_s=0.4, retry_after_max_s=60)
 

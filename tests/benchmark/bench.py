@@ -538,8 +538,8 @@ def summary(
             pool, ours = waiting
             lines.append(
                 f"- Transport, calls waiting for a connection: {pool['cpu_ms_per_call']:.2f} ms CPU per call "
-                f"waiting in httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our Limiter in front of "
-                "AzureClient."
+                f"waiting in httpx's pool, {ours['cpu_ms_per_call']:.2f} ms waiting in our pool of upstreams in front "
+                "of AzureClient."
             )
     for r in retry or []:
         lines.append(

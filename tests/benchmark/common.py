@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
 import socket
@@ -10,12 +12,36 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from serve_app.config import Retries
+from serve_app.limiter import Limiter
+from serve_app.upstreams import Pool
+from serve_app.upstreams import Upstream as PoolUpstream
 
 ROOT = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+C = TypeVar("C")
+
+
+def pool_of_one(client: C, budget: int) -> Pool[C]:
+    """The server's arrangement for one upstream: its queue is the pool's, its limiter holds the budget."""
+    return Pool([PoolUpstream("upstream", client, Limiter(budget))], Retries())
+
+
+@contextlib.asynccontextmanager
+async def pool_slot(pool: Pool[C]) -> AsyncIterator[C]:
+    """One slot of `pool`, waited for without a deadline, given back on leaving; yields its upstream's client."""
+    upstream = await pool.acquire(math.inf)
+    try:
+        yield upstream.client
+    finally:
+        pool.release(upstream, None)
 
 
 def free_port() -> int:

@@ -3,8 +3,8 @@
     python -m tests.benchmark.pool [--quick]        (make bench-pool)
 
 1. Choosing (no Ray): `Pool.choose` and a whole slot taken and given back (`Pool.acquire` +
-   `Pool.release`, the path every call takes), for pools of one and three, beside the single
-   limiter's slot of before (`Limiter.slot`), in one process, interleaved round by round.
+   `Pool.release`, the path every call takes), for a pool of three beside a pool of one (a server
+   with a single upstream), in one process, interleaved round by round.
 2. Throughput (Ray, HAProxy ingress, one replica): one model server over three simulated regions,
    each its own simulator process, budgets 16, 8 and 4, under closed-loop load at twice the summed
    budget, against the ideal `sum(budget / latency)`; beside it a single-upstream server with the
@@ -53,18 +53,12 @@ def _pool(capacities: list[int]) -> Pool[None]:
 async def _choose_costs(calls: int, rounds: int) -> dict[str, float]:
     """Microseconds per call, best round of each (the machine is shared: the best is the least disturbed)."""
     one, three = _pool([28]), _pool([16, 8, 4])
-    limiter = Limiter(28)
     deadline = time.monotonic() + 3600
 
     async def cycle_pool(pool: Pool[None]) -> None:
         for _ in range(calls):
             upstream = await pool.acquire(deadline)
             pool.release(upstream, 0.5)
-
-    async def cycle_limiter() -> None:
-        for _ in range(calls):
-            async with limiter.slot(timeout_s=1200):
-                pass
 
     async def choose(pool: Pool[None]) -> None:
         for _ in range(calls):
@@ -73,7 +67,6 @@ async def _choose_costs(calls: int, rounds: int) -> dict[str, float]:
     cases = {
         "Pool.choose, 1 upstream": lambda: choose(one),
         "Pool.choose, 3 upstreams": lambda: choose(three),
-        "slot taken and given back, Limiter.slot (before)": cycle_limiter,
         "slot taken and given back, Pool of 1": lambda: cycle_pool(one),
         "slot taken and given back, Pool of 3": lambda: cycle_pool(three),
     }

@@ -2,11 +2,11 @@
 
     python -m tests.benchmark.retry_slot --n 400 --budget 32 --out F
 
-Measured in-process, at the level where the policy lives: a `Limiter` of `budget` slots and an
-`AzureClient`, combined exactly as the server's `_upstream_slot()` combines them around
-`client.complete`, against a simulator in its own process. This is cheaper and more deterministic
-than a deployment, and measures the same thing: the Serve hop in front of the limiter adds
-nothing to how the retries go. (Lending the slot out during the wait was measured here too, and
+Measured in-process, at the level where the policy lives: a pool of one upstream (`Pool`, the
+server's queue) whose limiter holds `budget` slots, and an `AzureClient` called in a slot taken from
+it, as the server takes one around `client.complete`, against a simulator in its own process. This
+is cheaper and more deterministic than a deployment, and measures the same thing: the Serve hop in
+front of the pool adds nothing to how the retries go. (Lending the slot out during the wait was measured here too, and
 rejected: it multiplied upstream calls and failed calls of long storms; see the README.)
 
 Three storms, each with the project's default `Retries`:
@@ -35,9 +35,8 @@ from pydantic import SecretStr
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import OpenAIError
-from serve_app.limiter import Limiter
 
-from .common import Upstream, http_json
+from .common import Upstream, http_json, pool_of_one, pool_slot
 from .loadgen import percentile, run_async
 
 BODY = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
@@ -52,15 +51,15 @@ async def workload(sim: Upstream, n: int, budget: int) -> dict[str, Any]:
         timeouts=Timeouts(),
         retries=Retries(),
     )
-    limiter = Limiter(budget)
+    pool = pool_of_one(client, budget)
     failures: dict[str, int] = {}
     latencies: list[float] = []
 
     async def one() -> None:
         started = time.monotonic()
         try:
-            async with limiter.slot():
-                await client.complete(BODY)
+            async with pool_slot(pool) as upstream:
+                await upstream.complete(BODY)
             latencies.append(time.monotonic() - started)
         except OpenAIError as error:
             failures[str(error.status)] = failures.get(str(error.status), 0) + 1

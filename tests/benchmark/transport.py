@@ -9,7 +9,8 @@ this process's CPU time per call and the wall time:
 - all N calls on N connections (no waiting): httpx's pool, httpx over the aiohttp transport, and
   `AzureClient` as shipped (aiohttp alone, with its retry loop, deadline and error mapping);
 - N calls (the smallest N) with room for only N/4 at a time: waiting inside httpx's pool vs
-  waiting in our `Limiter` in front of `AzureClient` (the product's arrangement).
+  waiting in our pool of upstreams (`Pool` of one, N/4 slots) in front of `AzureClient` (the
+  product's arrangement).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pydantic import SecretStr
 
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
-from serve_app.limiter import Limiter
 
+from .common import pool_of_one, pool_slot
 from .loadgen import run_async
 
 BODY = {"messages": [{"role": "user", "content": "hello"}]}
@@ -78,16 +79,16 @@ def _azure_caller(sim: str) -> tuple[Any, Any]:
 
 
 async def variant(
-    name: str, sim: str, n: int, *, kind: str, pool: int | None = None, limiter: int | None = None
+    name: str, sim: str, n: int, *, kind: str, pool: int | None = None, slots: int | None = None
 ) -> dict[str, Any]:
     call, close = _azure_caller(sim) if kind == "aiohttp" else _httpx_caller(sim, pool)
-    gate = Limiter(limiter) if limiter is not None else None
+    gate = pool_of_one(None, slots) if slots is not None else None
     errors = 0
 
     async def one() -> None:
         nonlocal errors
         try:
-            async with gate.slot() if gate is not None else nullcontext():
+            async with pool_slot(gate) if gate is not None else nullcontext():
                 await call()
         except Exception:
             errors += 1
@@ -127,7 +128,11 @@ async def measure(sim: str, sizes: list[int], waiting: bool) -> list[dict[str, A
     )
     results.append(
         await variant(
-            f"Limiter({n // 4}) + AzureClient, {n - n // 4} waiting in it", sim, n, kind="aiohttp", limiter=n // 4
+            f"Pool of one, {n // 4} slots + AzureClient, {n - n // 4} waiting in it",
+            sim,
+            n,
+            kind="aiohttp",
+            slots=n // 4,
         )
     )
     return results
