@@ -172,13 +172,92 @@ class _Stalled(Exception):
     pass
 
 
+# A batch is written once it holds this much, even with more ready: it bounds what a stream reads
+# ahead of a slow client, and how long the first event of a burst waits for the rest of it.
+BATCH_BYTES = 16 * 1024
+
+
+class ReadAhead:
+    """A source's chunks, those ready together joined into one: the body of an event stream.
+
+    A task of its own reads the source while the writer writes, and the writer takes everything
+    read since its last write. The reader runs until the source has nothing ready, so no chunk
+    waits for more than that turn of the event loop; but when events come faster than one write
+    each (Azure's chunks queued in one socket read, a replica busy with many streams), one write
+    carries them all: a write is a system call and a pass down the ASGI send chain, most of a
+    replica's CPU per event when each event had its own (tests/benchmark/RESULTS.md). At most
+    `limit` bytes are read ahead; then the reader waits for the writer."""
+
+    def __init__(self, source: AsyncGenerator[bytes, None], limit: int = BATCH_BYTES) -> None:
+        self._source = source
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._first = True
+        self._ended = False
+        self._error: Exception | None = None
+        self._loop = asyncio.get_running_loop()
+        self._chunk_read: asyncio.Future[None] | None = None  # the writer, waiting for a chunk
+        self._taken: asyncio.Future[None] | None = None  # the reader, waiting for a full batch to go
+        self._task = self._loop.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for chunk in self._source:
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                self._wake(self._chunk_read)
+                if self._first:
+                    # The first event goes out alone, not after the rest of its burst: a client's time to
+                    # first token is this server's to keep short.
+                    self._first = False
+                    await asyncio.sleep(0)
+                elif self._size >= self._limit:
+                    self._taken = self._loop.create_future()
+                    await self._taken
+        except Exception as exc:  # the writer raises it once it has written what came before
+            self._error = exc
+        finally:
+            self._ended = True
+            self._wake(self._chunk_read)
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> ReadAhead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._chunks:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._chunk_read = self._loop.create_future()
+            await self._chunk_read
+        batch = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        self._wake(self._taken)
+        return batch
+
+    async def aclose(self) -> None:
+        """Stop reading and close the source, wherever it waits (Azure's next chunk, or the writer)."""
+        self._task.cancel()
+        await asyncio.wait([self._task])
+        await self._source.aclose()
+
+
 class EventStreamResponse(StreamingResponse):
     """A server-sent-event response that always closes its source, even when the client leaves
-    while the source waits at a `yield` (Starlette would leave it suspended until GC).
+    while the source waits (Starlette would leave it suspended until GC). The source is read ahead
+    of the writes (`ReadAhead`): the events ready together go out in one write.
 
     A client that stops reading would hold the source (and its upstream slot) open for as long as
-    the connection lives: the source only runs, and checks its deadline, when the client takes the
-    next chunk. So a write may wait at most `stall_s`; then the stream is closed."""
+    the connection lives: the source only runs, and checks its deadline, while its read-ahead has
+    room. So a write may wait at most `stall_s`; then the stream is closed."""
 
     def __init__(
         self, events: AsyncGenerator[bytes, None], *, stall_s: float, headers: dict[str, str] | None = None
@@ -197,12 +276,13 @@ class EventStreamResponse(StreamingResponse):
             except TimeoutError:  # an OSError, which Starlette would take for a departed client
                 raise _Stalled() from None
 
+        body = self.body_iterator = ReadAhead(self._events)
         try:
             await super().__call__(scope, receive, bounded)
         except _Stalled:
             logger.info("a stream's client stopped reading for %g s; the stream is closed", self._stall_s)
         finally:
-            await self._events.aclose()
+            await body.aclose()
 
 
 async def response_sse(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:
