@@ -209,18 +209,17 @@ class Bench:
         self, section: str, kind: str, concurrency: int, *, stream: bool, text: str = HELLO
     ) -> dict[str, Any]:
         """One target at one concurrency, `rounds` times interleaved with the other targets by the caller."""
-        meter = self.meter(kind)
-        meter.start()
         run = await loadgen.closed_loop(
             self.target(kind, stream=stream, text=text),
             concurrency,
             self.plan.cell_s,
             warmup_s=0.3 if concurrency < 64 else 0.6,
+            meter=self.meter(kind),
         )
         return {
             "section": section,
             **run.summary(),
-            **meter.stop(),
+            **run.cpu,
             "_latencies": run.latencies,
             "_first_events": run.first_events,
         }
