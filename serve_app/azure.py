@@ -209,20 +209,18 @@ class AzureClient:
         async with aclosing(answers):
             return await anext(answers)
 
-    async def stream(
+    def stream(
         self, body: Mapping[str, Any], headers: dict[str, str] | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
         that a retry would repeat what the client already has). The HTTP stream lives inside
         this generator, so closing the generator (normally, by error, or because our client went
-        away) closes it upstream. The total deadline is checked between chunks; a silent Azure
-        is cut off by the read timeout. `headers` as for `complete`, filled before the first chunk."""
+        away) closes it upstream. The total deadline, counted from this call, is checked between
+        chunks; a silent Azure is cut off by the read timeout. `headers` as for `complete`, filled
+        before the first chunk. Called in the event loop; the call starts when the first chunk is asked for."""
         streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
         deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
-        chunks = self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers), deadline)
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+        return self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers), deadline)
 
     async def _retried(
         self, body: Mapping[str, Any], send: Callable[[bytes], AsyncGenerator[dict[str, Any], None]], deadline: float
@@ -330,10 +328,10 @@ async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     than with `readline`, which refuses lines over 64 KiB (a tool call's arguments can be longer)."""
     pending = b""
     async for received in content.iter_any():
-        lines = (pending + received).split(b"\n")
+        lines = (pending + received if pending else received).split(b"\n")
         pending = lines.pop()
         for line in lines:
-            if line.startswith(b"data:"):
+            if line[:5] == b"data:":
                 yield line[5:].strip()  # blank separators, comments and `event:` lines carry nothing for us
     if pending.startswith(b"data:"):
         yield pending[5:].strip()

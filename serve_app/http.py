@@ -285,21 +285,40 @@ class EventStreamResponse(StreamingResponse):
             await body.aclose()
 
 
-async def response_sse(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:
-    """Responses events on the wire: `event: <type>` and `data: <json>`."""
+# `event: <type>` and the `data: ` that follows, per event type: a stream has a handful of types.
+_EVENT_HEADS: dict[str, bytes] = {}
+
+
+def _event_head(kind: str) -> bytes:
+    head = _EVENT_HEADS.get(kind)
+    if head is None:
+        head = _EVENT_HEADS[kind] = b"event: " + kind.encode() + b"\ndata: "
+    return head
+
+
+async def response_sse(
+    events: AsyncGenerator[dict[str, Any], None], first: dict[str, Any] | None = None
+) -> AsyncGenerator[bytes, None]:
+    """Responses events on the wire: `event: <type>` and `data: <json>`; `first`, when given, before `events`."""
     async with aclosing(events):
+        if first is not None:
+            yield jsonwire.framed(_event_head(first["type"]), first, b"\n\n")
         async for event in events:
-            yield b"event: " + event["type"].encode() + b"\ndata: " + jsonwire.dumps(event) + b"\n\n"
+            yield jsonwire.framed(_event_head(event["type"]), event, b"\n\n")
 
 
-async def chat_sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:
+async def chat_sse(
+    chunks: AsyncGenerator[dict[str, Any], None], first: dict[str, Any] | None = None
+) -> AsyncGenerator[bytes, None]:
     """Chat chunks on the wire; a failure after the first byte is an error frame, and [DONE] always ends it."""
     async with aclosing(chunks):
         try:
+            if first is not None:
+                yield jsonwire.framed(b"data: ", first, b"\n\n")
             async for chunk in chunks:
-                yield b"data: " + jsonwire.dumps(chunk) + b"\n\n"
+                yield jsonwire.framed(b"data: ", chunk, b"\n\n")
         except OpenAIError as exc:
-            yield b"data: " + jsonwire.dumps(exc.body()) + b"\n\n"
+            yield jsonwire.framed(b"data: ", exc.body(), b"\n\n")
         yield b"data: [DONE]\n\n"
 
 
@@ -314,7 +333,7 @@ async def answer(
     body: Any,
     complete: Callable[[Any, dict[str, str]], Awaitable[dict[str, Any]]],
     stream: Callable[[Any, dict[str, str]], AsyncGenerator[dict[str, Any], None]],
-    sse: Callable[[AsyncGenerator[dict[str, Any], None]], AsyncGenerator[bytes, None]],
+    sse: Callable[[AsyncGenerator[dict[str, Any], None], dict[str, Any] | None], AsyncGenerator[bytes, None]],
     *,
     stall_s: float,
 ) -> Response:
@@ -329,5 +348,4 @@ async def answer(
         return json_response(await complete(body, headers), headers=headers)
     items = stream(body, headers)
     first = await anext(items, None)
-    rest = prepend(first, items) if first is not None else items
-    return EventStreamResponse(sse(rest), stall_s=stall_s, headers=headers)
+    return EventStreamResponse(sse(items, first), stall_s=stall_s, headers=headers)
