@@ -201,10 +201,15 @@ class AzureClient:
         if self._tokens is not None:
             await self._tokens.aclose()
 
-    async def complete(self, body: Mapping[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`.
-        `headers`, when given, receives the headers of Azure's answer that a client should see."""
-        deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
+    async def complete(
+        self, body: Mapping[str, Any], headers: dict[str, str] | None = None, *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`, or by
+        `deadline` (event-loop time) when the caller already counts the call's time (a replica, from the
+        moment the call queued for its slot). `headers`, when given, receives the headers of Azure's
+        answer that a client should see."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
         answers = self._retried(body, lambda payload: self._complete_once(payload, deadline, headers), deadline)
         async with aclosing(answers):
             return await anext(answers)
@@ -319,7 +324,9 @@ class AzureClient:
 
     def _total_timeout(self) -> UpstreamTimeout:
         return UpstreamTimeout(
-            f"Azure did not finish within the total timeout ({self._timeouts.total_s:g} s).", code="upstream_timeout"
+            f"Azure did not finish within the total timeout ({self._timeouts.total_s:g} s, counted from the call's "
+            "start; on a replica, from when it queued for its upstream slot).",
+            code="upstream_timeout",
         )
 
 

@@ -75,9 +75,15 @@ class Limiter:
     def record_hold(self, seconds: float) -> None:
         self._mean_hold_s += self._SMOOTHING * (seconds - self._mean_hold_s)
 
-    async def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take a permit if one is free and nobody waits for it; never waits."""
         if not self._waiters and self._free():
             self._in_use += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
             return
         if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
             raise QueueFull()
@@ -122,11 +128,13 @@ class _Slot:
         self._since = 0.0
 
     async def __aenter__(self) -> None:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._limiter.acquire()
-        except TimeoutError:
-            raise QueueTimeout() from None
+        # A free permit is taken at once: the timeout (a timer armed and cancelled) is only for a wait.
+        if not self._limiter.try_acquire():
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._limiter.acquire()
+            except TimeoutError:
+                raise QueueTimeout() from None
         self._since = time.monotonic()
 
     async def __aexit__(
