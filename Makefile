@@ -4,7 +4,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run lint test test-unit check test-clients test-py313 test-nemo-gym test-gcs-ft bench bench-nemo-gym bench-pool k8s clean
+.PHONY: run lint test test-unit check test-clients test-py313 test-nemo-gym test-gcs-ft bench bench-py313 bench-nemo-gym bench-pool k8s clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -89,9 +89,14 @@ test-gcs-ft: $(STAMP)
 	SERVE_APP_REQUIRE_REDIS=1 $(PYTHON) -m pytest -m gcs_ft tests/test_gcs_fault_tolerance.py $(PYTEST_ARGS)
 
 # The full benchmark (about 10-15 minutes on 2 cores): prints the tables and writes them with the
-# machine's details to tests/benchmark/RESULTS.md. A smoke run: make bench BENCH_ARGS=--quick
+# machine's details to tests/benchmark/RESULTS_py311.md, and its targets to the 3.11 section of
+# tests/benchmark/RESULTS.md. A smoke run: make bench BENCH_ARGS=--quick
 bench: $(STAMP)
 	$(PYTHON) -m tests.benchmark.bench $(BENCH_ARGS)
+
+# The same benchmark on Python 3.13 (the venv of test-py313): writes RESULTS_py313.md and its section of RESULTS.md.
+bench-py313: $(GYM_STAMP)
+	$(GYM_VENV)/bin/python -m tests.benchmark.bench $(BENCH_ARGS)
 
 # The NeMo Gym front (its port, calling replicas through the handle) against Serve's HTTP path, in one run;
 # writes tests/benchmark/RESULTS_nemo_gym.md. BENCH_ARGS=--quick for a smoke run.

@@ -203,28 +203,31 @@ class AzureClient:
         if self._tokens is not None:
             await self._tokens.aclose()
 
-    async def complete(self, body: Mapping[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`.
-        `headers`, when given, receives the headers of Azure's answer that a client should see."""
-        deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
+    async def complete(
+        self, body: Mapping[str, Any], headers: dict[str, str] | None = None, *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """One non-streaming Chat Completions call, retried per policy within `timeouts.total_s`, or by
+        `deadline` (event-loop time) when the caller already counts the call's time (a replica, from the
+        moment the call queued for its slot). `headers`, when given, receives the headers of Azure's
+        answer that a client should see."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
         answers = self._retried(body, lambda payload: self._complete_once(payload, deadline, headers), deadline)
         async with aclosing(answers):
             return await anext(answers)
 
-    async def stream(
+    def stream(
         self, body: Mapping[str, Any], headers: dict[str, str] | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
         that a retry would repeat what the client already has). The HTTP stream lives inside
         this generator, so closing the generator (normally, by error, or because our client went
-        away) closes it upstream. The total deadline is checked between chunks; a silent Azure
-        is cut off by the read timeout. `headers` as for `complete`, filled before the first chunk."""
+        away) closes it upstream. The total deadline, counted from this call, is checked between
+        chunks; a silent Azure is cut off by the read timeout. `headers` as for `complete`, filled
+        before the first chunk. Called in the event loop; the call starts when the first chunk is asked for."""
         streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
         deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
-        chunks = self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers), deadline)
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+        return self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers), deadline)
 
     async def _retried(
         self, body: Mapping[str, Any], send: Callable[[bytes], AsyncGenerator[dict[str, Any], None]], deadline: float
@@ -323,7 +326,9 @@ class AzureClient:
 
     def _total_timeout(self) -> UpstreamTimeout:
         return UpstreamTimeout(
-            f"Azure did not finish within the total timeout ({self._timeouts.total_s:g} s).", code="upstream_timeout"
+            f"Azure did not finish within the total timeout ({self._timeouts.total_s:g} s, counted from the call's "
+            "start; on a replica, from when it queued for its upstream slot).",
+            code="upstream_timeout",
         )
 
 
@@ -332,10 +337,10 @@ async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     than with `readline`, which refuses lines over 64 KiB (a tool call's arguments can be longer)."""
     pending = b""
     async for received in content.iter_any():
-        lines = (pending + received).split(b"\n")
+        lines = (pending + received if pending else received).split(b"\n")
         pending = lines.pop()
         for line in lines:
-            if line.startswith(b"data:"):
+            if line[:5] == b"data:":
                 yield line[5:].strip()  # blank separators, comments and `event:` lines carry nothing for us
     if pending.startswith(b"data:"):
         yield pending[5:].strip()

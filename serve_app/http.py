@@ -172,13 +172,92 @@ class _Stalled(Exception):
     pass
 
 
+# A batch is written once it holds this much, even with more ready: it bounds what a stream reads
+# ahead of a slow client, and how long the first event of a burst waits for the rest of it.
+BATCH_BYTES = 16 * 1024
+
+
+class ReadAhead:
+    """A source's chunks, those ready together joined into one: the body of an event stream.
+
+    A task of its own reads the source while the writer writes, and the writer takes everything
+    read since its last write. The reader runs until the source has nothing ready, so no chunk
+    waits for more than that turn of the event loop; but when events come faster than one write
+    each (Azure's chunks queued in one socket read, a replica busy with many streams), one write
+    carries them all: a write is a system call and a pass down the ASGI send chain, most of a
+    replica's CPU per event when each event had its own (tests/benchmark/RESULTS.md). At most
+    `limit` bytes are read ahead; then the reader waits for the writer."""
+
+    def __init__(self, source: AsyncGenerator[bytes, None], limit: int = BATCH_BYTES) -> None:
+        self._source = source
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._first = True
+        self._ended = False
+        self._error: Exception | None = None
+        self._loop = asyncio.get_running_loop()
+        self._chunk_read: asyncio.Future[None] | None = None  # the writer, waiting for a chunk
+        self._taken: asyncio.Future[None] | None = None  # the reader, waiting for a full batch to go
+        self._task = self._loop.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for chunk in self._source:
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                self._wake(self._chunk_read)
+                if self._first:
+                    # The first event goes out alone, not after the rest of its burst: a client's time to
+                    # first token is this server's to keep short.
+                    self._first = False
+                    await asyncio.sleep(0)
+                elif self._size >= self._limit:
+                    self._taken = self._loop.create_future()
+                    await self._taken
+        except Exception as exc:  # the writer raises it once it has written what came before
+            self._error = exc
+        finally:
+            self._ended = True
+            self._wake(self._chunk_read)
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> ReadAhead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._chunks:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._chunk_read = self._loop.create_future()
+            await self._chunk_read
+        batch = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        self._wake(self._taken)
+        return batch
+
+    async def aclose(self) -> None:
+        """Stop reading and close the source, wherever it waits (Azure's next chunk, or the writer)."""
+        self._task.cancel()
+        await asyncio.wait([self._task])
+        await self._source.aclose()
+
+
 class EventStreamResponse(StreamingResponse):
     """A server-sent-event response that always closes its source, even when the client leaves
-    while the source waits at a `yield` (Starlette would leave it suspended until GC).
+    while the source waits (Starlette would leave it suspended until GC). The source is read ahead
+    of the writes (`ReadAhead`): the events ready together go out in one write.
 
     A client that stops reading would hold the source (and its upstream slot) open for as long as
-    the connection lives: the source only runs, and checks its deadline, when the client takes the
-    next chunk. So a write may wait at most `stall_s`; then the stream is closed."""
+    the connection lives: the source only runs, and checks its deadline, while its read-ahead has
+    room. So a write may wait at most `stall_s`; then the stream is closed."""
 
     def __init__(
         self, events: AsyncGenerator[bytes, None], *, stall_s: float, headers: dict[str, str] | None = None
@@ -197,29 +276,49 @@ class EventStreamResponse(StreamingResponse):
             except TimeoutError:  # an OSError, which Starlette would take for a departed client
                 raise _Stalled() from None
 
+        body = self.body_iterator = ReadAhead(self._events)
         try:
             await super().__call__(scope, receive, bounded)
         except _Stalled:
             logger.info("a stream's client stopped reading for %g s; the stream is closed", self._stall_s)
         finally:
-            await self._events.aclose()
+            await body.aclose()
 
 
-async def response_sse(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:
-    """Responses events on the wire: `event: <type>` and `data: <json>`."""
+# `event: <type>` and the `data: ` that follows, per event type: a stream has a handful of types.
+_EVENT_HEADS: dict[str, bytes] = {}
+
+
+def _event_head(kind: str) -> bytes:
+    head = _EVENT_HEADS.get(kind)
+    if head is None:
+        head = _EVENT_HEADS[kind] = b"event: " + kind.encode() + b"\ndata: "
+    return head
+
+
+async def response_sse(
+    events: AsyncGenerator[dict[str, Any], None], first: dict[str, Any] | None = None
+) -> AsyncGenerator[bytes, None]:
+    """Responses events on the wire: `event: <type>` and `data: <json>`; `first`, when given, before `events`."""
     async with aclosing(events):
+        if first is not None:
+            yield jsonwire.framed(_event_head(first["type"]), first, b"\n\n")
         async for event in events:
-            yield b"event: " + event["type"].encode() + b"\ndata: " + jsonwire.dumps(event) + b"\n\n"
+            yield jsonwire.framed(_event_head(event["type"]), event, b"\n\n")
 
 
-async def chat_sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:
+async def chat_sse(
+    chunks: AsyncGenerator[dict[str, Any], None], first: dict[str, Any] | None = None
+) -> AsyncGenerator[bytes, None]:
     """Chat chunks on the wire; a failure after the first byte is an error frame, and [DONE] always ends it."""
     async with aclosing(chunks):
         try:
+            if first is not None:
+                yield jsonwire.framed(b"data: ", first, b"\n\n")
             async for chunk in chunks:
-                yield b"data: " + jsonwire.dumps(chunk) + b"\n\n"
+                yield jsonwire.framed(b"data: ", chunk, b"\n\n")
         except OpenAIError as exc:
-            yield b"data: " + jsonwire.dumps(exc.body()) + b"\n\n"
+            yield jsonwire.framed(b"data: ", exc.body(), b"\n\n")
         yield b"data: [DONE]\n\n"
 
 
@@ -234,7 +333,7 @@ async def answer(
     body: Any,
     complete: Callable[[Any, dict[str, str]], Awaitable[dict[str, Any]]],
     stream: Callable[[Any, dict[str, str]], AsyncGenerator[dict[str, Any], None]],
-    sse: Callable[[AsyncGenerator[dict[str, Any], None]], AsyncGenerator[bytes, None]],
+    sse: Callable[[AsyncGenerator[dict[str, Any], None], dict[str, Any] | None], AsyncGenerator[bytes, None]],
     *,
     stall_s: float,
 ) -> Response:
@@ -249,5 +348,4 @@ async def answer(
         return json_response(await complete(body, headers), headers=headers)
     items = stream(body, headers)
     first = await anext(items, None)
-    rest = prepend(first, items) if first is not None else items
-    return EventStreamResponse(sse(rest), stall_s=stall_s, headers=headers)
+    return EventStreamResponse(sse(items, first), stall_s=stall_s, headers=headers)

@@ -22,6 +22,12 @@ def dumps(data: Any) -> bytes:
     return memoryview(orjson.dumps(data)).tobytes()
 
 
+def framed(head: bytes, data: Any, tail: bytes) -> bytes:
+    """`head`, the JSON of `data`, then `tail`, as one exact-size object (a stream's event frame): orjson's
+    working buffer is dropped at once, so it needs no copy of its own."""
+    return b"".join((head, orjson.dumps(data), tail))
+
+
 # orjson writes at most 254 nested levels, and a request's values go upstream a level or two deeper
 # than they came (tool `parameters` under `function`, a schema under `json_schema`). So depth is
 # limited when a body is read, well below that: a body that parses can always be written.

@@ -36,7 +36,7 @@ from .budget import BudgetMember, LeaveFn, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, UpstreamSpec, validate_model
 from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
 from .entra import EntraTokens
-from .errors import OpenAIError, Overloaded, RefusedParameter, Unavailable, UpstreamError, UpstreamTimeout
+from .errors import OpenAIError, Overloaded, RefusedParameter, Unavailable, UpstreamError
 from .http import Gate, answer, chat_sse, install_error_handlers, json_response, prepend, read_json, response_sse
 from .limiter import Limiter
 from .schemas import ChatRequest, ResponsesRequest, parse
@@ -345,14 +345,7 @@ class AzureModelServer:
         self, client: AzureClient, body: dict[str, Any], deadline: float, upstream_headers: dict[str, str] | None
     ) -> dict[str, Any]:
         """A non-streaming call, within what the queue left of the total timeout."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await client.complete(body, upstream_headers)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"No answer within the total timeout ({self._args.timeouts.total_s:g} s, time in the queue included).",
-                code="upstream_timeout",
-            ) from None
+        return await client.complete(body, upstream_headers, deadline=deadline)
 
     async def _fitting(self, req: ResponsesRequest, body: dict[str, Any], call: Any) -> Any:
         """`call(body)`; with `truncation: auto`, called again without the oldest turns while Azure finds the

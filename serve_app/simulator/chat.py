@@ -34,6 +34,8 @@ from .validation import InvalidRequest, check_context_length, validate_chat_requ
 
 _JSON = b"application/json"
 _EVENT_STREAM = b"text/event-stream; charset=utf-8"
+# At most this many frames in one write (about 8 KiB of text deltas): a long answer still arrives in pieces.
+_FRAMES_PER_WRITE = 32
 
 
 class ChatCompletionsEndpoint:
@@ -192,12 +194,20 @@ class ChatCompletionsEndpoint:
         call.streaming = True
         stats.streams_started += 1
         tokens_sent = False
+        # The frames ready together go out in one write, as a server whose tokens come faster than its
+        # writes sends them: unpaced, a write per frame made the simulator the slowest part of every
+        # streaming benchmark of ours (one core at about 75,000 frames/s).
+        ready: list[bytes] = []
         for frame in plan.frames:
             if frame.paced:
                 if tokens_sent and pace > 0:
+                    await self._write(exchange, ready)
                     await exchange.pause(pace)
                 tokens_sent = True
-            await exchange.write(frame.data, more=True)
+            ready.append(frame.data)
+            if len(ready) >= _FRAMES_PER_WRITE:
+                await self._write(exchange, ready)
+        await self._write(exchange, ready)
         if plan.abrupt:
             stats.streams_aborted += 1
             return
@@ -207,6 +217,13 @@ class ChatCompletionsEndpoint:
             stats.streams_aborted += 1
         else:
             stats.streams_completed += 1
+
+    @staticmethod
+    async def _write(exchange: Exchange, frames: list[bytes]) -> None:
+        if frames:
+            data = b"".join(frames)
+            frames.clear()
+            await exchange.write(data, more=True)
 
 
 class _Call:

@@ -13,10 +13,11 @@ a no-delta choice whose `finish_reason` is `content_filter`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from .answers import Answer, Choice, Usage
 from .content_filter import CHOICE_RESULTS, FILTERED_CHOICE_RESULTS, PROMPT_FILTER_RESULTS
@@ -128,7 +129,8 @@ def stream_plan(
 
 
 def _sse(event: dict[str, Any], *, paced: bool = False) -> Frame:
-    return Frame(b"data: " + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n", paced)
+    # orjson: the standard library's encoder was two thirds of the simulator's CPU in a long stream.
+    return Frame(b"data: " + orjson.dumps(event) + b"\n\n", paced)
 
 
 class _Chunks:

@@ -56,6 +56,8 @@ class _Message(_Item):
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     # content_index of each part, in order of appearance
     parts: dict[str, int] = field(default_factory=dict)
+    # each part's address (item, output and content index), made once: every delta of the part carries it
+    addresses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def added(self) -> dict[str, Any]:
         return {"id": self.id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
@@ -68,7 +70,10 @@ class _Message(_Item):
         return item
 
     def part_where(self, kind: str) -> dict[str, Any]:
-        return {**self.where(), "content_index": self.parts[kind]}
+        address = self.addresses.get(kind)
+        if address is None:
+            address = self.addresses[kind] = {**self.where(), "content_index": self.parts[kind]}
+        return address
 
     def done(self, item: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
@@ -158,20 +163,21 @@ class ResponseEventStream:
         ]
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
-        if chunk.get("service_tier"):
-            self._service_tier = chunk["service_tier"]
+        if usage := chunk.get("usage"):
+            self._usage = usage
+        if tier := chunk.get("service_tier"):
+            self._service_tier = tier
         events: list[dict[str, Any]] = []
         for choice in chunk.get("choices") or ():
             # Azure sends choices with only content_filter_results and no delta; they carry no output.
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self._text(delta["content"], (choice.get("logprobs") or {}).get("content"))
-            if delta.get("refusal"):
-                self._refusal(delta["refusal"])
-            for call in delta.get("tool_calls") or ():
-                self._tool_call(call)
+            if delta := choice.get("delta"):
+                if content := delta.get("content"):
+                    logprobs = choice.get("logprobs")
+                    self._text(content, logprobs.get("content") if logprobs else None)
+                if refusal := delta.get("refusal"):
+                    self._refusal(refusal)
+                for call in delta.get("tool_calls") or ():
+                    self._tool_call(call)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
                 events += self._close_items()
@@ -228,7 +234,7 @@ class ResponseEventStream:
     def _text(self, text: str, logprobs: list[dict[str, Any]] | None) -> None:
         message = self._open_message()
         self._open_part(message, "text")
-        entries = logprob_entries(logprobs)
+        entries = logprob_entries(logprobs) if logprobs else []
         message.text.append(text)
         message.logprobs += entries
         message.pending.append(
@@ -266,7 +272,8 @@ class ResponseEventStream:
             state.opened = True
             item = state.added(self._tools) if isinstance(state, _Call) else state.added()
             events.append(self._event("response.output_item.added", {"output_index": state.output_index, "item": item}))
-        events += [self._event(kind, fields) for kind, fields in state.pending]
+        for kind, fields in state.pending:
+            events.append(self._event(kind, fields))
         state.pending.clear()
         return events
 

@@ -5,7 +5,8 @@
 Starts Ray (2 CPUs, no dashboard) and Serve through `serve_app.cluster.start` with the
 configuration's flags, deploys the no-op app (noop.py, the floor) and our model server pointed at
 the zero-latency simulator; for the full plan also the variants (variants.py) beside them, and,
-for the memory phase, fresh replicas of ours (plain, streaming) pointed at the 2 s simulator plus a
+for the memory phase, fresh replicas of ours (plain, streaming) pointed at the 2 s simulator (each request held
+HOLD_S there) plus a
 fresh no-op. It waits for the ingress to settle, warms up, measures (this
 process is the load client, on its own event loop thread) and writes JSON. Everything it
 started is stopped with `cluster.stop()` before it exits, also when sent SIGTERM.
@@ -55,6 +56,10 @@ DESCRIPTIONS = {
 HELLO = "hello"
 LONG_TOKENS = 1000
 SLOW_S = 2.0  # the slow simulator's latency and time to first token
+# How long the memory cells hold each request upstream (the slow simulator's 2 s and a trigger's sleep on top).
+# All requests must be in flight together: on a 2-core machine the replica takes them in at about 700/s,
+# CPU-bound (each is a new connection from HAProxy and a new one to Azure), so 2,000 need about 3 s.
+HOLD_S = 6.0
 VARIANTS = ("canned", "nolog", "nometrics", "lean", "defaultgc")  # variants.py
 
 
@@ -222,18 +227,17 @@ class Bench:
         self, section: str, kind: str, concurrency: int, *, stream: bool, text: str = HELLO
     ) -> dict[str, Any]:
         """One target at one concurrency, `rounds` times interleaved with the other targets by the caller."""
-        meter = self.meter(kind)
-        meter.start()
         run = await loadgen.closed_loop(
             self.target(kind, stream=stream, text=text),
             concurrency,
             self.plan.cell_s,
             warmup_s=0.3 if concurrency < 64 else 0.6,
+            meter=self.meter(kind),
         )
         return {
             "section": section,
             **run.summary(),
-            **meter.stop(),
+            **run.cpu,
             "_latencies": run.latencies,
             "_first_events": run.first_events,
         }
@@ -304,14 +308,14 @@ class Bench:
         return results
 
     async def memory(self, kind: str, n: int) -> dict[str, Any]:
-        """`n` requests held in flight by the 2 s upstream: replica RSS at rest and at its peak.
+        """`n` requests held in flight by the upstream for HOLD_S: replica RSS at rest and at its peak.
 
-        `mem_noop` is the floor: a fresh no-op app holding each request 2 s itself."""
+        `mem_noop` is the floor: a fresh no-op app holding each request HOLD_S itself."""
         stream = kind == "memstream"
         if kind == "mem_noop":
-            app, target = "floor", self.target("floor", text=f"{HELLO} [sim:sleep={SLOW_S}]")
+            app, target = "floor", self.target("floor", text=f"{HELLO} [sim:sleep={HOLD_S}]")
         else:
-            app, target = kind, self.target(kind, stream=stream)
+            app, target = kind, self.target(kind, stream=stream, text=f"{HELLO} [sim:sleep={HOLD_S - SLOW_S}]")
         pid = self.pids[app]
         warm = await loadgen.burst(target, 50)  # connections, pools and code paths used once
         http_json(f"{self.slow_url}/sim/reset", {})

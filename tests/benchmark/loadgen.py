@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 _CRLF2 = b"\r\n\r\n"
 
@@ -49,6 +49,18 @@ class ConnectionLost(Exception):
     pass
 
 
+class Window:
+    """The measured window of a run: events that reach the client while it is open are counted, whichever
+    stream they belong to (a 1,000-event stream outlasts a short window, and would count for nothing, or
+    for all of its events, if counted when it ends)."""
+
+    __slots__ = ("events", "open")
+
+    def __init__(self) -> None:
+        self.open = False
+        self.events = 0
+
+
 class _Response:
     __slots__ = ("done", "events", "first_event", "status")
 
@@ -62,8 +74,9 @@ class _Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: Window | None = None) -> None:
         self.transport: asyncio.Transport | None = None
+        self.window = window
         self._buf = bytearray()
         self._response: _Response | None = None
         self._count_events = False
@@ -188,6 +201,8 @@ class _Connection(asyncio.Protocol):
         if found and not response.events:
             response.first_event = time.monotonic()
         response.events += found
+        if self.window is not None and self.window.open:
+            self.window.events += found
         self._last_byte = chunk[-1]
 
     def _finish(self, error: Exception | None) -> None:
@@ -199,11 +214,11 @@ class _Connection(asyncio.Protocol):
                 response.done.set_exception(error)
 
 
-async def connect(host: str, port: int) -> _Connection:
+async def connect(host: str, port: int, window: Window | None = None) -> _Connection:
     loop = asyncio.get_running_loop()
     for attempt in range(20):
         try:
-            _, protocol = await loop.create_connection(_Connection, host, port)
+            _, protocol = await loop.create_connection(lambda: _Connection(window), host, port)
             return protocol
         except OSError:
             if attempt == 19:
@@ -223,9 +238,10 @@ class Run:
     latencies: list[float] = field(default_factory=list)  # request sent -> response complete
     first_events: list[float] = field(default_factory=list)  # request sent -> first SSE event
     first_event_at: list[float] = field(default_factory=list)  # absolute monotonic time of each first event
-    events: int = 0
+    events: int = 0  # of the completed streams (burst), or reaching the client within the window (closed loop)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # the meter's reading over the window
 
     @property
     def completed(self) -> int:
@@ -264,17 +280,41 @@ def _cpu() -> float:
     return time.thread_time()
 
 
-async def closed_loop(target: Target, concurrency: int, duration_s: float, warmup_s: float = 0.5) -> Run:
+class Meter(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> dict[str, float]: ...
+
+
+async def closed_loop(
+    target: Target, concurrency: int, duration_s: float, warmup_s: float = 0.5, meter: Meter | None = None
+) -> Run:
     """`concurrency` clients, each sending its next request as soon as the last one is answered.
 
     Only requests sent after the warm-up and answered before the deadline count; the rate is over
-    that window."""
+    that window, and so are the events counted (as they arrive) and `meter`'s reading (started and
+    stopped when the window opens and closes)."""
     payload = target.encoded()
-    connections = list(await asyncio.gather(*(connect(target.host, target.port) for _ in range(concurrency))))
+    window = Window()
+    connections = list(await asyncio.gather(*(connect(target.host, target.port, window) for _ in range(concurrency))))
     run = Run(target.name, concurrency)
+    loop = asyncio.get_running_loop()
     loop_start = time.monotonic()
     begin = loop_start + warmup_s
     deadline = begin + duration_s
+
+    def open_window() -> None:
+        window.open = True
+        if meter is not None:
+            meter.start()
+
+    def close_window() -> None:
+        window.open = False
+        if meter is not None:
+            run.cpu = meter.stop()
+
+    loop.call_later(warmup_s, open_window)
+    closing = loop.call_later(deadline - time.monotonic(), close_window)
 
     async def client(index: int) -> None:
         conn = connections[index]
@@ -283,7 +323,7 @@ async def closed_loop(target: Target, concurrency: int, duration_s: float, warmu
             if sent >= deadline:
                 return
             if conn.closed:
-                conn = connections[index] = await connect(target.host, target.port)
+                conn = connections[index] = await connect(target.host, target.port, window)
             try:
                 response = await conn.request(payload, target.stream)
             except (ConnectionLost, OSError, ValueError):
@@ -299,16 +339,18 @@ async def closed_loop(target: Target, concurrency: int, duration_s: float, warmu
                 run.errors += 1
                 continue
             run.latencies.append(done - sent)
-            if target.stream:
-                run.events += response.events
-                if response.events:
-                    run.first_events.append(response.first_event - sent)
-                    run.first_event_at.append(response.first_event)
+            if target.stream and response.events:
+                run.first_events.append(response.first_event - sent)
+                run.first_event_at.append(response.first_event)
 
     cpu = _cpu()
     await asyncio.gather(*(client(i) for i in range(concurrency)))
     run.client_cpu_s = _cpu() - cpu
     run.wall_s = deadline - begin
+    if window.open:  # every client saw the deadline before its timer fired
+        closing.cancel()
+        close_window()
+    run.events = window.events
     # CPU over the whole loop (warm-up included), as a share of the measured window's length.
     run.client_cpu_s *= duration_s / (time.monotonic() - loop_start)
     for conn in connections:

@@ -58,8 +58,11 @@ class CannedClient:
         self._real._observer.attempt(200, 0.0)
         return orjson.loads(_CANNED)
 
-    def stream(self, body: Mapping[str, Any], **kwargs: Any) -> Any:
-        return self._real.stream(body, **kwargs)
+    def stream(self, body: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return self._real.stream(body, *args, **kwargs)
+
+    def start(self) -> None:
+        self._real.start()
 
     async def aclose(self) -> None:
         await self._real.aclose()
