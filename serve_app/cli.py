@@ -28,7 +28,7 @@ from .config import (
 )
 from .deployment_constants import DEFAULT_TOTAL_S, HARD_STOP_ENV
 from .nemo_gym import component_root
-from .serve_config import check, key_env, model_server_app, simulator_app
+from .serve_config import check, model_server_app, model_server_keys, simulator_app
 
 SIMULATOR_APP = "azure_simulator"
 
@@ -147,11 +147,7 @@ def serve(options: argparse.Namespace, overrides: list[str]) -> int:
         app["deployments"][0]["ray_actor_options"] = {"num_cpus": 0}
         apps.append(app)
 
-    keys = {
-        key_env(name): config.openai_api_key.get_secret_value()
-        for name, config in servers.items()
-        if config.openai_api_key is not None  # Entra ID auth has none
-    }
+    keys = {env: key for name, config in servers.items() for env, key in model_server_keys(name, config).items()}
     longest_call_s = max(config.timeouts.total_s for config in servers.values())
     cluster.start(
         port=options.port, host=options.host, env=keys, ingress=options.ingress, longest_call_s=longest_call_s

@@ -181,24 +181,65 @@ class RequestPolicy(BaseModel):
     )
 
 
+# The upstream the top-level fields describe, in metrics, logs and the budget ledger's name.
+PRIMARY_UPSTREAM = "primary"
+_KEY_ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _upstream_name() -> Any:
+    return Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Its name in metrics, request logs and budgets")
+
+
+def _distinct_upstream_names(names: Iterable[str]) -> None:
+    every = [PRIMARY_UPSTREAM, *names]
+    repeated = sorted({name for name in every if every.count(name) > 1})
+    if repeated:
+        raise ValueError(f"names must differ from each other and from {PRIMARY_UPSTREAM!r}: {', '.join(repeated)}")
+
+
+def _key_needed(auth: str, key: SecretStr | None) -> None:
+    if auth == "key" and (key is None or not key.get_secret_value()):
+        raise ValueError("must not be empty (or set auth: entra)")
+
+
+class GymPoolMember(_Endpoint):
+    """One more Azure deployment of the same model, in NeMo Gym's shape: its key written (from env.yaml) like the
+    top-level one's, its own budget beside it. What it leaves unset is the top-level one's, as in `PoolMember`."""
+
+    name: str = _upstream_name()
+    openai_model: str | None = Field(default=None, min_length=1, description="Its deployment name")
+    auth: AuthKind | None = None
+    openai_api_key: SecretStr | None = None
+    rejected_parameters: tuple[str, ...] | None = None
+    num_concurrent_requests: int = Field(ge=1, description="Most calls in flight to this deployment at once")
+
+
 class AzureModelConfig(_Upstream, Inbound, RequestPolicy):
-    """One `azure_openai_model` server as NeMo Gym configures it."""
+    """One `azure_openai_model` server as NeMo Gym configures it (and `upstreams`, our addition: a pool)."""
 
     # Declared after `auth` (in _Upstream), so that its validator can see which auth is chosen.
     openai_api_key: SecretStr | None = Field(default=None, validate_default=True)
     num_concurrent_requests: int = Field(ge=1, description="Most calls in flight to Azure at once, whole deployment")
+    upstreams: tuple[GymPoolMember, ...] = Field(
+        default=(), description="More deployments of the same model, each with its own key and budget"
+    )
 
     @field_validator("openai_api_key")
     @classmethod
     def _needed_for_key_auth(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if info.data.get("auth", "key") == "key" and (value is None or not value.get_secret_value()):
-            raise ValueError("must not be empty (or set auth: entra)")
+        _key_needed(info.data.get("auth", "key"), value)
         return value
 
-
-# The upstream the top-level fields describe, in metrics, logs and the budget ledger's name.
-PRIMARY_UPSTREAM = "primary"
-_KEY_ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+    @field_validator("upstreams")
+    @classmethod
+    def _members_valid(cls, value: tuple[GymPoolMember, ...], info: ValidationInfo) -> tuple[GymPoolMember, ...]:
+        _distinct_upstream_names(member.name for member in value)
+        for member in value:
+            try:
+                _key_needed(member.auth or info.data.get("auth", "key"), member.openai_api_key)
+            except ValueError as exc:
+                raise ValueError(f"{member.name}.openai_api_key: {exc}") from None
+        return value
 
 
 class PoolMember(_Endpoint):
@@ -206,10 +247,7 @@ class PoolMember(_Endpoint):
     fields describe. What it leaves unset is the top-level one's: deployment name, auth, key variable and refused
     parameters; timeouts and retries are the whole pool's, since they bound one request wherever it goes."""
 
-    name: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
-        description="Its name in metrics, request logs and user_config.upstream_budgets",
-    )
+    name: str = _upstream_name()
     openai_model: str | None = Field(default=None, min_length=1, description="Its deployment name")
     auth: AuthKind | None = None
     openai_api_key_env: str | None = Field(default=None, pattern=_KEY_ENV_PATTERN)
@@ -253,10 +291,7 @@ class ModelServerArgs(_Upstream, Inbound, RequestPolicy):
     @field_validator("upstreams")
     @classmethod
     def _distinct_names(cls, value: tuple[PoolMember, ...]) -> tuple[PoolMember, ...]:
-        names = [PRIMARY_UPSTREAM] + [member.name for member in value]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"names must differ from each other and from {PRIMARY_UPSTREAM!r}: {', '.join(repeated)}")
+        _distinct_upstream_names(member.name for member in value)
         return value
 
     def pool(self) -> tuple[UpstreamSpec, ...]:
@@ -452,10 +487,12 @@ def fill_with_simulator(section: DictConfig, simulator_url: str) -> None:
         section.auth = "key"  # the simulator's key; an Entra credential would reach out to Azure
     if _unresolved(section, "openai_model"):
         section.openai_model = SIMULATED_DEPLOYMENT
-    if v1:
-        return
-    if "default_query" not in section or _unresolved(section.default_query, "api-version"):
+    if not v1 and ("default_query" not in section or _unresolved(section.default_query, "api-version")):
         OmegaConf.update(section, "default_query.api-version", SIMULATED_API_VERSION, force_add=True)
+    # A pool's members answer from the same simulator, under the one deployment name it knows.
+    for member in section.get("upstreams") or ():
+        fill_with_simulator(member, simulator_url)
+        member.openai_model = None
 
 
 def _unresolved(node: DictConfig, key: str) -> bool:

@@ -90,8 +90,12 @@ def gym_model_server(global_config_yaml: str, name: str) -> GymModelServer:
     config: GymModelServer = validate_model(GymModelServer, data, where)
     if config.num_workers not in (None, 1):
         raise ConfigError([f"{where}.num_workers: replicas share the budget; set num_replicas instead"])
-    if config.num_concurrent_requests < config.num_replicas:
-        raise ConfigError([f"{where}.num_concurrent_requests: below num_replicas; some would never call Azure"])
+    budgets = {"": config.num_concurrent_requests} | {
+        f"upstreams.{m.name}.": m.num_concurrent_requests for m in config.upstreams
+    }
+    low = [f"{where}.{at}num_concurrent_requests" for at, n in budgets.items() if n < config.num_replicas]
+    if low:
+        raise ConfigError([f"{path}: below num_replicas; some would never call Azure" for path in low])
     return config
 
 
@@ -151,14 +155,13 @@ class ModelServerFront:
         from ray.exceptions import ActorAlreadyExistsError
 
         from . import cluster
-        from .serve_config import key_env, model_server_app
+        from .serve_config import model_server_app, model_server_keys
         from .server import AzureModelServer
 
         app = model_server_app(self.name, config, num_replicas=config.num_replicas)
         options = {k: v for k, v in app["deployments"][0].items() if k != "name"}
         # The key reaches the replicas in their environment, as the CLI's does; never in args.
-        key = config.openai_api_key
-        env = {key_env(self.name): key.get_secret_value()} if key is not None else {}  # none under Entra ID
+        env = model_server_keys(self.name, config)
         options["ray_actor_options"] = {"num_cpus": 0, "runtime_env": {"env_vars": env}}
         # gym starts its servers at once: another server's front may have started Serve a moment ago.
         with suppress(ActorAlreadyExistsError):

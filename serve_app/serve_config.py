@@ -26,7 +26,7 @@ import math
 import re
 from typing import Any
 
-from .config import AzureModelConfig, BudgetConfig, ConfigError, ModelServerArgs, validate_model
+from .config import AzureModelConfig, BudgetConfig, ConfigError, ModelServerArgs, PoolMember, validate_model
 from .deployment_constants import (
     DEFAULT_MAX_QUEUED_REQUESTS,
     HARD_STOP_ENV,
@@ -46,16 +46,37 @@ def key_env(app: str) -> str:
 
 
 def model_server_app(name: str, config: AzureModelConfig, *, num_replicas: int = 1) -> dict[str, Any]:
-    # Every setting the two shapes share is carried over; the key is named instead of written.
-    shared = config.model_dump(include=set(ModelServerArgs.model_fields) & set(AzureModelConfig.model_fields))
-    args = ModelServerArgs(**shared, openai_api_key_env=key_env(name))
+    # Every setting the two shapes share is carried over; the keys are named instead of written.
+    shared = config.model_dump(
+        include=set(ModelServerArgs.model_fields) & set(AzureModelConfig.model_fields) - {"upstreams"}
+    )
+    members = [
+        PoolMember(
+            **member.model_dump(exclude={"openai_api_key", "num_concurrent_requests"}),
+            openai_api_key_env=key_env(f"{name}_{member.name}"),
+        )
+        for member in config.upstreams
+    ]
+    args = ModelServerArgs(**shared, openai_api_key_env=key_env(name), upstreams=tuple(members))
+    deployment = model_server_deployment(config.num_concurrent_requests, num_replicas, args.timeouts.total_s)
+    if config.upstreams:
+        deployment["user_config"]["upstream_budgets"] = {m.name: m.num_concurrent_requests for m in config.upstreams}
     return {
         "name": name,
         "route_prefix": f"/{name}",
         "import_path": IMPORT_PATH,
         "args": args.model_dump(mode="json"),
-        "deployments": [model_server_deployment(config.num_concurrent_requests, num_replicas, args.timeouts.total_s)],
+        "deployments": [deployment],
     }
+
+
+def model_server_keys(name: str, config: AzureModelConfig) -> dict[str, str]:
+    """Where the replicas of `model_server_app(name, config)` find their Azure keys (none under Entra ID)."""
+    keys = {key_env(name): config.openai_api_key} if config.openai_api_key is not None else {}
+    for member in config.upstreams:
+        if member.openai_api_key is not None:
+            keys[key_env(f"{name}_{member.name}")] = member.openai_api_key
+    return {env: key.get_secret_value() for env, key in keys.items()}
 
 
 def model_server_deployment(budget: int, num_replicas: int, longest_call_s: float) -> dict[str, Any]:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from support.cli import serving
 from support.ports import free_port, isolated_ray_env
+from support.sim_admin import SimAdmin
 from support.waiting import once_listening
 
 from serve_app.cli import point_at_simulator
@@ -28,6 +30,7 @@ from serve_app.config import (
     load_tree,
     model_servers_from_tree,
 )
+from serve_app.simulator import BackgroundSimulator, SimulatorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,3 +151,46 @@ def test_sigterm_refuses_new_calls_lets_those_in_flight_finish_and_exits_promptl
         server.wait(timeout=60)
         assert time.monotonic() - finished < 10, log.read_text()[-2000:]
         assert server.returncode == 0 and "All calls in flight finished." in log.read_text()
+
+
+@pytest.mark.serve
+def test_serve_runs_a_nemo_gym_config_with_upstreams_as_one_pool_each_budget_kept(tmp_path: Path) -> None:
+    regions = [BackgroundSimulator(SimulatorConfig(latency_s=0.3)) for _ in range(2)]
+    for region in regions:
+        region.start()
+    try:
+        east, west = regions
+        server = {
+            "openai_base_url": f"{east.base_url}/openai/v1",
+            "openai_api_key": SIMULATOR_KEY,
+            "openai_model": "gpt-4o",
+            "num_concurrent_requests": 2,
+            "upstreams": [
+                {
+                    "name": "westus",
+                    "openai_base_url": f"{west.base_url}/openai/v1",
+                    "openai_api_key": SIMULATOR_KEY,
+                    "num_concurrent_requests": 3,
+                }
+            ],
+        }
+        config = tmp_path / "pool.yaml"
+        config.write_text(yaml.safe_dump({"policy_model": {"responses_api_models": {"azure_openai_model": server}}}))
+        port, log = free_port(), tmp_path / "serve.log"
+        args = ["--config", str(config), "--env-file", "/nonexistent", "--port", str(port)]
+        with serving(args, log, {**os.environ, **isolated_ray_env()}):
+
+            async def burst() -> list[int]:
+                async with httpx.AsyncClient(timeout=60) as client:
+                    url = f"http://127.0.0.1:{port}/policy_model/v1/responses"
+                    calls = [client.post(url, json={"input": "hi"}) for _ in range(30)]
+                    return [r.status_code for r in await asyncio.gather(*calls)]
+
+            assert asyncio.run(burst()) == [200] * 30
+        peaks = [SimAdmin(region).stats()["peak_in_flight"] for region in regions]
+        calls = [SimAdmin(region).stats()["by_status"].get("200", 0) for region in regions]
+        assert peaks == [2, 3], (peaks, calls)  # each region's own budget, filled and never exceeded
+        assert sum(calls) == 30
+    finally:
+        for region in regions:
+            region.stop()
