@@ -54,7 +54,7 @@ class CannedClient:
     def __init__(self, real: AzureClient) -> None:
         self._real = real
 
-    async def complete(self, body: Mapping[str, Any], **_: Any) -> dict[str, Any]:
+    async def complete(self, body: Mapping[str, Any], *_: Any, **__: Any) -> dict[str, Any]:
         self._real._observer.attempt(200, 0.0)
         return orjson.loads(_CANNED)
 
