@@ -6,35 +6,28 @@ typed `OpenAIError` carrying Azure's status and code. It speaks both of Azure's 
 (classic, with an api-version; v1), authenticates with a key or Entra ID tokens (entra.py),
 passes Azure's quota and trace headers on, and keeps the parameters its deployment refuses.
 
-It speaks aiohttp directly. Measured (tests/benchmark/RESULTS.md): httpx's own pool burns
-CPU quadratically in waiting requests, and httpx over the aiohttp transport still costs about
-235 µs more replica CPU per request than aiohttp alone, a third of our whole per-request cost.
+HTTP itself is http_client.py's (a lean keep-alive pool; why not aiohttp or httpx is said there
+and measured in tests/benchmark/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
-import aiohttp
 from pydantic import SecretStr
 
 from . import jsonwire
 from .config import Retries, Timeouts, is_v1_url
 from .entra import EntraTokens
 from .errors import OpenAIError, RefusedParameter, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .http_client import Answer, ConnectTimeout, DeadlinePassed, Endpoint, HTTPClient, HTTPError, ReadTimeout
 from .retry import RetryPolicy, retry_after_s
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as deadline_after
-else:  # pragma: no cover
-    from async_timeout import timeout as deadline_after
 
 # Azure's answer headers that our client is told too: when to retry, the quota left (every
 # `x-ratelimit-*`), and what Azure support asks for to trace a call. None carries a secret.
@@ -164,13 +157,14 @@ class AzureClient:
         if api_key is not None:
             self._headers["api-key"] = api_key.get_secret_value()
         self._timeouts = timeouts
-        self._http_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
+        self._endpoint = Endpoint.of(self._url)
+        # No limit on connections: the replica's limiters are the only gate, so no call waits inside the pool.
+        self._http = HTTPClient(
+            connect_timeout_s=timeouts.connect_s, read_timeout_s=timeouts.read_s, headers=self._headers
         )
         # `handed_over`: failures its caller sends elsewhere rather than have them retried here (retry.RetryPolicy).
         self._policy = RetryPolicy(retries or Retries(), handed_over=handed_over)
         self._observer = observer or _Unobserved()
-        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"AzureClient(url={self._url!r})"
@@ -180,26 +174,14 @@ class AzureClient:
         if self._tokens is not None:
             self._tokens.start()
 
-    async def _auth(self) -> Mapping[str, str]:
-        """Per-call auth headers: an Entra token changes hourly; a key travels in the session's own headers."""
+    async def _auth(self) -> Mapping[str, str] | None:
+        """Per-call auth headers: an Entra token changes hourly; a key travels in the client's own headers."""
         if self._tokens is None:
-            return {}
+            return None
         return {"authorization": await self._tokens.authorization()}
 
-    def _http(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the event loop that will run it. limit=0: the replica's limiter
-        # is the only gate (aiohttp's default of 100 would queue calls inside the pool).
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300),
-                timeout=self._http_timeout,
-                headers=self._headers,
-            )
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
         if self._tokens is not None:
             await self._tokens.aclose()
 
@@ -259,21 +241,15 @@ class AzureClient:
             await asyncio.sleep(wait)
 
     async def _complete_once(
-        self, payload: bytes, deadline: float, headers: dict[str, str] | None
+        self, payload: bytes, deadline: float, into: dict[str, str] | None
     ) -> AsyncGenerator[dict[str, Any], None]:
-        try:
-            async with deadline_after(deadline - asyncio.get_running_loop().time()):
-                answer = await self._post(payload, headers)
-        except TimeoutError:
-            raise self._total_timeout() from None
-        yield answer
-
-    async def _post(self, payload: bytes, into: dict[str, str] | None) -> dict[str, Any]:
         started = time.monotonic()
         try:
-            async with self._http().post(self._url, data=payload, headers=await self._auth()) as response:
-                status, content, headers = response.status, await response.read(), response.headers
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            reply = await self._http.post(self._endpoint, payload, await self._auth(), deadline)
+            status, headers, content = reply.status, reply.headers, await reply.read()
+        except DeadlinePassed:
+            raise self._total_timeout() from None
+        except HTTPError as exc:
             error = transport_error(exc, self._timeouts)
             self._observer.attempt(error.status, time.monotonic() - started)
             raise error from None
@@ -288,7 +264,7 @@ class AzureClient:
             ) from None
         if into is not None:
             into.update(forwarded_headers(headers))
-        return answer
+        yield answer
 
     async def _stream_once(
         self, payload: bytes, deadline: float, into: dict[str, str] | None
@@ -297,14 +273,15 @@ class AzureClient:
         started = time.monotonic()
         answered = False
         try:
-            async with self._http().post(self._url, data=payload, headers=await self._auth()) as response:
-                answered = True
-                self._observer.attempt(response.status, time.monotonic() - started)
-                if response.status >= 400:
-                    raise upstream_error(response.status, await response.read(), response.headers)
+            answer = await self._http.post(self._endpoint, payload, await self._auth())
+            answered = True
+            try:
+                self._observer.attempt(answer.status, time.monotonic() - started)
+                if answer.status >= 400:
+                    raise upstream_error(answer.status, await answer.read(), answer.headers)
                 if into is not None:
-                    into.update(forwarded_headers(response.headers))
-                async for data in _sse_data(response.content):
+                    into.update(forwarded_headers(answer.headers))
+                async for data in _sse_data(answer):
                     if data == b"[DONE]":
                         return
                     chunk = jsonwire.loads(data)
@@ -313,7 +290,9 @@ class AzureClient:
                     yield chunk
                     if loop.time() > deadline:
                         raise self._total_timeout()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            finally:
+                answer.close()
+        except HTTPError as exc:
             error = transport_error(exc, self._timeouts)
             if not answered:
                 self._observer.attempt(error.status, time.monotonic() - started)
@@ -332,11 +311,11 @@ class AzureClient:
         )
 
 
-async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The `data:` payloads of a server-sent-event stream, as they arrive. Lines are split here rather
-    than with `readline`, which refuses lines over 64 KiB (a tool call's arguments can be longer)."""
+async def _sse_data(answer: Answer) -> AsyncIterator[bytes]:
+    """The `data:` payloads of a server-sent-event stream, as they arrive, however long a line is (a tool
+    call's arguments can be longer than any line limit a reader might set)."""
     pending = b""
-    async for received in content.iter_any():
+    while received := await answer.next_chunk():
         lines = (pending + received if pending else received).split(b"\n")
         pending = lines.pop()
         for line in lines:
@@ -383,13 +362,11 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Upst
     )
 
 
-def transport_error(exc: BaseException, timeouts: Timeouts) -> OpenAIError:
-    # aiohttp's timeouts (connect, socket read) are asyncio.TimeoutError subclasses.
-    reason = type(exc).__name__
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+def transport_error(exc: HTTPError, timeouts: Timeouts) -> OpenAIError:
+    if isinstance(exc, (ConnectTimeout, ReadTimeout)):
         return UpstreamTimeout(
             f"Azure did not answer in time (connect timeout {timeouts.connect_s:g} s, "
-            f"read timeout {timeouts.read_s:g} s; {reason}).",
+            f"read timeout {timeouts.read_s:g} s; {exc}).",
             code="upstream_timeout",
         )
-    return UpstreamUnavailable(f"Could not complete the call to Azure ({reason}).", code="upstream_unavailable")
+    return UpstreamUnavailable(f"Could not complete the call to Azure ({exc}).", code="upstream_unavailable")
