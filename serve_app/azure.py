@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 from pydantic import SecretStr
@@ -28,6 +28,8 @@ from .entra import EntraTokens
 from .errors import OpenAIError, RefusedParameter, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .http_client import Answer, ConnectTimeout, DeadlinePassed, Endpoint, HTTPClient, HTTPError, ReadTimeout
 from .retry import RetryPolicy, retry_after_s
+
+T = TypeVar("T")
 
 # Azure's answer headers that our client is told too: when to retry, the quota left (every
 # `x-ratelimit-*`), and what Azure support asks for to trace a call. None carries a secret.
@@ -200,9 +202,11 @@ class AzureClient:
 
     def stream(
         self, body: Mapping[str, Any], headers: dict[str, str] | None = None
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
-        that a retry would repeat what the client already has). The HTTP stream lives inside
+        that a retry would repeat what the client already has). Yields them in batches, in order: the
+        chunks that arrived together (never an empty batch), so that whatever handles each item on the
+        way to our client does it once per read from Azure rather than once per token. The HTTP stream lives inside
         this generator, so closing the generator (normally, by error, or because our client went
         away) closes it upstream. The total deadline, counted from this call, is checked between
         chunks; a silent Azure is cut off by the read timeout. `headers` as for `complete`, filled
@@ -212,8 +216,8 @@ class AzureClient:
         return self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers), deadline)
 
     async def _retried(
-        self, body: Mapping[str, Any], send: Callable[[bytes], AsyncGenerator[dict[str, Any], None]], deadline: float
-    ) -> AsyncGenerator[dict[str, Any], None]:
+        self, body: Mapping[str, Any], send: Callable[[bytes], AsyncGenerator[T, None]], deadline: float
+    ) -> AsyncGenerator[T, None]:
         """What `send(payload)` yields, its attempts retried per policy until the first item is out:
         a non-streaming call yields one item, a stream its chunks."""
         loop = asyncio.get_running_loop()
@@ -268,7 +272,7 @@ class AzureClient:
 
     async def _stream_once(
         self, payload: bytes, deadline: float, into: dict[str, str] | None
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         answered = False
@@ -281,13 +285,21 @@ class AzureClient:
                     raise upstream_error(answer.status, await answer.read(), answer.headers)
                 if into is not None:
                     into.update(forwarded_headers(answer.headers))
-                async for data in _sse_data(answer):
-                    if data == b"[DONE]":
-                        return
-                    chunk = jsonwire.loads(data)
-                    if "error" in chunk:
-                        raise upstream_error(500, data, {})
-                    yield chunk
+                async for frames in _sse_data(answer):
+                    chunks: list[dict[str, Any]] = []
+                    for data in frames:
+                        if data == b"[DONE]":
+                            if chunks:
+                                yield chunks
+                            return
+                        chunk = jsonwire.loads(data)
+                        if "error" in chunk:
+                            if chunks:
+                                yield chunks  # what came before the error is the client's
+                            raise upstream_error(500, data, {})
+                        chunks.append(chunk)
+                    if chunks:
+                        yield chunks
                     if loop.time() > deadline:
                         raise self._total_timeout()
             finally:
@@ -311,18 +323,19 @@ class AzureClient:
         )
 
 
-async def _sse_data(answer: Answer) -> AsyncIterator[bytes]:
-    """The `data:` payloads of a server-sent-event stream, as they arrive, however long a line is (a tool
-    call's arguments can be longer than any line limit a reader might set)."""
+async def _sse_data(answer: Answer) -> AsyncIterator[list[bytes]]:
+    """The `data:` payloads of a server-sent-event stream, those complete in each read together, however
+    long a line is (a tool call's arguments can be longer than any line limit a reader might set)."""
     pending = b""
     while received := await answer.next_chunk():
         lines = (pending + received if pending else received).split(b"\n")
         pending = lines.pop()
-        for line in lines:
-            if line[:5] == b"data:":
-                yield line[5:].strip()  # blank separators, comments and `event:` lines carry nothing for us
+        # Blank separators, comments and `event:` lines carry nothing for us.
+        frames = [line[5:].strip() for line in lines if line[:5] == b"data:"]
+        if frames:
+            yield frames
     if pending.startswith(b"data:"):
-        yield pending[5:].strip()
+        yield [pending[5:].strip()]
 
 
 def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:

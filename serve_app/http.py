@@ -297,28 +297,34 @@ def _event_head(kind: str) -> bytes:
 
 
 async def response_sse(
-    events: AsyncGenerator[dict[str, Any], None], first: dict[str, Any] | None = None
+    batches: AsyncGenerator[list[dict[str, Any]], None], first: list[dict[str, Any]] | None = None
 ) -> AsyncGenerator[bytes, None]:
-    """Responses events on the wire: `event: <type>` and `data: <json>`; `first`, when given, before `events`."""
-    async with aclosing(events):
+    """Responses events on the wire, `event: <type>` and `data: <json>`, one piece of bytes per batch of
+    events; `first`, when given, before `batches`."""
+    async with aclosing(batches):
         if first is not None:
-            yield jsonwire.framed(_event_head(first["type"]), first, b"\n\n")
-        async for event in events:
-            yield jsonwire.framed(_event_head(event["type"]), event, b"\n\n")
+            yield _response_frames(first)
+        async for events in batches:
+            yield _response_frames(events)
+
+
+def _response_frames(events: list[dict[str, Any]]) -> bytes:
+    return jsonwire.framed([(_event_head(event["type"]), event) for event in events], b"\n\n")
 
 
 async def chat_sse(
-    chunks: AsyncGenerator[dict[str, Any], None], first: dict[str, Any] | None = None
+    batches: AsyncGenerator[list[dict[str, Any]], None], first: list[dict[str, Any]] | None = None
 ) -> AsyncGenerator[bytes, None]:
-    """Chat chunks on the wire; a failure after the first byte is an error frame, and [DONE] always ends it."""
-    async with aclosing(chunks):
+    """Chat chunks on the wire, one piece of bytes per batch; a failure after the first byte is an error
+    frame, and [DONE] always ends it."""
+    async with aclosing(batches):
         try:
             if first is not None:
-                yield jsonwire.framed(b"data: ", first, b"\n\n")
-            async for chunk in chunks:
-                yield jsonwire.framed(b"data: ", chunk, b"\n\n")
+                yield jsonwire.framed([(b"data: ", chunk) for chunk in first], b"\n\n")
+            async for chunks in batches:
+                yield jsonwire.framed([(b"data: ", chunk) for chunk in chunks], b"\n\n")
         except OpenAIError as exc:
-            yield jsonwire.framed(b"data: ", exc.body(), b"\n\n")
+            yield jsonwire.framed([(b"data: ", exc.body())], b"\n\n")
         yield b"data: [DONE]\n\n"
 
 
@@ -332,17 +338,20 @@ async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator
 async def answer(
     body: Any,
     complete: Callable[[Any, dict[str, str]], Awaitable[dict[str, Any]]],
-    stream: Callable[[Any, dict[str, str]], AsyncGenerator[dict[str, Any], None]],
-    sse: Callable[[AsyncGenerator[dict[str, Any], None], dict[str, Any] | None], AsyncGenerator[bytes, None]],
+    stream: Callable[[Any, dict[str, str]], AsyncGenerator[list[dict[str, Any]], None]],
+    sse: Callable[
+        [AsyncGenerator[list[dict[str, Any]], None], list[dict[str, Any]] | None], AsyncGenerator[bytes, None]
+    ],
     *,
     stall_s: float,
 ) -> Response:
     """One endpoint's answer, from the operation that makes it: a JSON body, or an event stream.
 
-    The operation fills in the headers of Azure's answer that the client should see. The stream's first
-    item is awaited before the answer is committed, so an error before Azure's first byte is a plain HTTP
-    error (raised from here); later errors travel in-band (`sse`). A stream's writes wait at most `stall_s`
-    for a client that stopped reading (EventStreamResponse)."""
+    The operation fills in the headers of Azure's answer that the client should see; a stream yields its
+    items in batches (those ready together). The stream's first batch is awaited before the answer is
+    committed, so an error before Azure's first byte is a plain HTTP error (raised from here); later errors
+    travel in-band (`sse`). A stream's writes wait at most `stall_s` for a client that stopped reading
+    (EventStreamResponse)."""
     headers: dict[str, str] = {}
     if not (isinstance(body, dict) and body.get("stream") is True):  # anything else is refused by the parse
         return json_response(await complete(body, headers), headers=headers)

@@ -7,6 +7,7 @@ double range, invalid UTF-8 and lone surrogates are refused when parsing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -22,10 +23,13 @@ def dumps(data: Any) -> bytes:
     return memoryview(orjson.dumps(data)).tobytes()
 
 
-def framed(head: bytes, data: Any, tail: bytes) -> bytes:
-    """`head`, the JSON of `data`, then `tail`, as one exact-size object (a stream's event frame): orjson's
-    working buffer is dropped at once, so it needs no copy of its own."""
-    return b"".join((head, orjson.dumps(data), tail))
+def framed(frames: Iterable[tuple[bytes, Any]], tail: bytes) -> bytes:
+    """Each frame's head, the JSON of its data, then `tail`, all as one exact-size object (a stream's events
+    that go out together): orjson's working buffers are dropped at once, so they need no copy of their own."""
+    parts: list[bytes] = []
+    for head, data in frames:
+        parts += (head, orjson.dumps(data), tail)
+    return b"".join(parts)
 
 
 # orjson writes at most 254 nested levels, and a request's values go upstream a level or two deeper

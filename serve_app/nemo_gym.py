@@ -265,10 +265,12 @@ async def _again_if_the_replica_died(call: Callable[[], Awaitable[Any]]) -> Any:
         ) from None
 
 
-async def _stream_unless_client_leaves(request: Any, start: Callable[[], Any]) -> AsyncGenerator[dict[str, Any], None]:
-    """A handle's stream (`start()`) as an async generator: started again on another replica if its replica
-    dies before the first event, cancelled at the replica if the client leaves before the first event (that
-    is, while Azure has not answered) or when the answer is closed."""
+async def _stream_unless_client_leaves(
+    request: Any, start: Callable[[], Any]
+) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """A handle's stream (`start()`, batches of events) as an async generator: started again on another
+    replica if its replica dies before the first event, cancelled at the replica if the client leaves before
+    the first event (that is, while Azure has not answered) or when the answer is closed."""
     events: Any = None
 
     async def first() -> Any:

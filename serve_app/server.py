@@ -201,33 +201,31 @@ class AzureModelServer:
 
     async def create_response_stream(
         self, body: Any, upstream_headers: dict[str, str] | None = None
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Responses stream events. The first event is yielded only after Azure has answered, so
-        errors before Azure's first byte are raised from the first `anext`, not sent in-band."""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Responses stream events, in batches (those made from what Azure sent together; never empty).
+        The first is yielded only after Azure has answered, so errors before Azure's first byte are raised
+        from the first `anext`, not sent in-band."""
         async with self._recorded("responses", stream=True) as record, _in_responses_terms():
             req: ResponsesRequest = parse(ResponsesRequest, body)
             tools, chat_body = self._translate(req, record)
             machine = ResponseEventStream(
                 req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()), tools=tools
             )
-            async with aclosing(self._upstream_stream(chat_body, record, upstream_headers, req)) as chunks:
-                first = await anext(chunks, None)
-                for event in machine.start():
-                    yield event
+            async with aclosing(self._upstream_stream(chat_body, record, upstream_headers, req)) as batches:
+                first = await anext(batches, None)
+                yield machine.start()
                 try:
-                    if first is not None:
-                        for event in machine.feed(first):
-                            yield event
-                    async for chunk in chunks:
-                        for event in machine.feed(chunk):
-                            yield event
+                    if first is not None and (events := machine.feed_all(first)):
+                        yield events
+                    async for batch in batches:
+                        if events := machine.feed_all(batch):
+                            yield events
                     events = machine.finish(int(time.time()))
                 except OpenAIError as exc:
                     record.error_code = exc.code
                     events = machine.fail(exc)
                 record.outcome = events[-1]["type"].removeprefix("response.")
-                for event in events:
-                    yield event
+                yield events
 
     async def create_chat_completion(self, body: Any, upstream_headers: dict[str, str] | None = None) -> dict[str, Any]:
         async with self._recorded("chat/completions") as record:
@@ -241,17 +239,22 @@ class AzureModelServer:
 
     async def create_chat_completion_stream(
         self, body: Any, upstream_headers: dict[str, str] | None = None
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Chat chunks as the client should see them; errors before Azure's first byte raise from the first `anext`."""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Chat chunks as the client should see them, in batches (as Azure sent them together; never empty);
+        errors before Azure's first byte raise from the first `anext`."""
         async with self._recorded("chat/completions", stream=True) as record:
             req: ChatRequest = parse(ChatRequest, body)
             include_usage = chat.wants_usage(req)
             upstream = self._upstream_stream(chat.to_upstream(req, body, self._model), record, upstream_headers)
-            async with aclosing(upstream) as chunks:
+            async with aclosing(upstream) as batches:
                 try:
-                    async for chunk in chunks:
-                        forwarded = chat.stream_chunk(chunk, self._model, include_usage)
-                        if forwarded is not None:
+                    async for batch in batches:
+                        forwarded = [
+                            shown
+                            for chunk in batch
+                            if (shown := chat.stream_chunk(chunk, self._model, include_usage)) is not None
+                        ]
+                        if forwarded:
                             yield forwarded
                 except OpenAIError as exc:
                     record.error_code, record.outcome = exc.code, "failed"
@@ -369,11 +372,12 @@ class AzureModelServer:
         record: RequestRecord,
         upstream_headers: dict[str, str] | None,
         req: ResponsesRequest | None = None,
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Azure's chunks, holding one upstream slot from before the call until the stream is closed; before
-        the first chunk, a failing upstream's call goes to another (after it, the client has part of an answer)."""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Azure's chunks in the batches they arrived in, holding one upstream slot from before the call until
+        the stream is closed; before the first chunk, a failing upstream's call goes to another (after it, the
+        client has part of an answer)."""
 
-        async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
             # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
             stream = client.stream(body, upstream_headers)
             try:
@@ -385,18 +389,19 @@ class AzureModelServer:
                 raise
             return prepend(first, stream)
 
-        def open_on(client: AzureClient, _: float) -> Awaitable[AsyncGenerator[dict[str, Any], None]]:
+        def open_on(client: AzureClient, _: float) -> Awaitable[AsyncGenerator[list[dict[str, Any]], None]]:
             if req is not None:
                 return self._fitting(req, body, lambda body: opened(client, body))
             return opened(client, body)
 
-        async with self._upstream_call(record, open_on) as stream, aclosing(stream) as chunks:
-            async for chunk in chunks:
-                if record.ttft_s is None and _carries_output(chunk):
-                    record.first_token()
-                if chunk.get("usage"):
-                    record.tokens(chunk["usage"])
-                yield chunk
+        async with self._upstream_call(record, open_on) as stream, aclosing(stream) as batches:
+            async for batch in batches:
+                for chunk in batch:
+                    if record.ttft_s is None and _carries_output(chunk):
+                        record.first_token()
+                    if chunk.get("usage"):
+                        record.tokens(chunk["usage"])
+                yield batch
 
     @asynccontextmanager
     async def _recorded(self, endpoint: str, stream: bool = False) -> AsyncIterator[RequestRecord]:

@@ -210,8 +210,10 @@ async def test_a_connection_reset_mid_body_is_a_502() -> None:
 # --- streaming -------------------------------------------------------------------------------------
 
 
-async def collect(stream: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [chunk async for chunk in stream]
+async def collect(stream: AsyncIterator[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    batches = [batch async for batch in stream]
+    assert all(batches), "a stream never yields an empty batch"
+    return [chunk for batch in batches for chunk in batch]
 
 
 async def stream_from(handler: Callable[[], web.StreamResponse]) -> tuple[list[dict[str, Any]], FakeAzure]:
@@ -253,7 +255,7 @@ async def test_an_in_band_error_frame_raises_after_the_chunks_before_it() -> Non
     body = sse({"choices": [{"delta": {"content": "a"}}]}, {"error": {"code": "server_error", "message": "boom"}})
     async with FakeAzure(script(lambda: reply(200, raw=body))) as azure:
         stream = client_for(azure.url).stream({"messages": []})
-        assert (await stream.__anext__())["choices"][0]["delta"]["content"] == "a"
+        assert [chunk["choices"][0]["delta"]["content"] for chunk in await stream.__anext__()] == ["a"]
         with pytest.raises(UpstreamError, match="boom"):
             await stream.__anext__()
 

@@ -226,9 +226,11 @@ def test_the_handle_methods_answer_like_the_endpoints_and_raise_the_same_errors(
     assert response["status"] == "completed" and response["output"][0]["content"][0]["text"] == "by handle"
     chat = handle.create_chat_completion.remote({"messages": [{"role": "user", "content": "hi"}]}).result()
     assert chat["choices"][0]["message"]["content"] == "hi" and chat["model"] == "gpt-4o"
-    events = list(
+    batches = list(
         handle.options(stream=True).create_response_stream.remote({"input": "streamed by handle", "stream": True})
     )
+    assert all(isinstance(batch, list) and batch for batch in batches)  # events in batches, never an empty one
+    events = [event for batch in batches for event in batch]
     assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "streamed by handle"
     with pytest.raises(OpenAIError) as info:

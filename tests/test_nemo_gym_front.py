@@ -16,7 +16,7 @@ from ray.exceptions import ActorDiedError
 from serve_app.nemo_gym import KIND, REPLICA_ATTEMPTS, _front_app, gym_model_server
 
 ANSWER = {"id": "resp_1", "object": "response", "status": "completed", "output": []}
-EVENTS = [{"type": "response.created"}, {"type": "response.completed"}]
+BATCHES = [[{"type": "response.created"}], [{"type": "response.completed"}]]  # a replica streams events in batches
 
 
 class _Call:
@@ -24,7 +24,7 @@ class _Call:
 
     def __init__(self, dies: bool) -> None:
         self._dies = dies
-        self._events = iter(EVENTS)
+        self._batches = iter(BATCHES)
 
     def cancel(self) -> None:
         pass
@@ -38,15 +38,15 @@ class _Call:
             raise ActorDiedError()
         return ANSWER
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
+    async def __anext__(self) -> list[dict[str, Any]]:
         await asyncio.sleep(0)
         if self._dies:
             raise ActorDiedError()
         try:
-            return next(self._events)
+            return next(self._batches)
         except StopIteration:
             raise StopAsyncIteration from None
 

@@ -209,7 +209,7 @@ async def test_azures_quota_region_and_request_id_headers_are_passed_on_with_an_
     async with FakeAzure(script(lambda: reply(200, {"choices": []}, headers))) as azure:
         await client(azure.url).complete({}, seen)
     async with FakeAzure(script(lambda: reply(200, raw=sse({"choices": []}, "[DONE]"), headers=headers))) as azure:
-        assert [chunk async for chunk in client(azure.url).stream({}, streamed)] == [{"choices": []}]
+        assert [batch async for batch in client(azure.url).stream({}, streamed)] == [[{"choices": []}]]
     expected = {k: v for k, v in headers.items() if k != "x-ms-client-request-id"}
     assert seen == expected and streamed == expected
 
@@ -251,14 +251,14 @@ async def test_a_slow_upstream_is_cut_at_the_total_deadline_with_a_504() -> None
 
 async def test_a_stream_is_retried_before_its_first_chunk() -> None:
     async with FakeAzure(script(busy, lambda: reply(200, raw=sse({"choices": []}, "[DONE]")))) as azure:
-        assert [c async for c in client(azure.url).stream({})] == [{"choices": []}]
+        assert [batch async for batch in client(azure.url).stream({})] == [[{"choices": []}]]
     assert len(azure.requests) == 2
 
 
 async def test_a_stream_is_not_retried_after_its_first_chunk() -> None:
     async with FakeAzure(script(lambda: reply(200, raw=sse({"choices": []})), ok)) as azure:  # ends without [DONE]
         stream = client(azure.url).stream({})
-        assert await stream.__anext__() == {"choices": []}
+        assert await stream.__anext__() == [{"choices": []}]
         with pytest.raises(UpstreamUnavailable):
             await stream.__anext__()
     assert len(azure.requests) == 1

@@ -154,7 +154,7 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
 
     async def stream(body: dict[str, Any], headers: dict[str, str] | None) -> Any:
         answer = await upstream(body)  # Azure's error comes before the first chunk
-        yield {"choices": [{"index": 0, "delta": {"content": str(len(answer["messages"]))}}]}
+        yield [{"choices": [{"index": 0, "delta": {"content": str(len(answer["messages"]))}}]}]  # one batch
 
     client = SimpleNamespace(stream=stream)
 
@@ -167,6 +167,7 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
     server._fitting = partial(AzureModelServer.func_or_class._fitting, server)
     req = parse(ResponsesRequest, {"input": "x", "truncation": "auto"})
     record = RequestRecord("r", "e")
-    chunks = AzureModelServer.func_or_class._upstream_stream(server, {"messages": LONG}, record, None, req)
-    assert [chunk["choices"][0]["delta"]["content"] async for chunk in chunks] == [str(len(upstream.sent[-1]))]
+    batches = AzureModelServer.func_or_class._upstream_stream(server, {"messages": LONG}, record, None, req)
+    contents = [chunk["choices"][0]["delta"]["content"] async for batch in batches for chunk in batch]
+    assert contents == [str(len(upstream.sent[-1]))]
     assert len(upstream.sent) > 1 and len(upstream.sent[-1]) <= 3

@@ -17,7 +17,8 @@ whoever reaches it spends the judge model's quota.
 
 The handle methods are `create_response(body)`, `create_chat_completion(body)` and, with
 `handle.options(stream=True)`, `create_response_stream(body)`: bodies and results are the same
-JSON objects as over HTTP, and failures raise the same `OpenAIError` (status, code, message).
+JSON objects as over HTTP (a stream's events come in lists, those ready together: one Ray object per
+batch, not per token), and failures raise the same `OpenAIError` (status, code, message).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.

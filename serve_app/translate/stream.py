@@ -185,6 +185,10 @@ class ResponseEventStream:
             events += self._send(self._items[self._live])
         return events
 
+    def feed_all(self, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`feed` for each of `chunks` that arrived together, their events in order."""
+        return [event for chunk in chunks for event in self.feed(chunk)]
+
     def finish(self, completed_at: int) -> list[dict[str, Any]]:
         events = self._close_items()
         status, incomplete = finish_status(self._finish_reason)
