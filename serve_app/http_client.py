@@ -300,6 +300,12 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            # Bytes behind a complete answer, which nobody asked for: stop llhttp before it mixes the next
+            # message's headers and body into this answer's (data_received then closes the connection).
+            raise ProtocolError("bytes after the answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
