@@ -132,6 +132,7 @@ class _Connection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._paused = False
+        self._whole = False
         self._waiter: asyncio.Future[None] | None = None
         self._complete = False
         self._keep_alive = False
@@ -165,6 +166,9 @@ class _Connection(asyncio.Protocol):
         return Answer(self._status, self._headers, self)
 
     async def read_all(self) -> bytes:
+        # The caller takes the body whole: pausing would only stall it (nobody takes chunks to resume).
+        self._whole = True
+        self._resume()
         try:
             while not self._complete:
                 self._raise_error()
@@ -191,10 +195,13 @@ class _Connection(asyncio.Protocol):
         chunks = self._chunks
         self._chunks = []
         self._buffered = 0
+        self._resume()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _resume(self) -> None:
         if self._paused and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def finish(self) -> None:
         if not self._active:
@@ -293,6 +300,12 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            # Bytes behind a complete answer, which nobody asked for: stop llhttp before it mixes the next
+            # message's headers and body into this answer's (data_received then closes the connection).
+            raise ProtocolError("bytes after the answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -311,7 +324,7 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > _PAUSE_AT and not self._paused and self._transport is not None:
+        if self._buffered > _PAUSE_AT and not self._whole and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
         self._wake()
