@@ -201,7 +201,10 @@ class AzureClient:
             return await anext(answers)
 
     def stream(
-        self, body: Mapping[str, Any], headers: dict[str, str] | None = None
+        self,
+        body: Mapping[str, Any],
+        headers: dict[str, str] | None = None,
+        decode: Callable[[bytes], dict[str, Any]] = jsonwire.loads,
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
         that a retry would repeat what the client already has). Yields them in batches, in order: the
@@ -210,10 +213,11 @@ class AzureClient:
         this generator, so closing the generator (normally, by error, or because our client went
         away) closes it upstream. The total deadline, counted from this call, is checked between
         chunks; a silent Azure is cut off by the read timeout. `headers` as for `complete`, filled
-        before the first chunk. Called in the event loop; the call starts when the first chunk is asked for."""
+        before the first chunk. `decode` parses each chunk (a caller that reads only some fields may build only
+        those: jsonwire.LoadsOnly). Called in the event loop; the call starts when the first chunk is asked for."""
         streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
         deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
-        return self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers), deadline)
+        return self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers, decode), deadline)
 
     async def _retried(
         self, body: Mapping[str, Any], send: Callable[[bytes], AsyncGenerator[T, None]], deadline: float
@@ -271,7 +275,7 @@ class AzureClient:
         yield answer
 
     async def _stream_once(
-        self, payload: bytes, deadline: float, into: dict[str, str] | None
+        self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], dict[str, Any]]
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
@@ -292,7 +296,7 @@ class AzureClient:
                             if chunks:
                                 yield chunks
                             return
-                        chunk = jsonwire.loads(data)
+                        chunk = decode(data)
                         if "error" in chunk:
                             if chunks:
                                 yield chunks  # what came before the error is the client's

@@ -10,10 +10,36 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import orjson
 
 JSONDecodeError = orjson.JSONDecodeError  # a ValueError
 loads = orjson.loads
+
+
+class LoadsOnly:
+    """`loads`, building only what `shape` (a TypedDict, total=False) names, skipping every other key
+    unbuilt. What it builds is held to `loads`' rules (no NaN or Infinity, no number beyond double range,
+    valid UTF-8), and a value of the wrong kind under a named key is a JSONDecodeError too; what it skips
+    must still be well-formed JSON.
+
+    For Azure's stream chunks on the Responses path: each carries content-filter verdicts (six nested
+    objects, most of its 600 bytes) that the translation never reads, and building them was a quarter of
+    the replica's CPU per streamed event; msgspec skips them (measured 1.9 µs a chunk against orjson's 4.4)."""
+
+    def __init__(self, shape: Any) -> None:
+        self._shape = shape
+        self._decode = msgspec.json.Decoder(shape).decode
+
+    def __call__(self, data: bytes) -> Any:
+        try:
+            return self._decode(data)
+        except msgspec.DecodeError as exc:
+            raise JSONDecodeError(str(exc), data.decode(errors="replace"), 0) from None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Serve pickles what a deployment's module holds; a msgspec decoder is rebuilt rather than pickled.
+        return (LoadsOnly, (self._shape,))
 
 
 def dumps(data: Any) -> bytes:

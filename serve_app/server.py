@@ -44,7 +44,7 @@ from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response, truncation
 from .translate.request import responses_field
 from .translate.response import new_id
-from .translate.stream import ResponseEventStream
+from .translate.stream import ResponseEventStream, read_chunk
 from .translate.tools import ToolMap
 from .upstreams import AllClosed, Pool, QueueFull, QueueTimeout, Upstream, hand_over_rule
 
@@ -375,11 +375,12 @@ class AzureModelServer:
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Azure's chunks in the batches they arrived in, holding one upstream slot from before the call until
         the stream is closed; before the first chunk, a failing upstream's call goes to another (after it, the
-        client has part of an answer)."""
+        client has part of an answer). With `req` (the Responses path), only what the translation reads of
+        each chunk is built; Chat chunks go to the client whole."""
 
         async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
             # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
-            stream = client.stream(body, upstream_headers)
+            stream = client.stream(body, upstream_headers, read_chunk) if req else client.stream(body, upstream_headers)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:

@@ -14,7 +14,7 @@ from serve_app.errors import OpenAIError, UpstreamError
 from serve_app.schemas import ResponsesRequest, parse
 from serve_app.translate import to_chat_request, to_response
 from serve_app.translate.chat import stream_chunk
-from serve_app.translate.stream import ResponseEventStream
+from serve_app.translate.stream import ResponseEventStream, read_chunk
 from serve_app.translate.tools import CustomInputDecoder, ToolMap
 
 REQUEST = parse(ResponsesRequest, {"input": "hi", "stream": True})
@@ -409,3 +409,33 @@ def test_the_service_tier_azure_reports_in_its_chunks_is_the_one_in_the_terminal
     chunks = [{**chunk, "service_tier": "default"} if chunk.get("id") else chunk for chunk in azure_chunks(content="a")]
     assert run(chunks)[-1]["response"]["service_tier"] == "default"
     assert run(azure_chunks(content="a"))[0]["response"]["service_tier"] == "auto"
+
+
+LOGPROBS_CHUNK = {
+    "choices": [
+        {
+            "index": 0,
+            "delta": {"content": "Hi"},
+            "logprobs": {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}]},
+            "finish_reason": None,
+            "content_filter_results": FILTERS,
+        }
+    ],
+    "service_tier": "priority",
+}
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [*(azure_chunks(**answer) for answer in CASES.values()), [LOGPROBS_CHUNK, *azure_chunks(content="a")]],
+    ids=[*CASES.keys(), "logprobs and service tier"],
+)
+def test_building_only_what_the_translation_reads_of_a_chunk_changes_no_event(
+    chunks: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def events(parse: Any) -> list[dict[str, Any]]:
+        ids = iter(range(1000))
+        monkeypatch.setattr("serve_app.translate.stream.new_id", lambda prefix: f"{prefix}_{next(ids)}")
+        return run([parse(json.dumps(chunk).encode()) for chunk in chunks])
+
+    assert events(read_chunk) == events(json.loads)

@@ -152,7 +152,7 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
 
     upstream = Upstream(fits=3)
 
-    async def stream(body: dict[str, Any], headers: dict[str, str] | None) -> Any:
+    async def stream(body: dict[str, Any], headers: dict[str, str] | None, decode: Any) -> Any:
         answer = await upstream(body)  # Azure's error comes before the first chunk
         yield [{"choices": [{"index": 0, "delta": {"content": str(len(answer["messages"]))}}]}]  # one batch
 

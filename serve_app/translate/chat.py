@@ -41,17 +41,20 @@ def from_upstream(completion: dict[str, Any], deployment: str) -> dict[str, Any]
 
 
 def stream_chunk(chunk: dict[str, Any], deployment: str, include_usage: bool) -> dict[str, Any] | None:
-    """The chunk to forward to the client, or None to drop it."""
-    choices = [
-        choice if "delta" in choice else {**choice, "delta": {}}
-        for choice in chunk.get("choices") or ()
-        if "delta" in choice or choice.get("finish_reason")
-    ]
+    """The chunk to forward to the client (`chunk` itself, changed in place: it is parsed for this call
+    alone, and a copy per token costs a replica more than anything else here), or None to drop it."""
+    choices = chunk.get("choices") or []
+    if not all("delta" in choice for choice in choices):
+        choices = [
+            choice if "delta" in choice else {**choice, "delta": {}}
+            for choice in choices
+            if "delta" in choice or choice.get("finish_reason")
+        ]
     has_usage = bool(chunk.get("usage"))
     if not choices and not (has_usage and include_usage):
         return None
     # The filter's own frames have empty `id` and `object`; clients expect a chunk's `object`.
-    forwarded = {**chunk, "choices": choices, "model": deployment, "object": "chat.completion.chunk"}
+    chunk["choices"], chunk["model"], chunk["object"] = choices, deployment, "chat.completion.chunk"
     if not include_usage:
-        forwarded.pop("usage", None)
-    return forwarded
+        chunk.pop("usage", None)
+    return chunk

@@ -17,8 +17,9 @@ are numbered densely in order of first appearance.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
+from .. import jsonwire
 from ..errors import OpenAIError
 from ..schemas import ResponsesRequest
 from .response import (
@@ -127,6 +128,31 @@ class _Call(_Item):
             )
             return [*events, ("response.custom_tool_call_input.done", {**self.where(), "input": item["input"]})]
         return []  # a tool_search_call has no events of its own
+
+
+class _Delta(TypedDict, total=False):
+    content: Any
+    refusal: Any
+    tool_calls: Any
+
+
+class _Choice(TypedDict, total=False):
+    delta: _Delta | None
+    finish_reason: Any
+    logprobs: Any
+
+
+class ChatChunk(TypedDict, total=False):
+    """What `ResponseEventStream.feed` reads of a Chat Completions chunk (and `error`, Azure's in-band failure):
+    the rest of it (ids, content-filter verdicts) is not built at all (`jsonwire.LoadsOnly`)."""
+
+    choices: list[_Choice] | None
+    usage: Any
+    service_tier: Any
+    error: Any
+
+
+read_chunk = jsonwire.LoadsOnly(ChatChunk)
 
 
 class ResponseEventStream:
