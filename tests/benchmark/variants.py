@@ -103,7 +103,8 @@ class Variant(_Base):  # type: ignore[misc, valid-type]
         if variant in ("nometrics", "lean"):
             _silence_metrics(self._telemetry)
         if variant == "canned":
-            self._client = CannedClient(self._client)
+            for upstream in self._pool.upstreams:
+                upstream.client = CannedClient(upstream.client)
         if variant == "defaultgc":
             gc.set_threshold(700, *gc.get_threshold()[1:])
 
