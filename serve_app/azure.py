@@ -40,11 +40,11 @@ _TOOLS_WITH_EFFORT = "Function tools with reasoning_effort are not supported"
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The headers of Azure's answer that go on to our client, names in lower case."""
+    """The headers of Azure's answer (names in lower case, as http_client gives them) that go on to our client."""
     return {
-        name.lower(): value
+        name: value
         for name, value in headers.items()
-        if name.lower() in _FORWARDED_HEADERS or name.lower().startswith(_FORWARDED_PREFIX)
+        if name in _FORWARDED_HEADERS or name.startswith(_FORWARDED_PREFIX)
     }
 
 
