@@ -16,7 +16,7 @@ What runs, in order (every process below is started and stopped by this one):
    - "proxy", "haproxy-only", "throughput-only" and "haproxy-thread" get the no-op app and
      /v1/responses at 1 and 64 clients and streaming events/s, to choose the ingress mode and
      flags by measurement (cluster_run.CONFIGS says what each sets).
-3. transport.py: httpx's own pool, httpx over its aiohttp transport, and aiohttp alone (AzureClient as
+3. transport.py: httpx's own pool, httpx over its aiohttp transport, aiohttp alone, and AzureClient (as
    shipped), 1,000 and 2,000 calls in flight.
 4. retry_slot.py: 429 storms, every call finishing within the budget while its retry waits hold
    their upstream slot.
@@ -580,13 +580,15 @@ def summary(
         for r in transport:
             if r["variant"].startswith("httpx pool,"):
                 over = by_name.get(r["variant"].replace("httpx pool", "httpx over aiohttp transport"))
-                alone = by_name.get(r["variant"].replace("httpx pool", "aiohttp (AzureClient)"))
-                if over and alone:
+                alone = by_name.get(r["variant"].replace("httpx pool", "aiohttp alone"))
+                ours = by_name.get(r["variant"].replace("httpx pool", "AzureClient (http_client)"))
+                if over and alone and ours:
                     lines.append(
                         f"- Transport, {r['n']:,} calls in flight: CPU per call {r['cpu_ms_per_call']:.2f} ms "
                         f"with httpx's pool, {over['cpu_ms_per_call']:.2f} ms with httpx over its aiohttp "
-                        f"transport, {alone['cpu_ms_per_call']:.2f} ms with aiohttp alone (AzureClient); "
-                        f"wall {r['wall_s']:.1f} s, {over['wall_s']:.1f} s, {alone['wall_s']:.1f} s."
+                        f"transport, {alone['cpu_ms_per_call']:.2f} ms with aiohttp alone, "
+                        f"{ours['cpu_ms_per_call']:.2f} ms with AzureClient (http_client.py); wall "
+                        f"{r['wall_s']:.1f} s, {over['wall_s']:.1f} s, {alone['wall_s']:.1f} s, {ours['wall_s']:.1f} s."
                     )
         waiting = [r for r in transport if "waiting" in r["variant"]]
         if len(waiting) == 2:
@@ -848,7 +850,7 @@ def main() -> None:
                 "description": config,
             }
         if "transport" not in skip:
-            log("[transport] httpx pool vs httpx over aiohttp vs aiohttp alone")
+            log("[transport] httpx pool vs httpx over aiohttp vs aiohttp alone vs ours")
             path = workdir / "transport.json"
             run_child(
                 "transport",

@@ -1,4 +1,4 @@
-"""The HTTP transport decision: httpx's own pool, httpx over its aiohttp transport, and aiohttp alone.
+"""The HTTP transport decision: httpx's own pool, httpx over its aiohttp transport, aiohttp alone, and ours.
 
     python -m tests.benchmark.transport --sim URL --n 2000 --out F
 
@@ -6,8 +6,9 @@ N concurrent Chat Completions calls against a simulator that answers after 2 s, 
 alone (nothing else on its event loop), each variant with a fresh client. What is measured is
 this process's CPU time per call and the wall time:
 
-- all N calls on N connections (no waiting): httpx's pool, httpx over the aiohttp transport, and
-  `AzureClient` as shipped (aiohttp alone, with its retry loop, deadline and error mapping);
+- all N calls on N connections (no waiting): httpx's pool, httpx over the aiohttp transport, aiohttp
+  alone (a session's post, read and JSON parse: what AzureClient did before http_client.py), and
+  `AzureClient` as shipped (http_client.py, with its retry loop, deadline and error mapping);
 - N calls (the smallest N) with room for only N/4 at a time: waiting inside httpx's pool vs
   waiting in our pool of upstreams (`Pool` of one, N/4 slots) in front of `AzureClient` (the
   product's arrangement).
@@ -62,6 +63,24 @@ def _httpx_caller(sim: str, pool: int | None) -> tuple[Any, Any]:
     return call, client.aclose
 
 
+def _aiohttp_caller(sim: str) -> tuple[Any, Any]:
+    import aiohttp
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=120),
+        headers={"api-key": "sim-key", "content-type": "application/json"},
+    )
+    payload = json.dumps(BODY).encode()
+
+    async def call() -> None:
+        async with session.post(sim + URL_PATH, data=payload) as response:
+            response.raise_for_status()
+            json.loads(await response.read())
+
+    return call, session.close
+
+
 def _azure_caller(sim: str) -> tuple[Any, Any]:
     client = AzureClient(
         base_url=sim,
@@ -81,7 +100,8 @@ def _azure_caller(sim: str) -> tuple[Any, Any]:
 async def variant(
     name: str, sim: str, n: int, *, kind: str, pool: int | None = None, slots: int | None = None
 ) -> dict[str, Any]:
-    call, close = _azure_caller(sim) if kind == "aiohttp" else _httpx_caller(sim, pool)
+    callers = {"ours": _azure_caller, "aiohttp": _aiohttp_caller}
+    call, close = callers[kind](sim) if kind in callers else _httpx_caller(sim, pool)
     gate = pool_of_one(None, slots) if slots is not None else None
     errors = 0
 
@@ -119,7 +139,8 @@ async def measure(sim: str, sizes: list[int], waiting: bool) -> list[dict[str, A
     for n in sizes:
         results.append(await variant(f"httpx pool, {n} connections", sim, n, kind="httpx", pool=n))
         results.append(await variant(f"httpx over aiohttp transport, {n} connections", sim, n, kind="httpx"))
-        results.append(await variant(f"aiohttp (AzureClient), {n} connections", sim, n, kind="aiohttp"))
+        results.append(await variant(f"aiohttp alone, {n} connections", sim, n, kind="aiohttp"))
+        results.append(await variant(f"AzureClient (http_client), {n} connections", sim, n, kind="ours"))
     if not waiting:
         return results
     n = min(sizes)
@@ -131,7 +152,7 @@ async def measure(sim: str, sizes: list[int], waiting: bool) -> list[dict[str, A
             f"Pool of one, {n // 4} slots + AzureClient, {n - n // 4} waiting in it",
             sim,
             n,
-            kind="aiohttp",
+            kind="ours",
             slots=n // 4,
         )
     )
