@@ -78,7 +78,7 @@ class EntraTokens:
         try:
             # Shielded: one call giving up must not cancel the fetch other calls wait for.
             await asyncio.wait_for(asyncio.shield(fetching), self._timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CredentialUnavailable(
                 f"No Entra ID token for Azure OpenAI within {self._timeout_s:g} s: the credential did not answer.",
                 code="upstream_credential_unavailable",
