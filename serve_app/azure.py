@@ -315,7 +315,8 @@ class AzureClient:
             raise error from None
         except jsonwire.JSONDecodeError:
             raise UpstreamUnavailable(
-                "Azure sent a stream frame that is not JSON.", code="upstream_invalid_response"
+                "Azure sent a stream frame that is not JSON, or not of the Chat Completions chunk's shape.",
+                code="upstream_invalid_response",
             ) from None
         raise UpstreamUnavailable("Azure's stream ended before [DONE].", code="upstream_stream_truncated")
 

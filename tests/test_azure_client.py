@@ -331,3 +331,14 @@ async def test_configured_refusals_never_reach_azure() -> None:
 )
 def test_only_the_documented_default_itself_counts_as_default(name: str, value: Any, default: bool) -> None:
     assert is_default(name, value) == default
+
+
+async def test_a_stream_frame_of_the_wrong_shape_for_its_reader_is_a_502_saying_so() -> None:
+    from serve_app.translate.stream import read_chunk
+
+    async with FakeAzure(script(lambda: reply(200, raw=sse({"choices": 3}, "[DONE]")))) as azure:
+        client = client_for(azure.url)
+        with pytest.raises(UpstreamUnavailable, match="shape") as info:
+            await collect(client.stream({"messages": []}, None, read_chunk))
+        await client.aclose()
+    assert (info.value.status, info.value.code) == (502, "upstream_invalid_response")
