@@ -278,6 +278,15 @@ def test_chat_stream_forwards_usage_only_when_asked() -> None:
     assert stream_chunk(usage_chunk, "dep", include_usage=True)["usage"] == USAGE
 
 
+@pytest.mark.parametrize(
+    "choices", [3, "abc", {"delta": {}}, ["text"]], ids=["number", "string", "object", "list of strings"]
+)
+def test_a_chat_chunk_whose_choices_are_not_a_list_of_objects_is_an_upstream_error(choices: Any) -> None:
+    with pytest.raises(OpenAIError) as info:
+        stream_chunk({"id": "c", "choices": choices}, "dep", include_usage=False)
+    assert (info.value.status, info.value.code) == (502, "upstream_invalid_response")
+
+
 def test_a_streamed_response_reports_the_service_tier_azure_used() -> None:
     chunks = [{**chunk, "service_tier": "flex"} for chunk in azure_chunks(content="a")]
     assert run(chunks)[-1]["response"]["service_tier"] == "flex"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidRequest, UnsupportedField
+from ..errors import InvalidRequest, UnsupportedField, UpstreamUnavailable
 from ..schemas import ChatRequest
 
 
@@ -44,6 +44,10 @@ def stream_chunk(chunk: dict[str, Any], deployment: str, include_usage: bool) ->
     """The chunk to forward to the client (`chunk` itself, changed in place: it is parsed for this call
     alone, and a copy per token costs a replica more than anything else here), or None to drop it."""
     choices = chunk.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+        raise UpstreamUnavailable(
+            "Azure sent a stream chunk whose 'choices' is not a list of objects.", code="upstream_invalid_response"
+        )
     if not all("delta" in choice for choice in choices):
         choices = [
             choice if "delta" in choice else {**choice, "delta": {}}
