@@ -81,7 +81,9 @@ class Plan:
 PLANS = {
     "full": Plan(
         "full",
-        rounds=2,
+        # Cells of one configuration vary by ±30% on a shared 2-core machine (2026-12-01: the no-op did
+        # 1,206-2,623 req/s over six 64-client cells of one run); four interleaved rounds average more of it out.
+        rounds=4,
         cell_s=2.5,
         plain_concurrency=(1, 16, 64, 256),
         stream_concurrency=(1, 16, 64),
