@@ -320,12 +320,16 @@ async def chat_sse(
     async with aclosing(batches):
         try:
             if first is not None:
-                yield jsonwire.framed([(b"data: ", chunk) for chunk in first], b"\n\n")
+                yield _chat_frames(first)
             async for chunks in batches:
-                yield jsonwire.framed([(b"data: ", chunk) for chunk in chunks], b"\n\n")
+                yield _chat_frames(chunks)
         except OpenAIError as exc:
-            yield jsonwire.framed([(b"data: ", exc.body())], b"\n\n")
+            yield _chat_frames([exc.body()])
         yield b"data: [DONE]\n\n"
+
+
+def _chat_frames(chunks: list[dict[str, Any]]) -> bytes:
+    return jsonwire.framed([(b"data: ", chunk) for chunk in chunks], b"\n\n")
 
 
 async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:

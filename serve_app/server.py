@@ -31,6 +31,7 @@ from ray.serve import Application
 from ray.serve.context import _get_serve_request_context
 from ray.serve.schema import ReplicaRank
 
+from . import jsonwire
 from .azure import AzureClient
 from .budget import BudgetMember, LeaveFn, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, UpstreamSpec, validate_model
@@ -409,7 +410,7 @@ class AzureModelServer:
 
         async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
             # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
-            stream = client.stream(body, upstream_headers, read_chunk) if req else client.stream(body, upstream_headers)
+            stream = client.stream(body, upstream_headers, jsonwire.loads if req is None else read_chunk)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:

@@ -7,16 +7,15 @@ create_connection may resume before connection_made was called).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 import pytest
-import uvloop
+from support.loops import on_each_loop
 
 from serve_app.http_client import (
     ConnectFailed,
@@ -29,26 +28,7 @@ from serve_app.http_client import (
     ReadTimeout,
 )
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
 MiB = 1 << 20
-
-
-def on_each_loop(scenario: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """A test that runs the coroutine `scenario` once per event loop in LOOPS; the scenario's own
-    parameters stay the test's (fixtures, parametrize)."""
-
-    def test(loop: str, **arguments: Any) -> None:
-        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-            runner.run(scenario(**arguments))
-
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    parameters = [p.replace(kind=keyword) for p in inspect.signature(scenario).parameters.values()]
-    test.__signature__ = inspect.Signature([inspect.Parameter("loop", keyword), *parameters])  # type: ignore[attr-defined]
-    test.__name__, test.__qualname__, test.__doc__ = scenario.__name__, scenario.__qualname__, scenario.__doc__
-    return pytest.mark.parametrize("loop", list(LOOPS))(test)
 
 
 # --- a scripted server -------------------------------------------------------------------------------

@@ -9,19 +9,15 @@ import asyncio
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import uvloop
+from support.loops import on_each_loop
 
 from serve_app.http_client import ConnectFailed, Endpoint, HTTPClient
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
 
 
@@ -74,22 +70,18 @@ def trusting(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
 
 
-@pytest.mark.parametrize("loop", list(LOOPS))
-def test_a_call_over_tls_verifies_the_certificate_and_keeps_its_connection(
-    loop: str, certificate: tuple[Path, Path]
+@on_each_loop
+async def test_a_call_over_tls_verifies_the_certificate_and_keeps_its_connection(
+    certificate: tuple[Path, Path],
 ) -> None:
-    async def scenario() -> None:
-        async with tls_server(*certificate) as (port, per_connection):
-            client = HTTPClient(connect_timeout_s=5, read_timeout_s=5, ssl_context=trusting(certificate[0]))
-            endpoint = Endpoint.of(f"https://localhost:{port}/openai/v1/chat/completions")
-            for _ in range(3):
-                answer = await client.post(endpoint, b"{}")
-                assert (answer.status, await answer.read()) == (200, b"{}")
-            await client.aclose()
-            assert per_connection == [3]
-
-    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-        runner.run(scenario())
+    async with tls_server(*certificate) as (port, per_connection):
+        client = HTTPClient(connect_timeout_s=5, read_timeout_s=5, ssl_context=trusting(certificate[0]))
+        endpoint = Endpoint.of(f"https://localhost:{port}/openai/v1/chat/completions")
+        for _ in range(3):
+            answer = await client.post(endpoint, b"{}")
+            assert (answer.status, await answer.read()) == (200, b"{}")
+        await client.aclose()
+        assert per_connection == [3]
 
 
 @pytest.mark.parametrize(
@@ -97,20 +89,16 @@ def test_a_call_over_tls_verifies_the_certificate_and_keeps_its_connection(
     [("localhost", False), ("127.0.0.1", True)],  # a certificate nobody vouches for; a name it was not made for
     ids=["untrusted certificate", "host name not in the certificate"],
 )
-@pytest.mark.parametrize("loop", list(LOOPS))
-def test_a_server_that_cannot_prove_its_name_is_refused_before_anything_is_sent(
-    loop: str, host: str, trusted: bool, certificate: tuple[Path, Path]
+@on_each_loop
+async def test_a_server_that_cannot_prove_its_name_is_refused_before_anything_is_sent(
+    host: str, trusted: bool, certificate: tuple[Path, Path]
 ) -> None:
-    async def scenario() -> None:
-        async with tls_server(*certificate) as (port, per_connection):
-            # Without a context of its own the client trusts the system's authorities, as it does for Azure.
-            client = HTTPClient(
-                connect_timeout_s=5, read_timeout_s=5, ssl_context=trusting(certificate[0]) if trusted else None
-            )
-            with pytest.raises(ConnectFailed, match="SSLCertVerificationError"):
-                await client.post(Endpoint.of(f"https://{host}:{port}/x"), b"{}")
-            await client.aclose()
-            assert sum(per_connection) == 0
-
-    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-        runner.run(scenario())
+    async with tls_server(*certificate) as (port, per_connection):
+        # Without a context of its own the client trusts the system's authorities, as it does for Azure.
+        client = HTTPClient(
+            connect_timeout_s=5, read_timeout_s=5, ssl_context=trusting(certificate[0]) if trusted else None
+        )
+        with pytest.raises(ConnectFailed, match="SSLCertVerificationError"):
+            await client.post(Endpoint.of(f"https://{host}:{port}/x"), b"{}")
+        await client.aclose()
+        assert sum(per_connection) == 0
