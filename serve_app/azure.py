@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
@@ -196,11 +196,9 @@ class AzureClient:
         answer that a client should see."""
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
-        answers = self._retried(body, lambda payload: self._complete_once(payload, deadline, headers), deadline)
-        async with aclosing(answers):
-            return await anext(answers)
+        return await self._retried(body, lambda payload: self._complete_once(payload, deadline, headers), deadline)
 
-    def stream(
+    async def stream(
         self,
         body: Mapping[str, Any],
         headers: dict[str, str] | None = None,
@@ -211,46 +209,44 @@ class AzureClient:
         chunks that arrived together (never an empty batch), so that whatever handles each item on the
         way to our client does it once per read from Azure rather than once per token. The HTTP stream lives inside
         this generator, so closing the generator (normally, by error, or because our client went
-        away) closes it upstream. The total deadline, counted from this call, is checked between
-        chunks; a silent Azure is cut off by the read timeout. `headers` as for `complete`, filled
+        away) closes it upstream. The total deadline, counted from the first chunk asked for, is checked
+        between chunks; a silent Azure is cut off by the read timeout. `headers` as for `complete`, filled
         before the first chunk. `decode` parses each chunk (a caller that reads only some fields may build only
-        those: jsonwire.LoadsOnly). Called in the event loop; the call starts when the first chunk is asked for."""
+        those: jsonwire.LoadsOnly)."""
         streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
         deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
-        return self._retried(streamed, lambda payload: self._stream_once(payload, deadline, headers, decode), deadline)
+        first, rest = await self._retried(
+            streamed, lambda payload: self._open_stream(payload, deadline, headers, decode), deadline
+        )
+        async with aclosing(rest):
+            if first is not None:
+                yield first
+                async for chunks in rest:
+                    yield chunks
 
-    async def _retried(
-        self, body: Mapping[str, Any], send: Callable[[bytes], AsyncGenerator[T, None]], deadline: float
-    ) -> AsyncGenerator[T, None]:
-        """What `send(payload)` yields, its attempts retried per policy until the first item is out:
-        a non-streaming call yields one item, a stream its chunks."""
+    async def _retried(self, body: Mapping[str, Any], send: Callable[[bytes], Awaitable[T]], deadline: float) -> T:
+        """`await send(payload)`, tried again per policy while it fails: a non-streaming call to its answer,
+        a stream to its first chunk."""
         loop = asyncio.get_running_loop()
         addressed = {**body, "model": self.deployment} if self._v1 else body
         attempt = 0
         while True:
             payload = jsonwire.dumps(self.parameters.fit(addressed))
             attempt += 1
-            started = False
             try:
-                async with aclosing(send(payload)) as items:
-                    async for item in items:
-                        started = True
-                        yield item
-                return
+                return await send(payload)
             except OpenAIError as error:
-                if not started and self.parameters.learn(error, addressed):
+                if self.parameters.learn(error, addressed):
                     # Azure refused one parameter before doing any work; asking without it is no retry.
                     attempt -= 1
                     continue
-                wait = None if started else self._policy.delay(attempt, error, deadline - loop.time())
+                wait = self._policy.delay(attempt, error, deadline - loop.time())
                 if wait is None:
                     raise
                 self._observer.retry(error.status)
             await asyncio.sleep(wait)
 
-    async def _complete_once(
-        self, payload: bytes, deadline: float, into: dict[str, str] | None
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    async def _complete_once(self, payload: bytes, deadline: float, into: dict[str, str] | None) -> dict[str, Any]:
         started = time.monotonic()
         try:
             reply = await self._http.post(self._endpoint, payload, await self._auth(), deadline)
@@ -272,7 +268,18 @@ class AzureClient:
             ) from None
         if into is not None:
             into.update(forwarded_headers(headers))
-        yield answer
+        return answer
+
+    async def _open_stream(
+        self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]] | None, AsyncGenerator[list[dict[str, Any]], None]]:
+        """One attempt's stream, to its first batch (None: Azure sent [DONE] before any chunk) and the rest."""
+        chunks = self._stream_once(payload, deadline, into, decode)
+        try:
+            return await anext(chunks, None), chunks
+        except BaseException:
+            await chunks.aclose()
+            raise
 
     async def _stream_once(
         self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], dict[str, Any]]

@@ -149,11 +149,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
-        body = jsonwire.loads(b"".join(chunks))
+        body = jsonwire.loads(raw)
     except jsonwire.JSONDecodeError:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
-    deep = jsonwire.too_deep(body)
+    deep = jsonwire.too_deep(body, raw)
     if deep is not None:
         param = deep if len(deep) <= 80 else deep[:77] + "..."
         raise InvalidRequest(

@@ -20,8 +20,8 @@ import asyncio
 import gc
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
@@ -315,16 +315,17 @@ class AzureModelServer:
         )
 
     async def _answered(self, record: RequestRecord, call: Callable[[AzureClient, float], Awaitable[T]]) -> T:
-        async with self._upstream_call(record, call) as answer:
-            return answer
+        upstream, since, answer = await self._placed(record, call)
+        self._pool.release(upstream, time.monotonic() - since)
+        return answer
 
-    @asynccontextmanager
-    async def _upstream_call(
+    async def _placed(
         self, record: RequestRecord, call: Callable[[AzureClient, float], Awaitable[T]]
-    ) -> AsyncIterator[T]:
-        """`call(client, deadline)` in a slot of one upstream, which is held until the block ends: a non-streaming
-        call's answer, or a stream opened to its first chunk. While `call` fails for the upstream's own reason,
-        it is made again on another upstream (upstreams.py), one at a time, never past the deadline.
+    ) -> tuple[Upstream[AzureClient], float, T]:
+        """`call(client, deadline)` in a slot of one upstream: a non-streaming call's answer, or a stream opened to
+        its first chunk, with the upstream and when the call began. The slot is still held: the caller releases
+        it (`Pool.release`) once the call is over. While `call` fails for the upstream's own reason, it is made
+        again on another upstream (upstreams.py), one at a time, never past the deadline.
 
         The total timeout counts from here, the wait in the queue included. A full queue, or no slot
         free within the total timeout, is a 429 with a useful Retry-After."""
@@ -336,7 +337,9 @@ class AzureModelServer:
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._args.timeouts.total_s
-        for attempt in range(1, self._args.retries.max_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             upstream = await self._slot(deadline, again=attempt > 1)
             record.upstream = upstream.name
             since = time.monotonic()
@@ -353,11 +356,7 @@ class AzureModelServer:
                 self._pool.release(upstream, None)
                 raise
             self._pool.succeeded(upstream)
-            try:
-                yield answer
-            finally:
-                self._pool.release(upstream, time.monotonic() - since)
-            return
+            return upstream, since, answer
 
     async def _slot(self, deadline: float, again: bool) -> Upstream[AzureClient]:
         try:
@@ -425,14 +424,18 @@ class AzureModelServer:
                 return self._fitting(req, body, lambda body: opened(client, body))
             return opened(client, body)
 
-        async with self._upstream_call(record, open_on) as stream, aclosing(stream) as batches:
-            async for batch in batches:
-                for chunk in batch:
-                    if record.ttft_s is None and _carries_output(chunk):
-                        record.first_token()
-                    if chunk.get("usage"):
-                        record.tokens(chunk["usage"])
-                yield batch
+        upstream, since, stream = await self._placed(record, open_on)
+        try:
+            async with aclosing(stream) as batches:
+                async for batch in batches:
+                    for chunk in batch:
+                        if record.ttft_s is None and _carries_output(chunk):
+                            record.first_token()
+                        if chunk.get("usage"):
+                            record.tokens(chunk["usage"])
+                    yield batch
+        finally:
+            self._pool.release(upstream, time.monotonic() - since)
 
     def _recorded(self, endpoint: str, stream: bool = False) -> _Recorded:
         return _Recorded(self._telemetry, endpoint, stream)
