@@ -181,26 +181,27 @@ BATCH_BYTES = 16 * 1024
 class ReadAhead:
     """A source's chunks, those ready together joined into one: the body of an event stream.
 
-    A task of its own reads the source while the writer writes, and the writer takes everything
-    read since its last write. The reader runs until the source has nothing ready, so no chunk
-    waits for more than that turn of the event loop; but when events come faster than one write
-    each (Azure's chunks queued in one socket read, a replica busy with many streams), one write
-    carries them all: a write is a system call and a pass down the ASGI send chain, most of a
-    replica's CPU per event when each event had its own (tests/benchmark/RESULTS.md). At most
-    `limit` bytes are read ahead; then the reader waits for the writer."""
+    The writer reads the first chunk itself, so that nothing stands between it and its write: a
+    client's time to first token is this server's to keep short. Then a task of its own reads the
+    source while the writer writes, and the writer takes everything read since its last write. The
+    reader runs until the source has nothing ready, so no chunk waits for more than that turn of the
+    event loop; but when events come faster than one write each (Azure's chunks queued in one socket
+    read, a replica busy with many streams), one write carries them all: a write is a system call and
+    a pass down the ASGI send chain, most of a replica's CPU per event when each event had its own
+    (tests/benchmark/RESULTS.md). At most `limit` bytes are read ahead; then the reader waits for the
+    writer. `stop()` ends the body early (the client left)."""
 
     def __init__(self, source: AsyncGenerator[bytes, None], limit: int = BATCH_BYTES) -> None:
         self._source = source
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
-        self._first = True
         self._ended = False
         self._error: Exception | None = None
         self._loop = asyncio.get_running_loop()
         self._chunk_read: asyncio.Future[None] | None = None  # the writer, waiting for a chunk
         self._taken: asyncio.Future[None] | None = None  # the reader, waiting for a full batch to go
-        self._task = self._loop.create_task(self._read())
+        self._task: asyncio.Task[None] | None = None  # the reader, once the first chunk is out
 
     async def _read(self) -> None:
         try:
@@ -208,19 +209,18 @@ class ReadAhead:
                 self._chunks.append(chunk)
                 self._size += len(chunk)
                 self._wake(self._chunk_read)
-                if self._first:
-                    # The first event goes out alone, not after the rest of its burst: a client's time to
-                    # first token is this server's to keep short.
-                    self._first = False
-                    await asyncio.sleep(0)
-                elif self._size >= self._limit:
+                if self._size >= self._limit:
                     self._taken = self._loop.create_future()
                     await self._taken
         except Exception as exc:  # the writer raises it once it has written what came before
             self._error = exc
         finally:
-            self._ended = True
-            self._wake(self._chunk_read)
+            self.stop()
+
+    def stop(self) -> None:
+        """No more chunks: the writer ends once it has what was read already."""
+        self._ended = True
+        self._wake(self._chunk_read)
 
     @staticmethod
     def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -231,6 +231,10 @@ class ReadAhead:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._task is None and not self._ended:
+            first = await anext(self._source)  # its end, or its error, is the writer's at once
+            self._task = self._loop.create_task(self._read())
+            return first
         while not self._chunks:
             if self._ended:
                 if self._error is not None:
@@ -246,15 +250,21 @@ class ReadAhead:
 
     async def aclose(self) -> None:
         """Stop reading and close the source, wherever it waits (Azure's next chunk, or the writer)."""
-        self._task.cancel()
-        await asyncio.wait([self._task])
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
         await self._source.aclose()
 
 
 class EventStreamResponse(StreamingResponse):
-    """A server-sent-event response that always closes its source, even when the client leaves
-    while the source waits (Starlette would leave it suspended until GC). The source is read ahead
-    of the writes (`ReadAhead`): the events ready together go out in one write.
+    """A server-sent-event response that always closes its source, however the stream ends. The
+    source is read ahead of the writes (`ReadAhead`): the events ready together go out in one write,
+    and the first goes out in the turn of the loop it was made in.
+
+    Starlette's own streaming is not used: before ASGI 2.4 it runs every stream in an anyio task
+    group (tasks, cancel scopes and their reprs: about a third of a millisecond before a stream's
+    first event, measured). A client that leaves is noticed here by a plain task reading `receive`
+    (from ASGI 2.4 on, by the send that fails), and ends the body.
 
     A client that stops reading would hold the source (and its upstream slot) open for as long as
     the connection lives: the source only runs, and checks its deadline, while its read-ahead has
@@ -270,20 +280,39 @@ class EventStreamResponse(StreamingResponse):
         self._stall_s = stall_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def bounded(message: Message) -> None:
-            try:
-                async with asyncio.timeout(self._stall_s):
-                    await send(message)
-            except TimeoutError:  # an OSError, which Starlette would take for a departed client
-                raise _Stalled() from None
-
-        body = self.body_iterator = ReadAhead(self._events)
+        body = ReadAhead(self._events)
+        spec = scope.get("asgi", {}).get("spec_version", "2.0")
+        watcher = None
         try:
-            await super().__call__(scope, receive, bounded)
+            await self._send(
+                send, {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            if tuple(map(int, spec.split("."))) < (2, 4):
+                watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive, body))
+            async for chunk in body:
+                await self._send(send, {"type": "http.response.body", "body": chunk, "more_body": True})
+            await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
         except _Stalled:
             logger.info("a stream's client stopped reading for %g s; the stream is closed", self._stall_s)
+        except OSError:  # ASGI 2.4: the client is gone
+            raise ClientDisconnect() from None
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await body.aclose()
+
+    async def _send(self, send: Send, message: Message) -> None:
+        try:
+            async with asyncio.timeout(self._stall_s):
+                await send(message)
+        except TimeoutError:  # an OSError, which would be taken for a departed client
+            raise _Stalled() from None
+
+
+async def _until_disconnect(receive: Receive, body: ReadAhead) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    body.stop()
 
 
 # `event: <type>` and the `data: ` that follows, per event type: a stream has a handful of types.

@@ -10,10 +10,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from starlette.requests import ClientDisconnect
 
 from serve_app.http import BATCH_BYTES, EventStreamResponse, ReadAhead
 
-SPEC_VERSIONS = ["2.0", "2.4"]  # Starlette streams from a task group before 2.4, inline from it
+SPEC_VERSIONS = ["2.0", "2.4"]  # before 2.4 a departed client is seen on `receive`, from it by the send that fails
 
 
 @contextmanager
@@ -199,7 +200,7 @@ async def test_a_stream_cancelled_while_azure_is_silent_closes_its_source(spec_v
     assert source.closed.is_set()
 
 
-async def test_a_client_disconnect_seen_by_starlette_closes_the_source() -> None:
+async def test_a_client_leaving_before_asgi_2_4_ends_the_stream_and_closes_its_source() -> None:
     source = Source()
     with loop_turns() as turns:
         client = Client(turns)
@@ -225,3 +226,43 @@ async def test_a_source_with_nothing_to_say_ends_the_body_at_once() -> None:
     body = ReadAhead(empty())
     assert await chunks_of(body) == []
     await body.aclose()
+
+
+@pytest.mark.parametrize("spec_version", SPEC_VERSIONS)
+async def test_the_response_starts_and_writes_its_first_event_in_the_turn_it_is_called(spec_version: str) -> None:
+    async def source() -> AsyncGenerator[bytes, None]:
+        yield event(0)
+        await asyncio.sleep(0)
+        yield event(1)
+
+    with loop_turns() as turns:
+        client = Client(turns)
+        started: list[int] = []
+        send = client.send
+
+        async def noting_start(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started.append(turns[0])
+            await send(message)
+
+        client.send = noting_start  # type: ignore[method-assign]
+        called = turns[0]
+        await client.serve(EventStreamResponse(source(), stall_s=5), spec_version)
+    assert started == [called]
+    assert client.writes[0] == (called, event(0))
+
+
+async def test_a_send_failing_from_asgi_2_4_on_is_a_departed_client_and_closes_the_source() -> None:
+    source = Source()
+
+    async def gone(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("the client is gone")
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("from ASGI 2.4 on, nothing listens for the disconnect")
+
+    response = EventStreamResponse(source.events(1), stall_s=5)
+    with pytest.raises(ClientDisconnect):
+        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, gone)  # type: ignore[arg-type]
+    assert source.closed.is_set()
