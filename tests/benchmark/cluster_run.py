@@ -426,7 +426,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
+async def measure(bench: Bench, plan: Plan, apps: Apps) -> dict[str, Any]:
+    """Each phase with only the apps it measures deployed: an idle Serve replica costs about 4% of a core
+    (metrics, health checks), and a dozen of them were background load in every cell of a 2-core machine."""
     out: dict[str, Any] = {}
     kinds = tuple(k for k in plan.targets if k != "direct")
     await bench.warm_up(kinds)
@@ -435,15 +437,18 @@ async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
         await bench.sweep("stream", plan.stream_concurrency, stream=True)
     if plan.events_concurrency:
         await bench.sweep("events", plan.events_concurrency, stream=True, text=f"Go on. [sim:tokens={LONG_TOKENS}]")
+    if plan.ttfe_requests:
+        out["ttfe"] = await bench.ttfe()
     if plan.ablation_concurrency:
+        bench.pids = apps.deploy(apps.core + apps.variants)
         await bench.warm_up((*VARIANTS, "noopgc"), only=False)
         await bench.sweep(
             "ablation", plan.ablation_concurrency, stream=False, targets=("noop", "responses", *VARIANTS, "noopgc")
         )
     out["cells"] = bench.cells
-    if plan.ttfe_requests:
-        out["ttfe"] = await bench.ttfe()
     memory = []
+    if apps.memory:
+        bench.pids = apps.deploy(apps.core + apps.memory)
     if plan.in_flight:
         memory.append(await bench.memory("mem", plan.in_flight))
     if plan.stream_in_flight:
@@ -452,6 +457,34 @@ async def measure(bench: Bench, plan: Plan) -> dict[str, Any]:
         memory.append(await bench.memory("mem_noop", plan.in_flight))
     out["memory"] = memory
     return out
+
+
+@dataclass
+class Apps:
+    """The plan's Serve apps by phase: `core` (no-op and ours) throughout, the others only for their phase."""
+
+    core: list[dict[str, Any]]
+    variants: list[dict[str, Any]]
+    memory: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, plan: Plan, fast_url: str, slow_url: str) -> Apps:
+        memory = []
+        if plan.in_flight:
+            memory += [model_app("mem", slow_url, budget=plan.in_flight + 48), noop_app("floor")]
+        if plan.stream_in_flight:
+            memory.append(model_app("memstream", slow_url, budget=plan.stream_in_flight + 48))
+        variants = []
+        if plan.ablation_concurrency:
+            variants = [variant_app(v, fast_url, budget=4096) for v in VARIANTS]
+            variants.append(noop_app("noopgc", gc_gen0_threshold=GC_GEN0_THRESHOLD))
+        return cls([noop_app("noop"), model_app("ours", fast_url, budget=4096)], variants, memory)
+
+    @staticmethod
+    def deploy(apps: list[dict[str, Any]]) -> dict[str, int]:
+        """Deploy exactly `apps` (those left out are removed; unchanged ones keep their replicas): their pids."""
+        cluster.deploy(apps)  # also waits for HAProxy, when on, to route every app to its replicas
+        return replica_pids()
 
 
 def main() -> None:
@@ -480,23 +513,13 @@ def main() -> None:
     started = time.monotonic()
     cluster.start(port=port, env=env, num_cpus=2, ingress=ingress)
     try:
-        apps = [noop_app("noop"), model_app("ours", fast_url, budget=4096)]
-        if plan.in_flight:
-            apps.append(model_app("mem", slow_url, budget=plan.in_flight + 48))
-        if plan.stream_in_flight:
-            apps.append(model_app("memstream", slow_url, budget=plan.stream_in_flight + 48))
-        if plan.in_flight:
-            apps.append(noop_app("floor"))
-        if plan.ablation_concurrency:
-            apps += [variant_app(v, fast_url, budget=4096) for v in VARIANTS]
-            apps.append(noop_app("noopgc", gc_gen0_threshold=GC_GEN0_THRESHOLD))
-        cluster.deploy(apps)  # also waits for HAProxy, when on, to route every app to its replicas
-        pids = replica_pids()
+        apps = Apps.of(plan, fast_url, slow_url)
+        pids = apps.deploy(apps.core)
         result["replica_pids"] = pids
         result["setup_s"] = time.monotonic() - started
         log(f"[{options.config}] deployed in {result['setup_s']:.0f} s; measuring ({plan.name})")
         bench = Bench(plan, port, (fast_url, int(fast_pid)), (slow_url, int(slow_pid)), pids)
-        result.update(loadgen.run_async(measure(bench, plan)))
+        result.update(loadgen.run_async(measure(bench, plan, apps)))
     except Exception:
         result["failure"] = traceback.format_exc()
         log(result["failure"])
