@@ -143,7 +143,6 @@ async def test_auto_gives_up_after_a_few_tries_or_when_only_the_last_turn_is_lef
 
 
 async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
-    from contextlib import asynccontextmanager
     from functools import partial
 
     from serve_app.config import Timeouts
@@ -158,12 +157,13 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
 
     client = SimpleNamespace(stream=stream)
 
-    @asynccontextmanager
-    async def on_upstream(record: RequestRecord, call: Any) -> Any:
-        yield await call(client, 0.0)
+    async def placed(record: RequestRecord, call: Any) -> Any:
+        return "the upstream", 0.0, await call(client, 0.0)
 
+    released: list[str] = []
     server = SimpleNamespace(_args=SimpleNamespace(timeouts=Timeouts()))
-    server._upstream_call = on_upstream
+    server._placed = placed
+    server._pool = SimpleNamespace(release=lambda upstream, seconds: released.append(upstream))
     server._fitting = partial(AzureModelServer.func_or_class._fitting, server)
     req = parse(ResponsesRequest, {"input": "x", "truncation": "auto"})
     record = RequestRecord("r", "e")
@@ -171,3 +171,4 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
     contents = [chunk["choices"][0]["delta"]["content"] async for batch in batches for chunk in batch]
     assert contents == [str(len(upstream.sent[-1]))]
     assert len(upstream.sent) > 1 and len(upstream.sent[-1]) <= 3
+    assert released == ["the upstream"]  # the one slot, given back when the stream ended
