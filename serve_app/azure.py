@@ -204,25 +204,34 @@ class AzureClient:
         headers: dict[str, str] | None = None,
         decode: Callable[[bytes], dict[str, Any]] = jsonwire.loads,
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Stream Chat Completions chunks, retried per policy until the first chunk arrives (after
-        that a retry would repeat what the client already has). Yields them in batches, in order: the
-        chunks that arrived together (never an empty batch), so that whatever handles each item on the
-        way to our client does it once per read from Azure rather than once per token. The HTTP stream lives inside
-        this generator, so closing the generator (normally, by error, or because our client went
-        away) closes it upstream. The total deadline, counted from the first chunk asked for, is checked
-        between chunks; a silent Azure is cut off by the read timeout. `headers` as for `complete`, filled
-        before the first chunk. `decode` parses each chunk (a caller that reads only some fields may build only
-        those: jsonwire.LoadsOnly)."""
-        streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
-        first, rest = await self._retried(
-            streamed, lambda payload: self._open_stream(payload, deadline, headers, decode), deadline
-        )
+        """Stream Chat Completions chunks (`open_stream`'s first batch, then the rest), in batches, in order: the
+        chunks that arrived together (never an empty batch), so that whatever handles each item on the way to our
+        client does it once per read from Azure rather than once per token."""
+        first, rest = await self.open_stream(body, headers, decode)
         async with aclosing(rest):
             if first is not None:
                 yield first
                 async for chunks in rest:
                     yield chunks
+
+    async def open_stream(
+        self,
+        body: Mapping[str, Any],
+        headers: dict[str, str] | None = None,
+        decode: Callable[[bytes], dict[str, Any]] = jsonwire.loads,
+    ) -> tuple[list[dict[str, Any]] | None, AsyncGenerator[list[dict[str, Any]], None]]:
+        """A Chat Completions stream opened to its first batch (None: Azure sent [DONE] before any chunk), and the
+        batches after it. Retried per policy until the first batch is in (after that a retry would repeat what the
+        client already has), so Azure's errors before its first chunk are raised from here. The HTTP stream lives
+        inside the rest, so closing it (normally, by error, or because our client went away) closes it upstream.
+        The total deadline, counted from this call, is checked between chunks; a silent Azure is cut off by the
+        read timeout. `headers` as for `complete`, filled before the first chunk. `decode` parses each chunk (a
+        caller that reads only some fields may build only those: jsonwire.LoadsOnly)."""
+        streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
+        return await self._retried(
+            streamed, lambda payload: self._open_stream(payload, deadline, headers, decode), deadline
+        )
 
     async def _retried(self, body: Mapping[str, Any], send: Callable[[bytes], Awaitable[T]], deadline: float) -> T:
         """`await send(payload)`, tried again per policy while it fails: a non-streaming call to its answer,

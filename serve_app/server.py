@@ -418,15 +418,10 @@ class AzureModelServer:
 
         async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
             # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
-            stream = client.stream(body, upstream_headers, jsonwire.loads if req is None else read_chunk)
-            try:
-                first = await anext(stream)
-            except StopAsyncIteration:
-                return stream
-            except BaseException:
-                await stream.aclose()
-                raise
-            return prepend(first, stream)
+            first, rest = await client.open_stream(
+                body, upstream_headers, jsonwire.loads if req is None else read_chunk
+            )
+            return rest if first is None else prepend(first, rest)
 
         def open_on(client: AzureClient, _: float) -> Awaitable[AsyncGenerator[list[dict[str, Any]], None]]:
             if req is not None:

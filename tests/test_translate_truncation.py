@@ -151,11 +151,15 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
 
     upstream = Upstream(fits=3)
 
-    async def stream(body: dict[str, Any], headers: dict[str, str] | None, decode: Any) -> Any:
-        answer = await upstream(body)  # Azure's error comes before the first chunk
-        yield [{"choices": [{"index": 0, "delta": {"content": str(len(answer["messages"]))}}]}]  # one batch
+    async def rest() -> Any:
+        return
+        yield  # an empty async generator: the stream's one batch came first
 
-    client = SimpleNamespace(stream=stream)
+    async def open_stream(body: dict[str, Any], headers: dict[str, str] | None, decode: Any) -> Any:
+        answer = await upstream(body)  # Azure's error comes before the first chunk
+        return [{"choices": [{"index": 0, "delta": {"content": str(len(answer["messages"]))}}]}], rest()  # one batch
+
+    client = SimpleNamespace(open_stream=open_stream)
 
     async def placed(record: RequestRecord, call: Any) -> Any:
         return "the upstream", 0.0, await call(client, 0.0)

@@ -58,8 +58,8 @@ class CannedClient:
         self._real._observer.attempt(200, 0.0)
         return orjson.loads(_CANNED)
 
-    def stream(self, body: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
-        return self._real.stream(body, *args, **kwargs)
+    async def open_stream(self, body: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return await self._real.open_stream(body, *args, **kwargs)
 
     def start(self) -> None:
         self._real.start()
