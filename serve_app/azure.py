@@ -30,6 +30,7 @@ from .http_client import Answer, ConnectTimeout, DeadlinePassed, Endpoint, HTTPC
 from .retry import RetryPolicy, retry_after_s
 
 T = TypeVar("T")
+C = TypeVar("C", bound=dict[str, Any])  # a stream chunk, as `decode` reads it
 
 # Azure's answer headers that our client is told too: when to retry, the quota left (every
 # `x-ratelimit-*`), and what Azure support asks for to trace a call. None carries a secret.
@@ -217,9 +218,9 @@ class AzureClient:
     async def open_stream(
         self,
         body: Mapping[str, Any],
-        headers: dict[str, str] | None = None,
-        decode: Callable[[bytes], dict[str, Any]] = jsonwire.loads,
-    ) -> tuple[list[dict[str, Any]] | None, AsyncGenerator[list[dict[str, Any]], None]]:
+        headers: dict[str, str] | None,
+        decode: Callable[[bytes], C],
+    ) -> tuple[list[C] | None, AsyncGenerator[list[C], None]]:
         """A Chat Completions stream opened to its first batch (None: Azure sent [DONE] before any chunk), and the
         batches after it. Retried per policy until the first batch is in (after that a retry would repeat what the
         client already has), so Azure's errors before its first chunk are raised from here. The HTTP stream lives
@@ -280,8 +281,8 @@ class AzureClient:
         return answer
 
     async def _open_stream(
-        self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]] | None, AsyncGenerator[list[dict[str, Any]], None]]:
+        self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], C]
+    ) -> tuple[list[C] | None, AsyncGenerator[list[C], None]]:
         """One attempt's stream, to its first batch (None: Azure sent [DONE] before any chunk) and the rest."""
         chunks = self._stream_once(payload, deadline, into, decode)
         try:
@@ -291,8 +292,8 @@ class AzureClient:
             raise
 
     async def _stream_once(
-        self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], dict[str, Any]]
-    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], C]
+    ) -> AsyncGenerator[list[C], None]:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         answered = False
@@ -306,7 +307,7 @@ class AzureClient:
                 if into is not None:
                     into.update(forwarded_headers(answer.headers))
                 async for frames in _sse_data(answer):
-                    chunks: list[dict[str, Any]] = []
+                    chunks: list[C] = []
                     for data in frames:
                         if data == b"[DONE]":
                             if chunks:

@@ -9,9 +9,9 @@ import asyncio
 import hmac
 import logging
 import traceback
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import jsonwire
 from .errors import InvalidRequest, OpenAIError, RequestTooLarge, Unauthorized
+
+Item = TypeVar("Item")  # what a stream yields in batches
+Chunk = bytes | dict[str, Any]  # a Chat Completions chunk, as its JSON or parsed
 
 logger = logging.getLogger("ray.serve")
 
@@ -343,10 +346,10 @@ def _response_frames(events: list[dict[str, Any]]) -> bytes:
 
 
 async def chat_sse(
-    batches: AsyncGenerator[list[dict[str, Any]], None], first: list[dict[str, Any]] | None = None
+    batches: AsyncGenerator[Sequence[Chunk], None], first: Sequence[Chunk] | None = None
 ) -> AsyncGenerator[bytes, None]:
-    """Chat chunks on the wire, one piece of bytes per batch; a failure after the first byte is an error
-    frame, and [DONE] always ends it."""
+    """Chat chunks on the wire, one piece of bytes per batch; a failure after the first byte is an error frame,
+    and [DONE] always ends it. A chunk comes as its JSON (the replica's own route), or parsed (through a handle)."""
     async with aclosing(batches):
         try:
             if first is not None:
@@ -358,8 +361,10 @@ async def chat_sse(
         yield b"data: [DONE]\n\n"
 
 
-def _chat_frames(chunks: list[dict[str, Any]]) -> bytes:
-    return jsonwire.framed([(b"data: ", chunk) for chunk in chunks], b"\n\n")
+def _chat_frames(chunks: Sequence[Chunk]) -> bytes:
+    return b"".join(
+        [b"data: " + (chunk if isinstance(chunk, bytes) else jsonwire.dumps(chunk)) + b"\n\n" for chunk in chunks]
+    )
 
 
 async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
@@ -372,10 +377,8 @@ async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator
 async def answer(
     body: Any,
     complete: Callable[[Any, dict[str, str]], Awaitable[dict[str, Any]]],
-    stream: Callable[[Any, dict[str, str]], AsyncGenerator[list[dict[str, Any]], None]],
-    sse: Callable[
-        [AsyncGenerator[list[dict[str, Any]], None], list[dict[str, Any]] | None], AsyncGenerator[bytes, None]
-    ],
+    stream: Callable[[Any, dict[str, str]], AsyncGenerator[list[Item], None]],
+    sse: Callable[[AsyncGenerator[list[Item], None], list[Item] | None], AsyncGenerator[bytes, None]],
     *,
     stall_s: float,
 ) -> Response:

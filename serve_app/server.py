@@ -58,6 +58,8 @@ GC_GEN0_THRESHOLD = 20_000
 DRAINING_RETRY_AFTER_S = 5
 
 T = TypeVar("T")
+C = TypeVar("C", bound=dict[str, Any])  # a stream chunk, as read
+S = TypeVar("S")  # a stream chunk, as shown
 
 api = FastAPI(title="Azure OpenAI model server", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(api, request_id=lambda: _get_serve_request_context().request_id)
@@ -197,9 +199,7 @@ class AzureModelServer:
     async def chat_completions(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        return await answer(
-            body, self.create_chat_completion, self.create_chat_completion_stream, chat_sse, stall_s=self._stall_s
-        )
+        return await answer(body, self.create_chat_completion, self._chat_frames, chat_sse, stall_s=self._stall_s)
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
@@ -250,7 +250,7 @@ class AzureModelServer:
             machine = ResponseEventStream(
                 req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()), tools=tools
             )
-            async with aclosing(self._upstream_stream(chat_body, record, upstream_headers, req)) as batches:
+            async with aclosing(self._upstream_stream(chat_body, record, upstream_headers, read_chunk, req)) as batches:
                 first = await anext(batches, None)
                 yield machine.start()
                 try:
@@ -281,17 +281,30 @@ class AzureModelServer:
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Chat chunks as the client should see them, in batches (as Azure sent them together; never empty);
         errors before Azure's first byte raise from the first `anext`."""
+        async with aclosing(self._chat_stream(body, upstream_headers, jsonwire.loads, chat.stream_chunk)) as batches:
+            async for batch in batches:
+                yield batch
+
+    def _chat_frames(self, body: Any, upstream_headers: dict[str, str]) -> AsyncGenerator[list[bytes], None]:
+        """The same stream for the HTTP route: each chunk as the JSON to send, most of them Azure's own bytes."""
+        return self._chat_stream(body, upstream_headers, chat.read_relayed, chat.relayed)
+
+    async def _chat_stream(
+        self,
+        body: Any,
+        upstream_headers: dict[str, str] | None,
+        decode: Callable[[bytes], C],
+        shown: Callable[[C, str, bool], S | None],
+    ) -> AsyncGenerator[list[S], None]:
         async with self._recorded("chat/completions", stream=True) as record:
             req: ChatRequest = parse(ChatRequest, body)
             include_usage = chat.wants_usage(req)
-            upstream = self._upstream_stream(chat.to_upstream(req, body, self._model), record, upstream_headers)
+            upstream = self._upstream_stream(chat.to_upstream(req, body, self._model), record, upstream_headers, decode)
             async with aclosing(upstream) as batches:
                 try:
                     async for batch in batches:
                         forwarded = [
-                            shown
-                            for chunk in batch
-                            if (shown := chat.stream_chunk(chunk, self._model, include_usage)) is not None
+                            chunk for item in batch if (chunk := shown(item, self._model, include_usage)) is not None
                         ]
                         if forwarded:
                             yield forwarded
@@ -409,21 +422,20 @@ class AzureModelServer:
         body: dict[str, Any],
         record: RequestRecord,
         upstream_headers: dict[str, str] | None,
+        decode: Callable[[bytes], C],
         req: ResponsesRequest | None = None,
-    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+    ) -> AsyncGenerator[list[C], None]:
         """Azure's chunks in the batches they arrived in, holding one upstream slot from before the call until
         the stream is closed; before the first chunk, a failing upstream's call goes to another (after it, the
-        client has part of an answer). With `req` (the Responses path), only what the translation reads of
-        each chunk is built; Chat chunks go to the client whole."""
+        client has part of an answer). Each chunk is read by `decode` (which may build only what its reader
+        needs); with `req` (the Responses path), a conversation too long is shortened per `truncation`."""
 
-        async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[list[dict[str, Any]], None]:
+        async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[list[C], None]:
             # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
-            first, rest = await client.open_stream(
-                body, upstream_headers, jsonwire.loads if req is None else read_chunk
-            )
+            first, rest = await client.open_stream(body, upstream_headers, decode)
             return rest if first is None else prepend(first, rest)
 
-        def open_on(client: AzureClient, _: float) -> Awaitable[AsyncGenerator[list[dict[str, Any]], None]]:
+        def open_on(client: AzureClient, _: float) -> Awaitable[AsyncGenerator[list[C], None]]:
             if req is not None:
                 return self._fitting(req, body, lambda body: opened(client, body))
             return opened(client, body)

@@ -9,6 +9,7 @@ import pytest
 
 from serve_app.errors import UpstreamError
 from serve_app.schemas import ResponsesRequest, parse
+from serve_app.translate.stream import read_chunk
 from serve_app.translate.truncation import MAX_RETRIES, drop_oldest_turns
 
 SYSTEM = {"role": "system", "content": "Be brief."}
@@ -171,7 +172,7 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
     server._fitting = partial(AzureModelServer.func_or_class._fitting, server)
     req = parse(ResponsesRequest, {"input": "x", "truncation": "auto"})
     record = RequestRecord("r", "e")
-    batches = AzureModelServer.func_or_class._upstream_stream(server, {"messages": LONG}, record, None, req)
+    batches = AzureModelServer.func_or_class._upstream_stream(server, {"messages": LONG}, record, None, read_chunk, req)
     contents = [chunk["choices"][0]["delta"]["content"] async for batch in batches for chunk in batch]
     assert contents == [str(len(upstream.sent[-1]))]
     assert len(upstream.sent) > 1 and len(upstream.sent[-1]) <= 3
