@@ -232,6 +232,31 @@ async def test_an_interim_100_continue_before_the_answer_is_skipped() -> None:
 
 
 @on_each_loop
+async def test_no_parser_is_held_by_an_idle_connection_nor_by_a_call_waiting_for_its_answer() -> None:
+    # Thousands of calls wait on Azure at once, for minutes on a reasoning model: each parser is 0.9 KB.
+    go = asyncio.Event()
+
+    async def second_late(peer: Peer) -> None:
+        turn = 0
+        while await peer.request() is not None:
+            if turn:
+                await go.wait()
+            await peer.send(answer())
+            turn += 1
+
+    async with serving(second_late) as server, new_client() as client:
+        assert await post(client, server) == (200, b"ok")
+        [connection] = client._idle[server.endpoint()]
+        assert connection._parser is None
+        call = asyncio.ensure_future(post(client, server))
+        await server.until(lambda: len(server.requests) == 2)
+        assert connection._parser is None and not client._idle[server.endpoint()]
+        go.set()
+        assert await call == (200, b"ok")
+        assert client._idle[server.endpoint()] == [connection] and connection._parser is None
+
+
+@on_each_loop
 async def test_sequential_calls_reuse_one_connection() -> None:
     async with serving(answering(answer())) as server, new_client() as client:
         for _ in range(3):
