@@ -224,7 +224,7 @@ class AzureModelServer:
             completion = await self._answered(
                 record,
                 lambda client, deadline: self._fitting(
-                    req, chat_body, lambda body: self._complete(client, body, deadline, upstream_headers)
+                    req, chat_body, lambda body: client.complete(body, upstream_headers, deadline=deadline)
                 ),
             )
             record.tokens(completion.get("usage"))
@@ -271,7 +271,7 @@ class AzureModelServer:
             req: ChatRequest = parse(ChatRequest, body)
             upstream_body = chat.to_upstream(req, body, self._model)
             completion = await self._answered(
-                record, lambda client, deadline: self._complete(client, upstream_body, deadline, upstream_headers)
+                record, lambda client, deadline: client.complete(upstream_body, upstream_headers, deadline=deadline)
             )
             record.tokens(completion.get("usage"))
             return chat.from_upstream(completion, self._model)
@@ -394,12 +394,6 @@ class AzureModelServer:
                 code="server_overloaded",
                 headers={"retry-after": str(wait)},
             ) from None
-
-    async def _complete(
-        self, client: AzureClient, body: dict[str, Any], deadline: float, upstream_headers: dict[str, str] | None
-    ) -> dict[str, Any]:
-        """A non-streaming call, within what the queue left of the total timeout."""
-        return await client.complete(body, upstream_headers, deadline=deadline)
 
     async def _fitting(self, req: ResponsesRequest, body: dict[str, Any], call: Any) -> Any:
         """`call(body)`; with `truncation: auto`, called again without the oldest turns while Azure finds the
