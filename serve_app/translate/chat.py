@@ -23,6 +23,7 @@ from typing import Any, TypedDict
 from .. import jsonwire
 from ..errors import InvalidRequest, UnsupportedField, UpstreamUnavailable
 from ..schemas import ChatRequest
+from .stream import ChunkDelta
 
 
 def to_upstream(req: ChatRequest, body: dict[str, Any], deployment: str) -> dict[str, Any]:
@@ -76,14 +77,8 @@ def _shows_nothing(chunk: dict[str, Any], include_usage: bool) -> bool:
     )
 
 
-class _Delta(TypedDict, total=False):
-    content: Any
-    refusal: Any
-    tool_calls: Any
-
-
 class _Choice(TypedDict, total=False):
-    delta: _Delta | None
+    delta: ChunkDelta | None
     finish_reason: Any
 
 

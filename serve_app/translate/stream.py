@@ -130,14 +130,16 @@ class _Call(_Item):
         return []  # a tool_search_call has no events of its own
 
 
-class _Delta(TypedDict, total=False):
+class ChunkDelta(TypedDict, total=False):
+    """What is read of a chunk's `delta`, on either path: whether it carries output, and which."""
+
     content: Any
     refusal: Any
     tool_calls: Any
 
 
 class _Choice(TypedDict, total=False):
-    delta: _Delta | None
+    delta: ChunkDelta | None
     finish_reason: Any
     logprobs: Any
 
