@@ -30,7 +30,7 @@ from serve_app.serve_config import model_server_app
 from serve_app.server import GC_GEN0_THRESHOLD
 
 from . import loadgen
-from .common import ROOT, CpuMeter, free_port, http_json, rss_bytes
+from .common import ROOT, CpuMeter, free_port, http_json, rss_bytes, unclaimed_port
 from .loadgen import Target
 from .noop import noop_app
 
@@ -127,8 +127,8 @@ def ray_env() -> dict[str, str]:
         # A stopping replica accepts for this long so that HAProxy notices (30 s by default).
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         # HAProxy's metrics and stats listeners have fixed default ports; others may run Serve here too.
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(unclaimed_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(unclaimed_port()),
     }
 
 

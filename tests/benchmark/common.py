@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
@@ -48,6 +49,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def unclaimed_port() -> int:
+    """A port for a listener that binds it later (HAProxy's stats and metrics), free now on every address, and
+    out of the ranges others take ports from meanwhile: the kernel's for outgoing connections (a benchmark's
+    HAProxy once failed to start on a port `free_port` had given) and Serve's for replicas (from 30000)."""
+    try:
+        top = min(30_000, int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    for port in random.sample(range(max(1024, top - 10_000), top), 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def http_json(url: str, data: Any = None, timeout: float = 10.0) -> Any:
