@@ -16,7 +16,6 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
-from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -202,22 +201,6 @@ class AzureClient:
             deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
         return self._retried(body, lambda payload: self._complete_once(payload, deadline, headers), deadline)
 
-    async def stream(
-        self,
-        body: Mapping[str, Any],
-        headers: dict[str, str] | None = None,
-        decode: Callable[[bytes], dict[str, Any]] = jsonwire.loads,
-    ) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Stream Chat Completions chunks (`open_stream`'s first batch, then the rest), in batches, in order: the
-        chunks that arrived together (never an empty batch), so that whatever handles each item on the way to our
-        client does it once per read from Azure rather than once per token."""
-        first, rest = await self.open_stream(body, headers, decode)
-        async with aclosing(rest):
-            if first is not None:
-                yield first
-                async for chunks in rest:
-                    yield chunks
-
     def open_stream(
         self,
         body: Mapping[str, Any],
@@ -225,8 +208,10 @@ class AzureClient:
         decode: Callable[[bytes], C],
     ) -> Coroutine[Any, Any, tuple[list[C] | None, AsyncGenerator[list[C], None]]]:
         """A Chat Completions stream opened to its first batch (None: Azure sent [DONE] before any chunk), and the
-        batches after it. Retried per policy until the first batch is in (after that a retry would repeat what the
-        client already has), so Azure's errors before its first chunk are raised from here. The HTTP stream lives
+        batches after it, in order: the chunks that arrived together (never an empty batch), so that whatever
+        handles each item on the way to our client does it once per read from Azure rather than once per token.
+        Retried per policy until the first batch is in (after that a retry would repeat what the client already
+        has), so Azure's errors before its first chunk are raised from here. The HTTP stream lives
         inside the rest, so closing it (normally, by error, or because our client went away) closes it upstream.
         The total deadline, counted from this call, is checked between chunks; a silent Azure is cut off by the
         read timeout. `headers` as for `complete`, filled before the first chunk. `decode` parses each chunk (a

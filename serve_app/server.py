@@ -199,7 +199,9 @@ class AzureModelServer:
     async def chat_completions(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        return await answer(body, self.create_chat_completion, self._chat_frames, chat_sse, stall_s=self._stall_s)
+        return await answer(
+            body, self.create_chat_completion, self._relayed_chat_stream, chat_sse, stall_s=self._stall_s
+        )
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
@@ -285,7 +287,7 @@ class AzureModelServer:
             async for batch in batches:
                 yield batch
 
-    def _chat_frames(self, body: Any, upstream_headers: dict[str, str]) -> AsyncGenerator[list[bytes], None]:
+    def _relayed_chat_stream(self, body: Any, upstream_headers: dict[str, str]) -> AsyncGenerator[list[bytes], None]:
         """The same stream for the HTTP route: each chunk as the JSON to send, most of them Azure's own bytes."""
         return self._chat_stream(body, upstream_headers, chat.read_relayed, chat.relayed)
 

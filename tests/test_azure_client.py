@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import SecretStr
 from support.fake_azure import FakeAzure, reply, script, sse
 
+from serve_app import jsonwire
 from serve_app.azure import AzureClient, is_default
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import RefusedParameter, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -210,8 +211,12 @@ async def test_a_connection_reset_mid_body_is_a_502() -> None:
 # --- streaming -------------------------------------------------------------------------------------
 
 
-async def collect(stream: AsyncIterator[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    batches = [batch async for batch in stream]
+async def collect(
+    opening: Awaitable[tuple[list[dict[str, Any]] | None, AsyncIterator[list[dict[str, Any]]]]],
+) -> list[dict[str, Any]]:
+    """The chunks of a stream from `AzureClient.open_stream`, its first batch and the rest."""
+    first, rest = await opening
+    batches = ([] if first is None else [first]) + [batch async for batch in rest]
     assert all(batches), "a stream never yields an empty batch"
     return [chunk for batch in batches for chunk in batch]
 
@@ -220,7 +225,7 @@ async def stream_from(handler: Callable[[], web.StreamResponse]) -> tuple[list[d
     async with FakeAzure(script(handler)) as azure:
         client = client_for(azure.url)
         try:
-            return await collect(client.stream({"messages": []})), azure
+            return await collect(client.open_stream({"messages": []}, None, jsonwire.loads)), azure
         finally:
             await client.aclose()
 
@@ -254,10 +259,10 @@ async def test_an_error_status_on_a_stream_raises_before_any_chunk() -> None:
 async def test_an_in_band_error_frame_raises_after_the_chunks_before_it() -> None:
     body = sse({"choices": [{"delta": {"content": "a"}}]}, {"error": {"code": "server_error", "message": "boom"}})
     async with FakeAzure(script(lambda: reply(200, raw=body))) as azure:
-        stream = client_for(azure.url).stream({"messages": []})
-        assert [chunk["choices"][0]["delta"]["content"] for chunk in await stream.__anext__()] == ["a"]
+        first, rest = await client_for(azure.url).open_stream({"messages": []}, None, jsonwire.loads)
+        assert [chunk["choices"][0]["delta"]["content"] for chunk in first or []] == ["a"]
         with pytest.raises(UpstreamError, match="boom"):
-            await stream.__anext__()
+            await anext(rest)
 
 
 async def test_a_stream_that_ends_without_done_is_an_error() -> None:
@@ -339,6 +344,6 @@ async def test_a_stream_frame_of_the_wrong_shape_for_its_reader_is_a_502_saying_
     async with FakeAzure(script(lambda: reply(200, raw=sse({"choices": 3}, "[DONE]")))) as azure:
         client = client_for(azure.url)
         with pytest.raises(UpstreamUnavailable, match="shape") as info:
-            await collect(client.stream({"messages": []}, None, read_chunk))
+            await collect(client.open_stream({"messages": []}, None, read_chunk))
         await client.aclose()
     assert (info.value.status, info.value.code) == (502, "upstream_invalid_response")

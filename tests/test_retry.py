@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import SecretStr
 from support.fake_azure import FakeAzure, reply, script, sse
 
+from serve_app import jsonwire
 from serve_app.azure import AzureClient
 from serve_app.config import Retries, Timeouts
 from serve_app.errors import OpenAIError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -209,7 +210,8 @@ async def test_azures_quota_region_and_request_id_headers_are_passed_on_with_an_
     async with FakeAzure(script(lambda: reply(200, {"choices": []}, headers))) as azure:
         await client(azure.url).complete({}, seen)
     async with FakeAzure(script(lambda: reply(200, raw=sse({"choices": []}, "[DONE]"), headers=headers))) as azure:
-        assert [batch async for batch in client(azure.url).stream({}, streamed)] == [[{"choices": []}]]
+        first, rest = await client(azure.url).open_stream({}, streamed, jsonwire.loads)
+        assert (first, [batch async for batch in rest]) == ([{"choices": []}], [])
     expected = {k: v for k, v in headers.items() if k != "x-ms-client-request-id"}
     assert seen == expected and streamed == expected
 
@@ -251,16 +253,17 @@ async def test_a_slow_upstream_is_cut_at_the_total_deadline_with_a_504() -> None
 
 async def test_a_stream_is_retried_before_its_first_chunk() -> None:
     async with FakeAzure(script(busy, lambda: reply(200, raw=sse({"choices": []}, "[DONE]")))) as azure:
-        assert [batch async for batch in client(azure.url).stream({})] == [[{"choices": []}]]
+        first, rest = await client(azure.url).open_stream({}, None, jsonwire.loads)
+        assert (first, [batch async for batch in rest]) == ([{"choices": []}], [])
     assert len(azure.requests) == 2
 
 
 async def test_a_stream_is_not_retried_after_its_first_chunk() -> None:
     async with FakeAzure(script(lambda: reply(200, raw=sse({"choices": []})), ok)) as azure:  # ends without [DONE]
-        stream = client(azure.url).stream({})
-        assert await stream.__anext__() == [{"choices": []}]
+        first, rest = await client(azure.url).open_stream({}, None, jsonwire.loads)
+        assert first == [{"choices": []}]
         with pytest.raises(UpstreamUnavailable):
-            await stream.__anext__()
+            await anext(rest)
     assert len(azure.requests) == 1
 
 
