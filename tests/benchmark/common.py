@@ -7,8 +7,6 @@ import json
 import math
 import os
 import platform
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from serve_app.config import Retries
 from serve_app.limiter import Limiter
 from serve_app.upstreams import Pool
 from serve_app.upstreams import Upstream as PoolUpstream
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -43,30 +42,6 @@ async def pool_slot(pool: Pool[C]) -> AsyncIterator[C]:
         yield upstream.client
     finally:
         pool.release(upstream, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def unclaimed_port() -> int:
-    """A port for a listener that binds it later (HAProxy's stats and metrics), free now on every address, and
-    out of the ranges others take ports from meanwhile: the kernel's for outgoing connections (a benchmark's
-    HAProxy once failed to start on a port `free_port` had given) and Serve's for replicas (from 30000)."""
-    try:
-        top = min(30_000, int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]))
-    except (OSError, ValueError, IndexError):
-        return free_port()
-    for port in random.sample(range(max(1024, top - 10_000), top), 100):
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    return free_port()
 
 
 def http_json(url: str, data: Any = None, timeout: float = 10.0) -> Any:
@@ -161,6 +136,25 @@ def rss_bytes(pid: int) -> int:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
     except OSError:
         return 0
+
+
+def run_queue_wait_s(pid: int) -> float:
+    """How long the threads of a process have been ready to run but waiting for a CPU, so far (schedstat)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                total += int((task / "schedstat").read_text().split()[1])
+    except OSError:
+        return float("nan")
+    return total / 1e9
+
+
+def machine_steal_ticks() -> tuple[int, int]:
+    """(stolen, total) jiffies over all CPUs since boot: time the hypervisor ran something else while one of
+    this machine's CPUs had work."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (values[7] if len(values) > 7 else 0), sum(values)
 
 
 def machine_busy_ticks() -> tuple[int, int]:
