@@ -272,24 +272,30 @@ def ttfe_table(run: dict[str, Any]) -> str:
     rows = []
     for target, result in (run.get("ttfe") or {}).items():
         if "error" in result:
-            rows.append([NAMES[target], result["error"], "", "", ""])
+            rows.append([NAMES[target], result["error"], "", "", "", "", "", ""])
         else:
             rows.append(
                 [
                     NAMES[target],
                     result["after_first_chunk_p50_ms"],
+                    result.get("after_first_chunk_p90_ms"),
                     result["after_first_chunk_p99_ms"],
                     result["ttfe_p50_ms"],
                     result["n"],
+                    result.get("replica_run_queue_ms_per_stream"),
+                    result.get("steal_pct"),
                 ]
             )
     return table(
         [
             "endpoint",
             "first event after upstream's first chunk, p50 ms",
+            "p90 ms",
             "p99 ms",
             "time to first event p50 ms (upstream ttft 50 ms)",
             "streams",
+            "replica ready but waiting for a CPU, ms per stream",
+            "machine's CPU time stolen by the host, %",
         ],
         rows,
     )
@@ -696,7 +702,9 @@ def report(
                 "One client, one stream at a time, upstream time to first token 50 ms. The simulator notes when "
                 "it hands each stream's first chunk to its socket (CLOCK_MONOTONIC, shared by all processes), "
                 "the client when the first SSE event arrives: the difference is what the path after the "
-                "upstream adds (for direct: loopback and client only).",
+                "upstream adds (for direct: loopback and client only). The last two columns say where a slow "
+                "first event spent its time: the replica's threads ready to run but given no CPU (schedstat), "
+                "and the share of the machine's CPU time its host took for something else (steal).",
                 "",
                 ttfe_table(main),
             ]
