@@ -269,10 +269,20 @@ def events_table(run: dict[str, Any]) -> str:
 
 
 def ttfe_table(run: dict[str, Any]) -> str:
+    header = [
+        "endpoint",
+        "first event after upstream's first chunk, p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "time to first event p50 ms (upstream ttft 50 ms)",
+        "streams",
+        "replica ready but waiting for a CPU, ms per stream",
+        "machine's CPU time stolen by the host, %",
+    ]
     rows = []
     for target, result in (run.get("ttfe") or {}).items():
         if "error" in result:
-            rows.append([NAMES[target], result["error"], "", "", "", "", "", ""])
+            rows.append([NAMES[target], result["error"], *[""] * (len(header) - 2)])
         else:
             rows.append(
                 [
@@ -286,19 +296,7 @@ def ttfe_table(run: dict[str, Any]) -> str:
                     result.get("steal_pct"),
                 ]
             )
-    return table(
-        [
-            "endpoint",
-            "first event after upstream's first chunk, p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "time to first event p50 ms (upstream ttft 50 ms)",
-            "streams",
-            "replica ready but waiting for a CPU, ms per stream",
-            "machine's CPU time stolen by the host, %",
-        ],
-        rows,
-    )
+    return table(header, rows)
 
 
 def memory_table(run: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 import time
@@ -31,7 +32,7 @@ from serve_app.server import GC_GEN0_THRESHOLD
 from tests.support.ports import free_port, unclaimed_port
 
 from . import loadgen
-from .common import ROOT, CpuMeter, http_json, machine_steal_ticks, rss_bytes, run_queue_wait_s
+from .common import ROOT, CpuMeter, http_json, rss_bytes
 from .loadgen import Target
 from .noop import noop_app
 
@@ -287,12 +288,11 @@ class Bench:
                 target = self.target(kind, stream=True)
                 await sequential(target, 5)
                 http_json(f"{self.sim_url}/bench/marks")
-                replica = self.pids.get("ours", 0) if kind != "direct" else 0
-                waited, stolen = (run_queue_wait_s(replica) if replica else 0.0), machine_steal_ticks()
+                meter = self.meter(kind)
+                meter.start()
                 run = await sequential(target, self.plan.ttfe_requests)
+                usage = meter.stop()
                 marks = http_json(f"{self.sim_url}/bench/marks")
-                waited = (run_queue_wait_s(replica) - waited) if replica else float("nan")
-                stolen = tuple(b - a for a, b in zip(stolen, machine_steal_ticks(), strict=True))
                 if run.errors or len(marks) != len(run.first_event_at):
                     results[kind] = {
                         "error": f"{run.errors} errors, {len(marks)} marks for {len(run.first_event_at)} streams"
@@ -304,8 +304,8 @@ class Bench:
                     "after_first_chunk_p50_ms": loadgen.percentile(after, 50) * 1e3,
                     "after_first_chunk_p90_ms": loadgen.percentile(after, 90) * 1e3,
                     "after_first_chunk_p99_ms": loadgen.percentile(after, 99) * 1e3,
-                    "replica_run_queue_ms_per_stream": waited * 1e3 / len(after),
-                    "steal_pct": 100 * stolen[0] / stolen[1] if stolen[1] else float("nan"),
+                    "replica_run_queue_ms_per_stream": usage.get("replica_waited_s", math.nan) * 1e3 / len(after),
+                    "steal_pct": 100 * usage["machine_stolen"],
                     "ttfe_p50_ms": loadgen.percentile(ttfe, 50) * 1e3,
                     "ttfe_p99_ms": loadgen.percentile(ttfe, 99) * 1e3,
                     "n": len(after),

@@ -150,40 +150,47 @@ def run_queue_wait_s(pid: int) -> float:
     return total / 1e9
 
 
-def machine_steal_ticks() -> tuple[int, int]:
-    """(stolen, total) jiffies over all CPUs since boot: time the hypervisor ran something else while one of
-    this machine's CPUs had work."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (values[7] if len(values) > 7 else 0), sum(values)
+def machine_ticks() -> list[int]:
+    """Jiffies over all CPUs since boot, by state (/proc/stat: user nice system idle iowait irq softirq steal ...)."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
 
 
-def machine_busy_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs since boot: everyone's load, not only ours."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values) - idle, sum(values)
+def _busy(ticks: list[int]) -> int:
+    return sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
+
+
+def _stolen(ticks: list[int]) -> int:
+    # Time the hypervisor ran something else while one of this machine's CPUs had work.
+    return ticks[7] if len(ticks) > 7 else 0
 
 
 class CpuMeter:
-    """CPU used by some processes, and by the whole machine, between `start` and `stop`."""
+    """CPU used by some processes, and by the whole machine, between `start` and `stop`; and how long each
+    process's threads were ready to run but had no CPU, and how much of the machine's time its host took."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self._pids = {name: pid for name, pid in pids.items() if pid}
-        self._before: dict[str, float] = {}
-        self._machine: tuple[int, int] = (0, 0)
+        self._before: dict[str, tuple[float, float]] = {}
+        self._machine: list[int] = []
         self._t = 0.0
 
     def start(self) -> None:
-        self._before = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
-        self._machine = machine_busy_ticks()
+        self._before = {name: (cpu_seconds(pid), run_queue_wait_s(pid)) for name, pid in self._pids.items()}
+        self._machine = machine_ticks()
         self._t = time.monotonic()
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self._t
-        busy, total = machine_busy_ticks()
-        shares = {f"{name}_cpu": (cpu_seconds(pid) - self._before[name]) / wall for name, pid in self._pids.items()}
-        shares["machine_busy"] = (busy - self._machine[0]) / max(1, total - self._machine[1])
-        return shares
+        ticks = machine_ticks()
+        usage: dict[str, float] = {}
+        for name, pid in self._pids.items():
+            cpu, waited = self._before[name]
+            usage[f"{name}_cpu"] = (cpu_seconds(pid) - cpu) / wall
+            usage[f"{name}_waited_s"] = run_queue_wait_s(pid) - waited
+        total = max(1, sum(ticks) - sum(self._machine))
+        usage["machine_busy"] = (_busy(ticks) - _busy(self._machine)) / total
+        usage["machine_stolen"] = (_stolen(ticks) - _stolen(self._machine)) / total
+        return usage
 
 
 # --- machine ----------------------------------------------------------------------------------------
