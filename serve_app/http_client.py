@@ -9,7 +9,7 @@ AzureClient cost 269 µs of CPU over aiohttp and 76 µs over this (64 callers, k
 against 10.1 KB of memory per call in flight (2,000 at once, new connections); the benchmark's
 transport table keeps both side by side (tests/benchmark/RESULTS.md). A call here is one write, one
 parser fed in C (httptools, the parser uvicorn runs), a dict of headers and the body's bytes; the read
-timeout and the caller's deadline share one timer per call, re-armed only when it fires early.
+timeouts and the callers' deadlines of every open exchange share one timer per client (`_Watch`).
 
 Not supported, as Azure needs none of it: proxies, compressed answers (none are asked for), HTTP/2,
 and answers whose end only the closing of the connection marks (Azure always sends a length or chunks).
@@ -18,6 +18,7 @@ and answers whose end only the closing of the connection marks (Azure always sen
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import ssl
 from collections.abc import Mapping
@@ -118,6 +119,32 @@ class Answer:
 class _Connection(asyncio.Protocol):
     """One connection; one exchange at a time (no pipelining)."""
 
+    # One per call in flight: slots, not an instance dict.
+    __slots__ = (
+        "_active",
+        "_buffered",
+        "_chunks",
+        "_complete",
+        "_deadline",
+        "_endpoint",
+        "_error",
+        "_head",
+        "_headers",
+        "_keep_alive",
+        "_last_read",
+        "_loop",
+        "_parser",
+        "_paused",
+        "_pool",
+        "_status",
+        "_transport",
+        "_waiter",
+        "_whole",
+        "closed",
+        "got_bytes",
+        "idle_since",
+    )
+
     def __init__(self, pool: HTTPClient, endpoint: Endpoint) -> None:
         self._pool = pool
         self._endpoint = endpoint
@@ -144,7 +171,6 @@ class _Connection(asyncio.Protocol):
         self._complete = False
         self._keep_alive = False
         self._error: HTTPError | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
         self._deadline = _NEVER
 
@@ -159,12 +185,13 @@ class _Connection(asyncio.Protocol):
         self._last_read = self._loop.time()
         self._head = self._loop.create_future()
         self._deadline = deadline
-        self._arm(self._last_read + self._pool.read_timeout_s)
+        self._pool._watch.add(self, min(self._last_read + self._pool.read_timeout_s, deadline))
         # One write, one send: copying a short body costs less than a second system call.
         if len(body) < _JOIN_BELOW:
             self._transport.write(head + body)
         else:
             self._transport.writelines((head, body))
+        del head  # sent: not held while the answer is awaited
         try:
             await self._head
         except BaseException:
@@ -214,14 +241,14 @@ class _Connection(asyncio.Protocol):
         if not self._active:
             return
         if self._complete and self._keep_alive and self._error is None and not self.closed:
-            self._cancel_timer()
+            self._pool._watch.discard(self)
             self._reset()
             self._pool._release(self)
         else:
             self.abort()
 
     def abort(self) -> None:
-        self._cancel_timer()
+        self._pool._watch.discard(self)
         self._active = False
         self.closed = True
         if self._transport is not None:
@@ -245,38 +272,25 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: HTTPError) -> None:
         if self._error is None and not self._complete:
             self._error = error
-        self._cancel_timer()
+        self._pool._watch.discard(self)
         if self._head is not None and not self._head.done():
             self._head.set_exception(error)
         self._wake()
 
-    # --- the read timeout and the deadline: one timer, moved on only when it fires early ---------------
+    # --- the read timeout and the deadline, as the client's `_Watch` asks ------------------------------
 
-    def _arm(self, when: float) -> None:
-        self._timer = self._loop.call_at(min(when, self._deadline), self._read_timer)
+    def due(self, now: float) -> float:
+        """When this exchange times out, as things stand at `now`."""
+        if self._paused:
+            return min(now + 1.0, self._deadline)  # the silence is our reader's, not the server's: look again later
+        return min(self._last_read + self._pool.read_timeout_s, self._deadline)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _read_timer(self) -> None:
-        self._timer = None
-        if not self._active or self._complete:
-            return
-        now = self._loop.time()
+    def time_out(self, now: float) -> None:
         if now >= self._deadline:
             self._fail(DeadlinePassed())
-            self.abort()
-            return
-        due = self._last_read + self._pool.read_timeout_s
-        if self._paused:
-            self._arm(now + 1.0)  # the silence is our reader's, not the server's
-        elif due > now:
-            self._arm(due)
         else:
             self._fail(ReadTimeout(f"no byte for {self._pool.read_timeout_s:g} s"))
-            self.abort()
+        self.abort()
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -344,8 +358,53 @@ class _Connection(asyncio.Protocol):
         self._complete = True
         # Only known inside this callback: llhttp has moved on to the next message once it returns.
         self._keep_alive = cast(httptools.HttpResponseParser, self._parser).should_keep_alive()
-        self._cancel_timer()
+        self._pool._watch.discard(self)
         self._wake()
+
+
+class _Watch:
+    """The read timeouts and deadlines of every open exchange of one client, on one timer.
+
+    A timer per exchange (uvloop's handle, its libuv timer, the bound callback and a copy of the context) was
+    0.6 KB of every call in flight. This one is set for the soonest moment an exchange could time out; when it
+    fires, it looks at each open exchange, times out those that are due and is set for the next soonest. Bytes
+    arriving only move an exchange's due time, which is read when the timer fires; calls finish long before
+    Azure's read timeout or their deadline, so it rarely fires."""
+
+    # The timer's callback runs in a context of its own, not in the one of whichever call set it.
+    _CONTEXT = contextvars.Context()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._open: dict[_Connection, None] = {}  # an insertion-ordered set
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = _NEVER
+
+    def add(self, connection: _Connection, due: float) -> None:
+        self._open[connection] = None
+        if due < self._at:
+            self._set(due)
+
+    def discard(self, connection: _Connection) -> None:
+        if self._open.pop(connection, 0) is None and not self._open and self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._at = None, _NEVER
+
+    def _set(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._at = self._loop.call_at(when, self._fire, context=self._CONTEXT), when
+
+    def _fire(self) -> None:
+        self._timer, self._at = None, _NEVER
+        now = self._loop.time()
+        due = [(connection, connection.due(now)) for connection in self._open]
+        for connection, when in due:
+            if when <= now:
+                connection.time_out(now)
+        soonest = min((when for _, when in due if when > now), default=_NEVER)
+        if soonest < _NEVER and self._open:
+            self._set(soonest)
 
 
 class HTTPClient:
@@ -370,12 +429,19 @@ class HTTPClient:
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
         self.__loop: asyncio.AbstractEventLoop | None = None
+        self.__watch: _Watch | None = None
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self.__loop is None:
             self.__loop = asyncio.get_running_loop()
         return self.__loop
+
+    @property
+    def _watch(self) -> _Watch:
+        if self.__watch is None:
+            self.__watch = _Watch(self._loop)
+        return self.__watch
 
     async def post(
         self, endpoint: Endpoint, body: bytes, headers: Mapping[str, str] | None = None, deadline: float = math.inf
@@ -386,25 +452,28 @@ class HTTPClient:
         request sent again, only when nothing at all came back on it: the server cannot have acted on it."""
         if self._closed:
             raise ConnectFailed("the client is closed")
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1") if headers else b""
-        head = b"POST %s HTTP/1.1\r\nhost: %s\r\nuser-agent: %s\r\ncontent-length: %d\r\n%s%s\r\n" % (
-            endpoint.target.encode(),
-            endpoint.authority.encode(),
-            _USER_AGENT,
-            len(body),
-            self._headers,
-            extra,
-        )
         connection, reused = self._pooled(endpoint), True
         while True:
             if connection is None:
                 connection, reused = await self._connect(endpoint, deadline), False
             try:
-                return await connection.open(head, body, deadline)
+                # The head is made for each send, not kept in this frame while the answer is awaited.
+                return await connection.open(self._head(endpoint, len(body), headers), body, deadline)
             except Disconnected:
                 if not reused or connection.got_bytes:
                     raise
             connection = None
+
+    def _head(self, endpoint: Endpoint, length: int, headers: Mapping[str, str] | None) -> bytes:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1") if headers else b""
+        return b"POST %s HTTP/1.1\r\nhost: %s\r\nuser-agent: %s\r\ncontent-length: %d\r\n%s%s\r\n" % (
+            endpoint.target.encode(),
+            endpoint.authority.encode(),
+            _USER_AGENT,
+            length,
+            self._headers,
+            extra,
+        )
 
     def _pooled(self, endpoint: Endpoint) -> _Connection | None:
         idle = self._idle.get(endpoint)

@@ -7,6 +7,7 @@ create_connection may resume before connection_made was called).
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import sys
 import time
@@ -24,6 +25,7 @@ from serve_app.http_client import (
     Disconnected,
     Endpoint,
     HTTPClient,
+    HTTPError,
     ProtocolError,
     ReadTimeout,
 )
@@ -557,6 +559,40 @@ async def test_the_deadline_is_deadline_passed_however_lively_the_server(sent: b
             await post(client, server, deadline=deadline)
         assert asyncio.get_running_loop().time() >= deadline - 0.01
         await server.until(lambda: server.closed_by_client == 1)
+
+
+@on_each_loop
+async def test_exchanges_open_together_each_time_out_at_their_own_moment_whatever_order_they_opened_in() -> None:
+    # One timer serves every exchange of a client: a later call with a sooner deadline, a call the server
+    # keeps alive past the others' timeouts, and a silent one must each end when their own time comes.
+    async def hold_or_dribble(peer: Peer) -> None:
+        request = await peer.request() or b""
+        while b"lively" in request and not peer.writer.is_closing():
+            peer.writer.write(b"\r\n")  # blank lines before a status line: bytes, yet never an answer
+            await asyncio.sleep(0.02)
+        await peer.until_closed()
+
+    async with serving(hold_or_dribble) as server, new_client(read_timeout_s=0.3) as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def ended(body: bytes, deadline: float = math.inf) -> tuple[str, float]:
+            try:
+                await post(client, server, body, deadline=deadline)
+            except HTTPError as error:
+                return type(error).__name__, loop.time() - started
+            return "answered", loop.time() - started
+
+        silent = asyncio.create_task(ended(b"silent"))
+        await asyncio.sleep(0.05)
+        soon = asyncio.create_task(ended(b"soon", deadline=started + 0.15))
+        lively = asyncio.create_task(ended(b"lively", deadline=started + 0.6))
+        (silent_error, silent_s), (soon_error, soon_s), (lively_error, lively_s) = await asyncio.gather(
+            silent, soon, lively
+        )
+    assert (silent_error, soon_error, lively_error) == ("ReadTimeout", "DeadlinePassed", "DeadlinePassed")
+    assert 0.14 <= soon_s < silent_s and 0.29 <= silent_s < lively_s and lively_s >= 0.59
+    assert soon_s < 0.25 and silent_s < 0.45  # not held back to a later exchange's time
 
 
 @on_each_loop
