@@ -58,8 +58,7 @@ def install_error_handlers(api: FastAPI, request_id: Callable[[], str]) -> None:
             OpenAIError(f"{what} ({request.method} {request.url.path})", status=exc.status_code, headers=exc.headers)
         )
 
-    api.add_middleware(RefuseServeControlHeaders)
-    api.add_middleware(LastResort, request_id=request_id)  # added last, so outermost
+    api.add_middleware(LastResort, request_id=request_id)
 
 
 class LastResort:
@@ -77,13 +76,7 @@ class LastResort:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = _Tracked(send)
         try:
             await self._app(scope, receive, tracked)
         except ClientDisconnect:
@@ -91,9 +84,24 @@ class LastResort:
         except Exception as exc:
             where = "".join(traceback.format_tb(exc.__traceback__))
             logger.error("request %s failed: unexpected %s\n%s", self._request_id(), type(exc).__name__, where)
-            if not started:
+            if not tracked.started:
                 error = OpenAIError("The server had an error while processing your request.", code="internal_error")
                 await error_response(error)(scope, receive, send)
+
+
+class _Tracked:
+    """`send`, noting whether the answer has started. (An object, not a closure: the function and its cell
+    were a few hundred bytes of every call in flight.)"""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
 
 
 # Headers Serve itself acts on, before this app sees the request. `x-request-disconnect-disabled: ?1`
@@ -103,34 +111,25 @@ class LastResort:
 SERVE_CONTROL_HEADERS = (b"x-request-disconnect-disabled", b"x-request-timeout-seconds")
 
 
-class RefuseServeControlHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, _ in scope["headers"]:
-                if name in SERVE_CONTROL_HEADERS:  # ASGI header names are lower-case
-                    error = InvalidRequest(
-                        f"The '{name.decode()}' header controls Ray Serve and is not accepted from clients.",
-                        param=name.decode(),
-                        code="invalid_header",
-                    )
-                    await error_response(error)(scope, receive, send)
-                    return
-        await self._app(scope, receive, send)
-
-
 class Gate:
-    """Inbound auth: when keys are configured, only `Authorization: Bearer <one of them>` gets in.
+    """What may come in, checked first by every route (in the route, not in a middleware of its own: each
+    ASGI layer is a frame of every call in flight).
 
-    Every key is compared, in constant time, whatever matches first, so timing reveals neither a
-    key nor which one matched."""
+    - A header that controls Ray Serve (`SERVE_CONTROL_HEADERS`) is refused.
+    - When keys are configured, only `Authorization: Bearer <one of them>` gets in. Every key is compared,
+      in constant time, whatever matches first, so timing reveals neither a key nor which one matched."""
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self._keys = tuple(key.encode() for key in keys)
 
     def check(self, request: Request) -> None:
+        for name, _ in request.scope["headers"]:
+            if name in SERVE_CONTROL_HEADERS:  # ASGI header names are lower-case
+                raise InvalidRequest(
+                    f"The '{name.decode()}' header controls Ray Serve and is not accepted from clients.",
+                    param=name.decode(),
+                    code="invalid_header",
+                )
         if not self._keys:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from support.bad_input import bodies
 
 from serve_app import jsonwire
-from serve_app.http import EventStreamResponse, install_error_handlers, json_response, read_json
+from serve_app.http import EventStreamResponse, Gate, install_error_handlers, json_response, read_json
 from serve_app.schemas import ChatRequest, ResponsesRequest, parse
 from serve_app.translate import chat, to_chat_request
 
@@ -29,14 +29,17 @@ def edge_app() -> FastAPI:
     """The server's routes up to the upstream call: read, parse, translate and write the upstream body."""
     api = FastAPI()
     install_error_handlers(api, request_id=lambda: "req-123")
+    gate = Gate(())
 
     @api.post("/v1/responses")
     async def responses(request: Request) -> Response:
+        gate.check(request)
         body = await read_json(request, 1 << 20)
         return json_response(jsonwire.loads(jsonwire.dumps(to_chat_request(parse(ResponsesRequest, body)))))
 
     @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        gate.check(request)
         body = await read_json(request, 1 << 20)
         upstream = chat.to_upstream(parse(ChatRequest, body), body, "gpt-4o")
         return json_response(jsonwire.loads(jsonwire.dumps(upstream)))
