@@ -429,6 +429,58 @@ class ResponsesRequest(_Strict):
     moderation: dict[str, Any] | None = None
 
 
+class ResponseSettings:
+    """What a Response echoes of its request (`translate.response.response_envelope`) and what a retry may
+    need of it (`truncation`): all that is kept of a `ResponsesRequest` while Azure works. The validated
+    request (its 35 fields' dict and the set of those given) was more than a kilobyte of every call in
+    flight; this is a fifth of that."""
+
+    __slots__ = (
+        "instructions",
+        "max_output_tokens",
+        "max_tool_calls",
+        "metadata",
+        "parallel_tool_calls",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning",
+        "safety_identifier",
+        "service_tier",
+        "store",
+        "temperature",
+        "text",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "truncation",
+        "user",
+    )
+    instructions: str | None
+    max_output_tokens: int | None
+    max_tool_calls: int | None
+    metadata: dict[str, str] | None
+    parallel_tool_calls: bool | None
+    prompt_cache_key: str | None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None
+    reasoning: ReasoningConfig | None
+    safety_identifier: str | None
+    service_tier: str | None
+    store: bool | None
+    temperature: float | None
+    text: TextConfig | None
+    tool_choice: ToolChoice | None
+    tools: list[Tool] | None
+    top_logprobs: int | None
+    top_p: float | None
+    truncation: Literal["auto", "disabled"] | None
+    user: str | None
+
+    def __init__(self, req: ResponsesRequest) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(req, name))
+
+
 class ChatRequest(BaseModel):
     """`POST /v1/chat/completions` body: only what this server acts on is typed; the rest is Azure's to judge."""
 

@@ -40,7 +40,7 @@ from .entra import EntraTokens
 from .errors import OpenAIError, Overloaded, RefusedParameter, Unavailable, UpstreamError
 from .http import Gate, answer, chat_sse, install_error_handlers, json_response, prepend, read_json, response_sse
 from .limiter import Limiter
-from .schemas import ChatRequest, ResponsesRequest, parse
+from .schemas import ChatRequest, ResponseSettings, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
 from .translate import chat, to_chat_request, to_response, truncation
 from .translate.request import responses_field
@@ -220,19 +220,13 @@ class AzureModelServer:
 
     async def create_response(self, body: Any, upstream_headers: dict[str, str] | None = None) -> dict[str, Any]:
         async with self._recorded("responses") as record, _in_responses_terms:
-            req: ResponsesRequest = parse(ResponsesRequest, body)
-            tools, chat_body = self._translate(req, record)
+            tools, chat_body, settings = self._translate(parse(ResponsesRequest, body), record)
             created_at = int(time.time())
-            completion = await self._answered(
-                record,
-                lambda client, deadline: self._fitting(
-                    req, chat_body, lambda body: client.complete(body, upstream_headers, deadline=deadline)
-                ),
-            )
+            _, _, completion = await self._placed(record, self._completed, chat_body, upstream_headers, settings)
             record.tokens(completion.get("usage"))
             return to_response(
                 completion,
-                req,
+                settings,
                 model=self._model,
                 response_id=new_id("resp"),
                 created_at=created_at,
@@ -247,12 +241,12 @@ class AzureModelServer:
         The first is yielded only after Azure has answered, so errors before Azure's first byte are raised
         from the first `anext`, not sent in-band."""
         async with self._recorded("responses", stream=True) as record, _in_responses_terms:
-            req: ResponsesRequest = parse(ResponsesRequest, body)
-            tools, chat_body = self._translate(req, record)
+            tools, chat_body, settings = self._translate(parse(ResponsesRequest, body), record)
             machine = ResponseEventStream(
-                req, model=self._model, response_id=new_id("resp"), created_at=int(time.time()), tools=tools
+                settings, model=self._model, response_id=new_id("resp"), created_at=int(time.time()), tools=tools
             )
-            async with aclosing(self._upstream_stream(chat_body, record, upstream_headers, read_chunk, req)) as batches:
+            upstream = self._upstream_stream(chat_body, record, upstream_headers, read_chunk, settings)
+            async with aclosing(upstream) as batches:
                 first = await anext(batches, None)
                 yield machine.start()
                 try:
@@ -272,9 +266,7 @@ class AzureModelServer:
         async with self._recorded("chat/completions") as record:
             req: ChatRequest = parse(ChatRequest, body)
             upstream_body = chat.to_upstream(req, body, self._model)
-            completion = await self._answered(
-                record, lambda client, deadline: client.complete(upstream_body, upstream_headers, deadline=deadline)
-            )
+            _, _, completion = await self._placed(record, self._completed, upstream_body, upstream_headers)
             record.tokens(completion.get("usage"))
             return chat.from_upstream(completion, self._model)
 
@@ -317,11 +309,14 @@ class AzureModelServer:
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _translate(self, req: ResponsesRequest, record: RequestRecord) -> tuple[ToolMap, dict[str, Any]]:
-        """The request's tools (to map Azure's calls back) and its Chat Completions body, under the config's policy."""
+    def _translate(
+        self, req: ResponsesRequest, record: RequestRecord
+    ) -> tuple[ToolMap, dict[str, Any], ResponseSettings]:
+        """The request's tools (to map Azure's calls back), its Chat Completions body under the config's policy, and
+        its settings: the validated request itself is not kept while Azure works."""
         tools = ToolMap.of(req, self._args.ignored_hosted_tools)
         record.tools_left_out = tuple(tools.left_out)
-        return tools, to_chat_request(req, tools, self._args.ignored_extra_body_keys)
+        return tools, to_chat_request(req, tools, self._args.ignored_extra_body_keys), ResponseSettings(req)
 
     def _client_for(self, spec: UpstreamSpec, pool_size: int) -> AzureClient:
         return AzureClient(
@@ -338,18 +333,29 @@ class AzureModelServer:
             handed_over=hand_over_rule(pool_size),
         )
 
-    async def _answered(self, record: RequestRecord, call: Callable[[AzureClient, float], Awaitable[T]]) -> T:
-        upstream, since, answer = await self._placed(record, call)
-        self._pool.release(upstream, time.monotonic() - since)
-        return answer
+    def _completed(
+        self,
+        client: AzureClient,
+        deadline: float,
+        body: dict[str, Any],
+        upstream_headers: dict[str, str] | None,
+        req: ResponseSettings | None = None,
+    ) -> Awaitable[dict[str, Any]]:
+        """A non-streaming call on `client`, for `_placed`; with `req` (the Responses path), a conversation too
+        long is shortened per `truncation`."""
+        if req is None:
+            return client.complete(body, upstream_headers, deadline=deadline)
+        return self._fitting(req, body, lambda body: client.complete(body, upstream_headers, deadline=deadline))
 
     async def _placed(
-        self, record: RequestRecord, call: Callable[[AzureClient, float], Awaitable[T]]
+        self, record: RequestRecord, call: Callable[..., Awaitable[T]], *args: Any, hold: bool = False
     ) -> tuple[Upstream[AzureClient], float, T]:
-        """`call(client, deadline)` in a slot of one upstream: a non-streaming call's answer, or a stream opened to
-        its first chunk, with the upstream and when the call began. The slot is still held: the caller releases
-        it (`Pool.release`) once the call is over. While `call` fails for the upstream's own reason, it is made
-        again on another upstream (upstreams.py), one at a time, never past the deadline.
+        """`call(client, deadline, *args)` in a slot of one upstream: a non-streaming call's answer, or a stream
+        opened to its first chunk, with the upstream and when the call began. With `hold` (a stream), the slot is
+        still held: the caller releases it (`Pool.release`) once the stream is over; without, it is released here.
+        While `call` fails for the upstream's own reason, it is made again on another upstream (upstreams.py), one
+        at a time, never past the deadline. (Arguments, not closures: a function and a cell per variable for
+        each layer were most of a kilobyte of every call in flight.)
 
         The total timeout counts from here, the wait in the queue included. A full queue, or no slot
         free within the total timeout, is a 429 with a useful Retry-After."""
@@ -368,7 +374,7 @@ class AzureModelServer:
             record.upstream = upstream.name
             since = time.monotonic()
             try:
-                answer = await call(upstream.client, deadline)
+                answer = await call(upstream.client, deadline, *args)
             except OpenAIError as error:
                 self._pool.release(upstream, None)
                 last = attempt == self._args.retries.max_attempts or loop.time() >= deadline
@@ -380,6 +386,8 @@ class AzureModelServer:
                 self._pool.release(upstream, None)
                 raise
             self._pool.succeeded(upstream)
+            if not hold:
+                self._pool.release(upstream, time.monotonic() - since)
             return upstream, since, answer
 
     async def _slot(self, deadline: float, again: bool) -> Upstream[AzureClient]:
@@ -397,15 +405,20 @@ class AzureModelServer:
                 headers={"retry-after": str(wait)},
             ) from None
 
-    async def _fitting(self, req: ResponsesRequest, body: dict[str, Any], call: Any) -> Any:
+    def _fitting(self, req: ResponsesRequest | ResponseSettings, body: dict[str, Any], call: Any) -> Awaitable[Any]:
         """`call(body)`; with `truncation: auto`, called again without the oldest turns while Azure finds the
         conversation too long: a few times at most, in the caller's upstream slot, within the total timeout."""
+        if req.truncation != "auto":
+            return cast(Awaitable[Any], call(body))  # no frame of its own for what it would only pass on
+        return self._shortened_until_it_fits(body, call)
+
+    async def _shortened_until_it_fits(self, body: dict[str, Any], call: Any) -> Any:
         started = time.monotonic()
         for _ in range(truncation.MAX_RETRIES):
             try:
                 return await call(body)
             except UpstreamError as exc:
-                if req.truncation != "auto" or not truncation.is_context_overflow(exc.code, exc.status):
+                if not truncation.is_context_overflow(exc.code, exc.status):
                     raise
                 shorter = truncation.drop_oldest_turns(body["messages"], exc.message)
                 if shorter is None or time.monotonic() - started > self._args.timeouts.total_s:
@@ -419,7 +432,7 @@ class AzureModelServer:
         record: RequestRecord,
         upstream_headers: dict[str, str] | None,
         decode: Callable[[bytes], C],
-        req: ResponsesRequest | None = None,
+        req: ResponseSettings | None = None,
     ) -> AsyncGenerator[list[C], None]:
         """Azure's chunks in the batches they arrived in, holding one upstream slot from before the call until
         the stream is closed; before the first chunk, a failing upstream's call goes to another (after it, the
@@ -436,7 +449,7 @@ class AzureModelServer:
                 return self._fitting(req, body, lambda body: opened(client, body))
             return opened(client, body)
 
-        upstream, since, stream = await self._placed(record, open_on)
+        upstream, since, stream = await self._placed(record, open_on, hold=True)
         try:
             async with aclosing(stream) as batches:
                 async for batch in batches:

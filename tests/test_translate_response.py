@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import pytest
 
 from serve_app.errors import UpstreamError
-from serve_app.schemas import ResponsesRequest, parse
+from serve_app.schemas import ResponseSettings, ResponsesRequest, parse
 from serve_app.translate import to_response
+from serve_app.translate.tools import ToolMap
 
 
 def completion(
@@ -36,9 +38,16 @@ def completion(
 
 
 def respond(chat: dict[str, Any], request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """As the server answers: from the request's settings and tools (it keeps no more of it while Azure works)."""
     req = parse(ResponsesRequest, request or {"input": "hi", "model": "ignored-model"})
     return to_response(
-        chat, req, model="my-deployment", response_id="resp_1", created_at=1700000000, completed_at=1700000002
+        chat,
+        ResponseSettings(req),
+        model="my-deployment",
+        response_id="resp_1",
+        created_at=1700000000,
+        completed_at=1700000002,
+        tools=ToolMap.of(req),
     )
 
 
@@ -194,6 +203,54 @@ def test_request_settings_are_echoed() -> None:
         "verbosity": "medium",
     }
     assert response["top_logprobs"] == 2 and response["truncation"] == "disabled"
+
+
+SETTINGS_RICH = {
+    "input": "hi",
+    "instructions": "Be brief.",
+    "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+    "tool_choice": "required",
+    "reasoning": {"summary": "detailed", "generate_summary": "concise", "effort": "low"},
+    "text": {"verbosity": "low", "format": {"type": "json_object"}},
+    "max_tool_calls": 4,
+    "prompt_cache_key": "k",
+    "safety_identifier": "s",
+    "service_tier": "flex",
+    "truncation": "auto",
+    "metadata": {"k": "v"},
+}
+
+
+@pytest.mark.parametrize("request_body", [{"input": "hi"}, SETTINGS_RICH], ids=["unset", "set"])
+def test_a_response_made_from_the_requests_settings_is_the_one_made_from_the_request(
+    request_body: dict[str, Any],
+) -> None:
+    req = parse(ResponsesRequest, request_body)
+    made = {"model": "d", "response_id": "resp_1", "created_at": 1, "completed_at": 2}
+    chat = completion({"content": "x", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]})
+    from_settings = to_response(chat, ResponseSettings(req), tools=ToolMap.of(req), **made)
+    from_request = to_response(chat, req, **made)
+    for response in (from_settings, from_request):
+        for item in response["output"]:
+            item.pop("id")  # new on every call
+    assert from_settings == from_request
+
+
+def test_the_settings_kept_of_a_request_have_its_fields_types() -> None:
+    fields = typing.get_type_hints(ResponsesRequest)
+    assert typing.get_type_hints(ResponseSettings) == {name: fields[name] for name in ResponseSettings.__slots__}
+
+
+def test_a_response_from_settings_alone_wants_the_requests_tools() -> None:
+    with pytest.raises(TypeError):
+        to_response(
+            completion({"content": "x"}),
+            ResponseSettings(parse(ResponsesRequest, {"input": "hi"})),
+            model="d",
+            response_id="r",
+            created_at=1,
+            completed_at=2,
+        )
 
 
 def test_options_that_change_no_output_are_echoed_as_sent() -> None:

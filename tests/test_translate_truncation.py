@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -108,6 +109,7 @@ async def fitting(truncation: str | None, upstream: Upstream, messages: list[dic
     from serve_app.server import AzureModelServer
 
     server = SimpleNamespace(_args=SimpleNamespace(timeouts=Timeouts()))
+    server._shortened_until_it_fits = partial(AzureModelServer.func_or_class._shortened_until_it_fits, server)
     req = parse(ResponsesRequest, {"input": "x", "truncation": truncation})
     return await AzureModelServer.func_or_class._fitting(server, req, {"messages": messages}, upstream)
 
@@ -144,8 +146,6 @@ async def test_auto_gives_up_after_a_few_tries_or_when_only_the_last_turn_is_lef
 
 
 async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
-    from functools import partial
-
     from serve_app.config import Timeouts
     from serve_app.server import AzureModelServer
     from serve_app.telemetry import RequestRecord
@@ -162,7 +162,8 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
 
     client = SimpleNamespace(open_stream=open_stream)
 
-    async def placed(record: RequestRecord, call: Any) -> Any:
+    async def placed(record: RequestRecord, call: Any, hold: bool) -> Any:
+        assert hold  # a stream keeps its slot until it ends
         return "the upstream", 0.0, await call(client, 0.0)
 
     released: list[str] = []
@@ -170,6 +171,7 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
     server._placed = placed
     server._pool = SimpleNamespace(release=lambda upstream, seconds: released.append(upstream))
     server._fitting = partial(AzureModelServer.func_or_class._fitting, server)
+    server._shortened_until_it_fits = partial(AzureModelServer.func_or_class._shortened_until_it_fits, server)
     req = parse(ResponsesRequest, {"input": "x", "truncation": "auto"})
     record = RequestRecord("r", "e")
     batches = AzureModelServer.func_or_class._upstream_stream(server, {"messages": LONG}, record, None, read_chunk, req)

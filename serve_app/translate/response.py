@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from ..errors import UpstreamError
-from ..schemas import ResponsesRequest, ToolChoiceCustom, ToolChoiceFunction, UnsupportedTool
+from ..schemas import ResponseSettings, ResponsesRequest, ToolChoiceCustom, ToolChoiceFunction, UnsupportedTool
 from .tools import ToolMap, custom_input, search_arguments
 
 # Chat `finish_reason` -> (Response status, incomplete_details.reason).
@@ -31,7 +31,9 @@ def finish_status(finish_reason: str | None) -> tuple[str, dict[str, str] | None
     return status, ({"reason": reason} if reason else None)
 
 
-def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, created_at: int) -> dict[str, Any]:
+def response_envelope(
+    req: ResponsesRequest | ResponseSettings, *, model: str, response_id: str, created_at: int
+) -> dict[str, Any]:
     """A Response with no output yet: the request's settings echoed, status `in_progress`."""
     return {
         "id": response_id,
@@ -74,7 +76,7 @@ def response_envelope(req: ResponsesRequest, *, model: str, response_id: str, cr
     }
 
 
-def _reasoning_echo(req: ResponsesRequest) -> dict[str, Any]:
+def _reasoning_echo(req: ResponsesRequest | ResponseSettings) -> dict[str, Any]:
     reasoning = req.reasoning
     if reasoning is None:
         return {"effort": None, "summary": None}
@@ -88,13 +90,13 @@ def _reasoning_echo(req: ResponsesRequest) -> dict[str, Any]:
     return echo
 
 
-def _text_echo(req: ResponsesRequest) -> dict[str, Any]:
+def _text_echo(req: ResponsesRequest | ResponseSettings) -> dict[str, Any]:
     text = req.text
     fmt = text.format.model_dump(by_alias=True, exclude_none=True) if text and text.format else {"type": "text"}
     return {"format": fmt, "verbosity": text.verbosity if text and text.verbosity else "medium"}
 
 
-def _tool_choice_echo(req: ResponsesRequest) -> Any:
+def _tool_choice_echo(req: ResponsesRequest | ResponseSettings) -> Any:
     choice = req.tool_choice
     if isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom)):
         return choice.model_dump()
@@ -103,7 +105,7 @@ def _tool_choice_echo(req: ResponsesRequest) -> Any:
 
 def to_response(
     completion: dict[str, Any],
-    req: ResponsesRequest,
+    req: ResponsesRequest | ResponseSettings,
     *,
     model: str,
     response_id: str,
@@ -111,7 +113,9 @@ def to_response(
     completed_at: int,
     tools: ToolMap | None = None,
 ) -> dict[str, Any]:
-    tools = tools or ToolMap.of(req)
+    """The Response for Azure's `completion` of `req` (or of the request whose settings these are: then with
+    the request's `tools`, which map Azure's calls back)."""
+    tools = tools or tools_of(req)
     choices = completion.get("choices") or []
     if not choices:
         raise UpstreamError(
@@ -134,6 +138,12 @@ def to_response(
     finish(response, status, incomplete, output, usage(completion.get("usage")), completed_at)
     report_service_tier(response, completion.get("service_tier"))
     return response
+
+
+def tools_of(req: ResponsesRequest | ResponseSettings) -> ToolMap:
+    if not isinstance(req, ResponsesRequest):
+        raise TypeError("a request kept as its settings needs its ToolMap given")
+    return ToolMap.of(req)
 
 
 def report_service_tier(response: dict[str, Any], used: Any) -> None:

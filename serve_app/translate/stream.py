@@ -21,7 +21,7 @@ from typing import Any, TypedDict
 
 from .. import jsonwire
 from ..errors import OpenAIError
-from ..schemas import ResponsesRequest
+from ..schemas import ResponseSettings, ResponsesRequest
 from .response import (
     call_item,
     finish,
@@ -32,6 +32,7 @@ from .response import (
     new_id,
     report_service_tier,
     response_envelope,
+    tools_of,
     usage,
 )
 from .tools import CustomInputDecoder, ToolMap
@@ -160,14 +161,14 @@ read_chunk = jsonwire.LoadsOnly(ChatChunk)
 class ResponseEventStream:
     def __init__(
         self,
-        req: ResponsesRequest,
+        req: ResponsesRequest | ResponseSettings,
         *,
         model: str,
         response_id: str,
         created_at: int,
         tools: ToolMap | None = None,
     ) -> None:
-        self._tools = tools or ToolMap.of(req)
+        self._tools = tools or tools_of(req)
         self._response = response_envelope(req, model=model, response_id=response_id, created_at=created_at)
         self._sequence = 0
         self._items: list[_Message | _Call] = []
