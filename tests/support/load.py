@@ -60,7 +60,8 @@ class Load:
                         self._record(NO_ANSWER, f"no answer: {error!r}")
                         await asyncio.sleep(0.05)  # a refused connection fails at once: no busy loop
                         continue
-                    failure = f"{response.status_code} {response.headers.get('server')} {response.text[:200]}"
+                    # The headers tell who answered: HAProxy itself, Serve's fallback proxy or a replica.
+                    failure = f"{response.status_code} {dict(response.headers)} {response.text[:200]}"
                     self._record(response.status_code, failure if response.status_code != 200 else None)
 
             await asyncio.gather(*(worker() for _ in range(self._concurrency)))
