@@ -9,7 +9,7 @@ import asyncio
 import hmac
 import logging
 import traceback
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -373,24 +373,27 @@ async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator
             yield item
 
 
-async def answer(
-    body: Any,
-    complete: Callable[[Any, dict[str, str]], Awaitable[dict[str, Any]]],
-    stream: Callable[[Any, dict[str, str]], AsyncGenerator[list[Item], None]],
+# An endpoint answers a JSON body (`json_response` of what its operation returns) or an event stream
+# (`stream_answer`), as `wants_stream` says. The route awaits its operation itself, with no helper in
+# between: each coroutine frame on the way is a part of every call in flight. The operation fills in the
+# headers of Azure's answer that the client should see.
+
+
+def wants_stream(body: Any) -> bool:
+    """Whether a request asks for an event stream (anything else is a JSON answer, or refused by the parse)."""
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+async def stream_answer(
+    items: AsyncGenerator[list[Item], None],
     sse: Callable[[AsyncGenerator[list[Item], None], list[Item] | None], AsyncGenerator[bytes, None]],
     *,
     stall_s: float,
+    headers: dict[str, str],
 ) -> Response:
-    """One endpoint's answer, from the operation that makes it: a JSON body, or an event stream.
-
-    The operation fills in the headers of Azure's answer that the client should see; a stream yields its
-    items in batches (those ready together). The stream's first batch is awaited before the answer is
-    committed, so an error before Azure's first byte is a plain HTTP error (raised from here); later errors
-    travel in-band (`sse`). A stream's writes wait at most `stall_s` for a client that stopped reading
-    (EventStreamResponse)."""
-    headers: dict[str, str] = {}
-    if not (isinstance(body, dict) and body.get("stream") is True):  # anything else is refused by the parse
-        return json_response(await complete(body, headers), headers=headers)
-    items = stream(body, headers)
+    """An event stream of `items`, which come in batches (those ready together). The first batch is awaited
+    before the answer is committed, so an error before Azure's first byte is a plain HTTP error (raised from
+    here); later errors travel in-band (`sse`). The writes wait at most `stall_s` for a client that stopped
+    reading (EventStreamResponse)."""
     first = await anext(items, None)
     return EventStreamResponse(sse(items, first), stall_s=stall_s, headers=headers)

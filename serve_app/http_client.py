@@ -176,9 +176,10 @@ class _Connection(asyncio.Protocol):
 
     # --- the exchange, as its caller sees it -------------------------------------------------
 
-    async def open(self, head: bytes, body: bytes, deadline: float) -> Answer:
-        """Send a request; return once the answer's status and headers are in. Until its body is complete,
-        the exchange fails at `deadline` (event-loop time) or after a read timeout of silence."""
+    def send(self, head: bytes, body: bytes, deadline: float) -> asyncio.Future[None]:
+        """Send a request: the future is done once the answer's status and headers are in (`answer`). Until its
+        body is complete, the exchange fails at `deadline` (event-loop time) or after a read timeout of silence.
+        (Not a coroutine: the caller awaits the future, a frame less for every call in flight.)"""
         if self.closed or self._transport is None:
             raise Disconnected("closed before the request was sent")
         self._active = True
@@ -191,12 +192,9 @@ class _Connection(asyncio.Protocol):
             self._transport.write(head + body)
         else:
             self._transport.writelines((head, body))
-        del head  # sent: not held while the answer is awaited
-        try:
-            await self._head
-        except BaseException:
-            self.abort()
-            raise
+        return self._head
+
+    def answer(self) -> Answer:
         return Answer(self._status, self._headers, self)
 
     async def read_all(self) -> bytes:
@@ -458,11 +456,14 @@ class HTTPClient:
                 connection, reused = await self._connect(endpoint, deadline), False
             try:
                 # The head is made for each send, not kept in this frame while the answer is awaited.
-                return await connection.open(self._head(endpoint, len(body), headers), body, deadline)
-            except Disconnected:
-                if not reused or connection.got_bytes:
+                await connection.send(self._head(endpoint, len(body), headers), body, deadline)
+            except BaseException as exc:
+                connection.abort()
+                if not isinstance(exc, Disconnected) or not reused or connection.got_bytes:
                     raise
-            connection = None
+                connection = None
+                continue
+            return connection.answer()
 
     def _head(self, endpoint: Endpoint, length: int, headers: Mapping[str, str] | None) -> bytes:
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1") if headers else b""

@@ -44,7 +44,16 @@ from .config import (
     validate_model,
 )
 from .errors import ReplicaUnavailable
-from .http import Gate, answer, chat_sse, install_error_handlers, json_response, read_json, response_sse
+from .http import (
+    Gate,
+    chat_sse,
+    install_error_handlers,
+    json_response,
+    read_json,
+    response_sse,
+    stream_answer,
+    wants_stream,
+)
 
 KIND = "azure_openai_ray_serve"
 _READY_TIMEOUT_S = 300.0
@@ -188,17 +197,18 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
     async def call(request: Request, method: str) -> Response:
         gate.check(request)
         body = await read_json(request, config.max_request_bytes)
-        return await answer(
-            body,
-            # Azure's headers (quota, region) stay behind: a handle call cannot fill the front's dict.
-            lambda b, _: _again_if_the_replica_died(
-                lambda: _answer_unless_client_leaves(request, getattr(handle, method).remote(b))
-            ),
-            lambda b, _: _stream_unless_client_leaves(
-                request, lambda: getattr(streaming, f"{method}_stream").remote(b)
-            ),
+        # Azure's headers (quota, region) stay behind: a handle call cannot fill the front's dict.
+        if not wants_stream(body):
+            return json_response(
+                await _again_if_the_replica_died(
+                    lambda: _answer_unless_client_leaves(request, getattr(handle, method).remote(body))
+                )
+            )
+        return await stream_answer(
+            _stream_unless_client_leaves(request, lambda: getattr(streaming, f"{method}_stream").remote(body)),
             chat_sse if method == "create_chat_completion" else response_sse,
             stall_s=config.timeouts.stalled_reader_s,
+            headers={},
         )
 
     @api.get("/")

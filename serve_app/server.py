@@ -38,7 +38,17 @@ from .config import BudgetConfig, ModelServerArgs, UpstreamSpec, validate_model
 from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
 from .entra import EntraTokens
 from .errors import OpenAIError, Overloaded, RefusedParameter, Unavailable, UpstreamError
-from .http import Gate, answer, chat_sse, install_error_handlers, json_response, prepend, read_json, response_sse
+from .http import (
+    Gate,
+    chat_sse,
+    install_error_handlers,
+    json_response,
+    prepend,
+    read_json,
+    response_sse,
+    stream_answer,
+    wants_stream,
+)
 from .limiter import Limiter
 from .schemas import ChatRequest, ResponseSettings, ResponsesRequest, parse
 from .telemetry import RequestRecord, Telemetry, request_log_path
@@ -191,16 +201,22 @@ class AzureModelServer:
     async def responses(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        return await answer(
-            body, self.create_response, self.create_response_stream, response_sse, stall_s=self._stall_s
+        headers: dict[str, str] = {}
+        if not wants_stream(body):
+            return json_response(await self.create_response(body, headers), headers=headers)
+        return await stream_answer(
+            self.create_response_stream(body, headers), response_sse, stall_s=self._stall_s, headers=headers
         )
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
-        return await answer(
-            body, self.create_chat_completion, self._relayed_chat_stream, chat_sse, stall_s=self._stall_s
+        headers: dict[str, str] = {}
+        if not wants_stream(body):
+            return json_response(await self.create_chat_completion(body, headers), headers=headers)
+        return await stream_answer(
+            self._relayed_chat_stream(body, headers), chat_sse, stall_s=self._stall_s, headers=headers
         )
 
     @api.get("/v1/models")

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 LATENCY_BOUNDS_S = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600]
 
 
-@dataclass
+@dataclass(slots=True)  # one per call in flight
 class RequestRecord:
     """What one request did, filled in as it goes and reported once at its end."""
 
