@@ -16,6 +16,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -126,6 +127,11 @@ class RejectedParameters:
         return True
 
 
+# What a call's body gets on its way to Azure: nothing, or what makes it a stream that reports its usage.
+_AS_IS: Mapping[str, Any] = MappingProxyType({})
+_STREAMED: Mapping[str, Any] = MappingProxyType({"stream": True, "stream_options": {"include_usage": True}})
+
+
 class AzureClient:
     def __init__(
         self,
@@ -216,26 +222,30 @@ class AzureClient:
         The total deadline, counted from this call, is checked between chunks; a silent Azure is cut off by the
         read timeout. `headers` as for `complete`, filled before the first chunk. `decode` parses each chunk (a
         caller that reads only some fields may build only those: jsonwire.LoadsOnly)."""
-        streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
         deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
-        return self._retried(streamed, deadline, self._open_stream, headers, decode)
+        return self._retried(body, deadline, self._open_stream, headers, decode, extra=_STREAMED)
 
     async def _retried(
-        self, body: Mapping[str, Any], deadline: float, send: Callable[..., Awaitable[T]], *args: Any
+        self,
+        body: Mapping[str, Any],
+        deadline: float,
+        send: Callable[..., Awaitable[T]],
+        *args: Any,
+        extra: Mapping[str, Any] = _AS_IS,
     ) -> T:
         """`await send(payload, deadline, *args)`, tried again per policy while it fails: a non-streaming call to
-        its answer, a stream to its first chunk. (Arguments, not a closure: its function and cells were a
-        quarter of a kilobyte of every call in flight.)"""
+        its answer, a stream to its first chunk; the payload is `body` with `extra`'s keys, as sent to Azure.
+        (Arguments, not a closure: its function and cells were a quarter of a kilobyte of every call in
+        flight; and the body as sent is made for each attempt, not kept beside the caller's while Azure works.)"""
         loop = asyncio.get_running_loop()
-        addressed = {**body, "model": self.deployment} if self._v1 else body
         attempt = 0
         while True:
-            payload = jsonwire.dumps(self.parameters.fit(addressed))
+            payload = jsonwire.dumps(self.parameters.fit(self._addressed(body, extra)))
             attempt += 1
             try:
                 return await send(payload, deadline, *args)
             except OpenAIError as error:
-                if self.parameters.learn(error, addressed):
+                if self.parameters.learn(error, self._addressed(body, extra)):
                     # Azure refused one parameter before doing any work; asking without it is no retry.
                     attempt -= 1
                     continue
@@ -244,6 +254,11 @@ class AzureClient:
                     raise
                 self._observer.retry(error.status)
             await asyncio.sleep(wait)
+
+    def _addressed(self, body: Mapping[str, Any], extra: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self._v1:
+            return {**body, **extra, "model": self.deployment}
+        return {**body, **extra} if extra else body
 
     async def _complete_once(self, payload: bytes, deadline: float, into: dict[str, str] | None) -> dict[str, Any]:
         started = time.monotonic()

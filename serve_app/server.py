@@ -258,12 +258,15 @@ class AzureModelServer:
         from the first `anext`, not sent in-band."""
         async with self._recorded("responses", stream=True) as record, _in_responses_terms:
             tools, chat_body, settings = self._translate(parse(ResponsesRequest, body), record)
-            machine = ResponseEventStream(
-                settings, model=self._model, response_id=new_id("resp"), created_at=int(time.time()), tools=tools
-            )
+            created_at = int(time.time())
             upstream = self._upstream_stream(chat_body, record, upstream_headers, read_chunk, settings)
             async with aclosing(upstream) as batches:
                 first = await anext(batches, None)
+                # Made once Azure has answered: a stream waiting for its first chunk (a reasoning model's, for
+                # minutes) holds its settings, not the Response it will become.
+                machine = ResponseEventStream(
+                    settings, model=self._model, response_id=new_id("resp"), created_at=created_at, tools=tools
+                )
                 yield machine.start()
                 try:
                     if first is not None and (events := machine.feed_all(first)):
@@ -454,18 +457,9 @@ class AzureModelServer:
         the stream is closed; before the first chunk, a failing upstream's call goes to another (after it, the
         client has part of an answer). Each chunk is read by `decode` (which may build only what its reader
         needs); with `req` (the Responses path), a conversation too long is shortened per `truncation`."""
-
-        async def opened(client: AzureClient, body: dict[str, Any]) -> AsyncGenerator[list[C], None]:
-            # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
-            first, rest = await client.open_stream(body, upstream_headers, decode)
-            return rest if first is None else prepend(first, rest)
-
-        def open_on(client: AzureClient, _: float) -> Awaitable[AsyncGenerator[list[C], None]]:
-            if req is not None:
-                return self._fitting(req, body, lambda body: opened(client, body))
-            return opened(client, body)
-
-        upstream, since, stream = await self._placed(record, open_on, hold=True)
+        upstream, since, stream = await self._placed(
+            record, self._stream_opened, body, upstream_headers, decode, req, hold=True
+        )
         try:
             async with aclosing(stream) as batches:
                 async for batch in batches:
@@ -477,6 +471,31 @@ class AzureModelServer:
                     yield batch
         finally:
             self._pool.release(upstream, time.monotonic() - since)
+
+    def _stream_opened(
+        self,
+        client: AzureClient,
+        deadline: float,
+        body: dict[str, Any],
+        upstream_headers: dict[str, str] | None,
+        decode: Callable[[bytes], C],
+        req: ResponseSettings | None,
+    ) -> Awaitable[AsyncGenerator[list[C], None]]:
+        """A stream opened on `client`, for `_placed`: its batches, the first one already in."""
+        if req is None:
+            return self._opened(client, body, upstream_headers, decode)
+        return self._fitting(req, body, lambda body: self._opened(client, body, upstream_headers, decode))
+
+    async def _opened(
+        self,
+        client: AzureClient,
+        body: dict[str, Any],
+        upstream_headers: dict[str, str] | None,
+        decode: Callable[[bytes], C],
+    ) -> AsyncGenerator[list[C], None]:
+        # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
+        first, rest = await client.open_stream(body, upstream_headers, decode)
+        return rest if first is None else prepend(first, rest)
 
     def _recorded(self, endpoint: str, stream: bool = False) -> _Recorded:
         return _Recorded(self._telemetry, endpoint, stream)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from serve_app.errors import UpstreamError
-from serve_app.schemas import ResponsesRequest, parse
+from serve_app.schemas import ResponseSettings, ResponsesRequest, parse
 from serve_app.translate.stream import read_chunk
 from serve_app.translate.truncation import MAX_RETRIES, drop_oldest_turns
 
@@ -162,9 +162,9 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
 
     client = SimpleNamespace(open_stream=open_stream)
 
-    async def placed(record: RequestRecord, call: Any, hold: bool) -> Any:
+    async def placed(record: RequestRecord, call: Any, *args: Any, hold: bool) -> Any:
         assert hold  # a stream keeps its slot until it ends
-        return "the upstream", 0.0, await call(client, 0.0)
+        return "the upstream", 0.0, await call(client, 0.0, *args)
 
     released: list[str] = []
     server = SimpleNamespace(_args=SimpleNamespace(timeouts=Timeouts()))
@@ -172,7 +172,9 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
     server._pool = SimpleNamespace(release=lambda upstream, seconds: released.append(upstream))
     server._fitting = partial(AzureModelServer.func_or_class._fitting, server)
     server._shortened_until_it_fits = partial(AzureModelServer.func_or_class._shortened_until_it_fits, server)
-    req = parse(ResponsesRequest, {"input": "x", "truncation": "auto"})
+    server._stream_opened = partial(AzureModelServer.func_or_class._stream_opened, server)
+    server._opened = partial(AzureModelServer.func_or_class._opened, server)
+    req = ResponseSettings(parse(ResponsesRequest, {"input": "x", "truncation": "auto"}))
     record = RequestRecord("r", "e")
     batches = AzureModelServer.func_or_class._upstream_stream(server, {"messages": LONG}, record, None, read_chunk, req)
     contents = [chunk["choices"][0]["delta"]["content"] async for batch in batches for chunk in batch]
