@@ -287,25 +287,30 @@ class AzureClient:
     async def _open_stream(
         self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], C]
     ) -> tuple[list[C] | None, AsyncGenerator[list[C], None]]:
-        """One attempt's stream, to its first batch (None: Azure sent [DONE] before any chunk) and the rest."""
-        chunks = self._stream_once(payload, deadline, into, decode)
+        """One attempt's stream, to its first batch (None: Azure sent [DONE] before any chunk) and the rest.
+        Azure's answer is awaited here and its generator made once it has come: a stream waiting for Azure (a
+        reasoning model's, for minutes) holds no generator frame."""
+        started = time.monotonic()
+        try:
+            answer = await self._http.post(self._endpoint, payload, await self._auth())
+        except HTTPError as exc:
+            error = transport_error(exc, self._timeouts)
+            self._observer.attempt(error.status, time.monotonic() - started)
+            raise error from None
+        self._observer.attempt(answer.status, time.monotonic() - started)
+        chunks = self._chunks(answer, deadline, into, decode)
         try:
             return await anext(chunks, None), chunks
         except BaseException:
             await chunks.aclose()
             raise
 
-    async def _stream_once(
-        self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], C]
+    async def _chunks(
+        self, answer: Answer, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], C]
     ) -> AsyncGenerator[list[C], None]:
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        answered = False
         try:
-            answer = await self._http.post(self._endpoint, payload, await self._auth())
-            answered = True
             try:
-                self._observer.attempt(answer.status, time.monotonic() - started)
                 if answer.status >= 400:
                     raise upstream_error(answer.status, await answer.read(), answer.headers)
                 if into is not None:
@@ -330,10 +335,7 @@ class AzureClient:
             finally:
                 answer.close()
         except HTTPError as exc:
-            error = transport_error(exc, self._timeouts)
-            if not answered:
-                self._observer.attempt(error.status, time.monotonic() - started)
-            raise error from None
+            raise transport_error(exc, self._timeouts) from None
         except jsonwire.JSONDecodeError:
             raise UpstreamUnavailable(
                 "Azure sent a stream frame that is not JSON, or not of the Chat Completions chunk's shape.",

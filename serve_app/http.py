@@ -366,16 +366,10 @@ def _chat_frames(chunks: Sequence[Chunk]) -> bytes:
     )
 
 
-async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
-    async with aclosing(rest):
-        yield first
-        async for item in rest:
-            yield item
-
-
 # An endpoint answers a JSON body (`json_response` of what its operation returns) or an event stream
-# (`stream_answer`), as `wants_stream` says. The route awaits its operation itself, with no helper in
-# between: each coroutine frame on the way is a part of every call in flight. The operation fills in the
+# (`stream_answer` of its first batch and the rest), as `wants_stream` says. The route awaits its operation
+# (or a stream's first batch) itself, with no helper in between: each coroutine frame on the way is a part of
+# every call in flight, and a stream can wait minutes for Azure's first chunk. The operation fills in the
 # headers of Azure's answer that the client should see.
 
 
@@ -384,16 +378,16 @@ def wants_stream(body: Any) -> bool:
     return isinstance(body, dict) and body.get("stream") is True
 
 
-async def stream_answer(
+def stream_answer(
     items: AsyncGenerator[list[Item], None],
+    first: list[Item] | None,
     sse: Callable[[AsyncGenerator[list[Item], None], list[Item] | None], AsyncGenerator[bytes, None]],
     *,
     stall_s: float,
     headers: dict[str, str],
 ) -> Response:
-    """An event stream of `items`, which come in batches (those ready together). The first batch is awaited
-    before the answer is committed, so an error before Azure's first byte is a plain HTTP error (raised from
-    here); later errors travel in-band (`sse`). The writes wait at most `stall_s` for a client that stopped
-    reading (EventStreamResponse)."""
-    first = await anext(items, None)
+    """An event stream of `items`, which come in batches (those ready together), `first` the one the route has
+    awaited (`await anext(items, None)`) before the answer is committed: an error before Azure's first byte is a
+    plain HTTP error, raised from the route; later errors travel in-band (`sse`). The writes wait at most
+    `stall_s` for a client that stopped reading (EventStreamResponse)."""
     return EventStreamResponse(sse(items, first), stall_s=stall_s, headers=headers)

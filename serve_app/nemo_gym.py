@@ -204,8 +204,10 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
                     lambda: _answer_unless_client_leaves(request, getattr(handle, method).remote(body))
                 )
             )
-        return await stream_answer(
-            _stream_unless_client_leaves(request, lambda: getattr(streaming, f"{method}_stream").remote(body)),
+        items = _stream_unless_client_leaves(request, lambda: getattr(streaming, f"{method}_stream").remote(body))
+        return stream_answer(
+            items,
+            await anext(items, None),
             chat_sse if method == "create_chat_completion" else response_sse,
             stall_s=config.timeouts.stalled_reader_s,
             headers={},

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -43,7 +43,6 @@ from .http import (
     chat_sse,
     install_error_handlers,
     json_response,
-    prepend,
     read_json,
     response_sse,
     stream_answer,
@@ -136,6 +135,57 @@ class _Recorded:
         self._telemetry.finish(record)
 
 
+class _HeldStream(Generic[C]):
+    """Azure's stream as `_placed` opened it, in the batches it arrived in (never empty), holding its upstream
+    slot until the stream is over: released as soon as Azure's stream ends, fails or is cancelled, or when it is
+    closed unread. Made once the first batch is in, so that a stream waiting for Azure (a reasoning model's, for
+    minutes) is `_placed`'s coroutine alone, with no generator above it. Records the first token and the usage."""
+
+    __slots__ = ("_first", "_pool", "_record", "_rest", "_since", "_upstream")
+
+    def __init__(
+        self,
+        pool: Pool[AzureClient],
+        placed: tuple[Upstream[AzureClient], float, tuple[list[C] | None, AsyncGenerator[list[C], None]]],
+        record: RequestRecord,
+    ) -> None:
+        self._pool = pool
+        self._upstream: Upstream[AzureClient] | None = placed[0]
+        self._since = placed[1]
+        self._first, self._rest = placed[2]
+        self._record = record
+
+    def __aiter__(self) -> "_HeldStream[C]":
+        return self
+
+    async def __anext__(self) -> list[C]:
+        batch, self._first = self._first, None
+        if batch is None:
+            try:
+                batch = await anext(self._rest)
+            except BaseException:  # the end, an error or a cancellation: Azure's stream is over either way
+                self._release()
+                raise
+        record = self._record
+        for chunk in batch:
+            if record.ttft_s is None and _carries_output(chunk):
+                record.first_token()
+            if chunk.get("usage"):
+                record.tokens(chunk["usage"])
+        return batch
+
+    async def aclose(self) -> None:
+        try:
+            await self._rest.aclose()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._upstream is not None:
+            self._pool.release(self._upstream, time.monotonic() - self._since)
+            self._upstream = None
+
+
 @serve.deployment(
     # A Serve config sets these from the budget and the longest call (serve_config.py).
     max_ongoing_requests=MAX_ONGOING_REQUESTS,
@@ -204,9 +254,8 @@ class AzureModelServer:
         headers: dict[str, str] = {}
         if not wants_stream(body):
             return json_response(await self.create_response(body, headers), headers=headers)
-        return await stream_answer(
-            self.create_response_stream(body, headers), response_sse, stall_s=self._stall_s, headers=headers
-        )
+        items = self.create_response_stream(body, headers)
+        return stream_answer(items, await anext(items, None), response_sse, stall_s=self._stall_s, headers=headers)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
@@ -215,9 +264,8 @@ class AzureModelServer:
         headers: dict[str, str] = {}
         if not wants_stream(body):
             return json_response(await self.create_chat_completion(body, headers), headers=headers)
-        return await stream_answer(
-            self._relayed_chat_stream(body, headers), chat_sse, stall_s=self._stall_s, headers=headers
-        )
+        items = self._relayed_chat_stream(body, headers)
+        return stream_answer(items, await anext(items, None), chat_sse, stall_s=self._stall_s, headers=headers)
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
@@ -259,9 +307,10 @@ class AzureModelServer:
         async with self._recorded("responses", stream=True) as record, _in_responses_terms:
             tools, chat_body, settings = self._translate(parse(ResponsesRequest, body), record)
             created_at = int(time.time())
-            upstream = self._upstream_stream(chat_body, record, upstream_headers, read_chunk, settings)
-            async with aclosing(upstream) as batches:
-                first = await anext(batches, None)
+            placed = await self._placed(
+                record, self._stream_opened, chat_body, upstream_headers, read_chunk, settings, hold=True
+            )
+            async with aclosing(_HeldStream(self._pool, placed, record)) as batches:
                 # Made once Azure has answered: a stream waiting for its first chunk (a reasoning model's, for
                 # minutes) holds its settings, not the Response it will become.
                 machine = ResponseEventStream(
@@ -269,8 +318,6 @@ class AzureModelServer:
                 )
                 yield machine.start()
                 try:
-                    if first is not None and (events := machine.feed_all(first)):
-                        yield events
                     async for batch in batches:
                         if events := machine.feed_all(batch):
                             yield events
@@ -312,8 +359,11 @@ class AzureModelServer:
         async with self._recorded("chat/completions", stream=True) as record:
             req: ChatRequest = parse(ChatRequest, body)
             include_usage = chat.wants_usage(req)
-            upstream = self._upstream_stream(chat.to_upstream(req, body, self._model), record, upstream_headers, decode)
-            async with aclosing(upstream) as batches:
+            upstream_body = chat.to_upstream(req, body, self._model)
+            placed = await self._placed(
+                record, self._stream_opened, upstream_body, upstream_headers, decode, None, hold=True
+            )
+            async with aclosing(_HeldStream(self._pool, placed, record)) as batches:
                 try:
                     async for batch in batches:
                         forwarded = [
@@ -445,33 +495,6 @@ class AzureModelServer:
                 body = {**body, "messages": shorter}
         return await call(body)
 
-    async def _upstream_stream(
-        self,
-        body: dict[str, Any],
-        record: RequestRecord,
-        upstream_headers: dict[str, str] | None,
-        decode: Callable[[bytes], C],
-        req: ResponseSettings | None = None,
-    ) -> AsyncGenerator[list[C], None]:
-        """Azure's chunks in the batches they arrived in, holding one upstream slot from before the call until
-        the stream is closed; before the first chunk, a failing upstream's call goes to another (after it, the
-        client has part of an answer). Each chunk is read by `decode` (which may build only what its reader
-        needs); with `req` (the Responses path), a conversation too long is shortened per `truncation`."""
-        upstream, since, stream = await self._placed(
-            record, self._stream_opened, body, upstream_headers, decode, req, hold=True
-        )
-        try:
-            async with aclosing(stream) as batches:
-                async for batch in batches:
-                    for chunk in batch:
-                        if record.ttft_s is None and _carries_output(chunk):
-                            record.first_token()
-                        if chunk.get("usage"):
-                            record.tokens(chunk["usage"])
-                    yield batch
-        finally:
-            self._pool.release(upstream, time.monotonic() - since)
-
     def _stream_opened(
         self,
         client: AzureClient,
@@ -480,22 +503,12 @@ class AzureModelServer:
         upstream_headers: dict[str, str] | None,
         decode: Callable[[bytes], C],
         req: ResponseSettings | None,
-    ) -> Awaitable[AsyncGenerator[list[C], None]]:
-        """A stream opened on `client`, for `_placed`: its batches, the first one already in."""
+    ) -> Awaitable[tuple[list[C] | None, AsyncGenerator[list[C], None]]]:
+        """A stream opened on `client`, for `_placed`: its first batch and the rest (AzureClient.open_stream); with
+        `req` (the Responses path), a conversation too long is shortened per `truncation`."""
         if req is None:
-            return self._opened(client, body, upstream_headers, decode)
-        return self._fitting(req, body, lambda body: self._opened(client, body, upstream_headers, decode))
-
-    async def _opened(
-        self,
-        client: AzureClient,
-        body: dict[str, Any],
-        upstream_headers: dict[str, str] | None,
-        decode: Callable[[bytes], C],
-    ) -> AsyncGenerator[list[C], None]:
-        # Azure's errors come before its first chunk: a too-long conversation, a failing upstream.
-        first, rest = await client.open_stream(body, upstream_headers, decode)
-        return rest if first is None else prepend(first, rest)
+            return client.open_stream(body, upstream_headers, decode)
+        return self._fitting(req, body, lambda body: client.open_stream(body, upstream_headers, decode))
 
     def _recorded(self, endpoint: str, stream: bool = False) -> _Recorded:
         return _Recorded(self._telemetry, endpoint, stream)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
@@ -147,7 +148,7 @@ async def test_auto_gives_up_after_a_few_tries_or_when_only_the_last_turn_is_lef
 
 async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
     from serve_app.config import Timeouts
-    from serve_app.server import AzureModelServer
+    from serve_app.server import AzureModelServer, _HeldStream
     from serve_app.telemetry import RequestRecord
 
     upstream = Upstream(fits=3)
@@ -162,22 +163,17 @@ async def test_a_stream_is_retried_shorter_before_its_first_chunk() -> None:
 
     client = SimpleNamespace(open_stream=open_stream)
 
-    async def placed(record: RequestRecord, call: Any, *args: Any, hold: bool) -> Any:
-        assert hold  # a stream keeps its slot until it ends
-        return "the upstream", 0.0, await call(client, 0.0, *args)
-
     released: list[str] = []
     server = SimpleNamespace(_args=SimpleNamespace(timeouts=Timeouts()))
-    server._placed = placed
-    server._pool = SimpleNamespace(release=lambda upstream, seconds: released.append(upstream))
     server._fitting = partial(AzureModelServer.func_or_class._fitting, server)
     server._shortened_until_it_fits = partial(AzureModelServer.func_or_class._shortened_until_it_fits, server)
-    server._stream_opened = partial(AzureModelServer.func_or_class._stream_opened, server)
-    server._opened = partial(AzureModelServer.func_or_class._opened, server)
+    pool = SimpleNamespace(release=lambda upstream, seconds: released.append(upstream))
     req = ResponseSettings(parse(ResponsesRequest, {"input": "x", "truncation": "auto"}))
-    record = RequestRecord("r", "e")
-    batches = AzureModelServer.func_or_class._upstream_stream(server, {"messages": LONG}, record, None, read_chunk, req)
-    contents = [chunk["choices"][0]["delta"]["content"] async for batch in batches for chunk in batch]
+    opened = await AzureModelServer.func_or_class._stream_opened(
+        server, client, 0.0, {"messages": LONG}, None, read_chunk, req
+    )
+    async with aclosing(_HeldStream(pool, ("the upstream", 0.0, opened), RequestRecord("r", "e"))) as batches:
+        contents = [chunk["choices"][0]["delta"]["content"] async for batch in batches for chunk in batch]
     assert contents == [str(len(upstream.sent[-1]))]
     assert len(upstream.sent) > 1 and len(upstream.sent[-1]) <= 3
     assert released == ["the upstream"]  # the one slot, given back when the stream ended

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
+from contextlib import aclosing
+from typing import Any
 
 import pytest
 
@@ -107,6 +110,55 @@ async def test_a_waiter_cancelled_leaves_no_slot_behind() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert sum(u.limiter.in_use for u in pool.upstreams) == 1 and pool.waiting == 0
+
+
+def _azure_stream(end: BaseException | None, closed: list[str]) -> Any:
+    """Azure's stream of two batches, then its end (or `end` raised); notes its closing."""
+
+    async def rest() -> Any:
+        try:
+            yield [{"choices": [{"delta": {"content": "a"}}]}]
+            yield [{"choices": [{"delta": {"content": "b"}}]}]
+            if end is not None:
+                raise end
+        finally:
+            closed.append("closed")
+
+    return rest()
+
+
+@pytest.mark.parametrize(
+    ("end", "batches_read", "held_until_closed"),
+    [
+        (None, 2, False),  # read to its end: given back as Azure's stream ends
+        (UpstreamUnavailable("cut", code="upstream_stream_truncated"), 2, False),  # failed by Azure: at once too
+        (None, 1, True),  # its reader stopped after one batch: when it is closed
+        (None, 0, True),  # never read (the client left before the first event): when it is closed
+    ],
+)
+async def test_a_held_stream_gives_its_slot_back_once_as_soon_as_it_is_over(
+    end: BaseException | None, batches_read: int, held_until_closed: bool
+) -> None:
+    from serve_app.server import _HeldStream
+    from serve_app.telemetry import RequestRecord
+
+    pool = pool_of(1)
+    upstream = await pool.acquire(far())
+    closed: list[str] = []
+    azure = _azure_stream(end, closed)
+    opened = (upstream, time.monotonic(), (await anext(azure), azure))  # as AzureClient.open_stream opens it
+    read = 0
+    async with aclosing(_HeldStream(pool, opened, RequestRecord("r", "e"))) as held:
+        if batches_read:
+            with contextlib.suppress(UpstreamUnavailable):
+                async for _ in held:
+                    read += 1
+                    if read == batches_read and held_until_closed:
+                        break
+        assert read == batches_read
+        assert upstream.limiter.in_use == (1 if held_until_closed else 0)
+    assert upstream.limiter.in_use == 0  # and not given back twice
+    assert closed == ["closed"]  # Azure's stream too, read or not
 
 
 async def test_a_lapsed_budget_lease_gives_no_slot() -> None:
