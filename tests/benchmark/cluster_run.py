@@ -332,19 +332,28 @@ class Bench:
         http_json(f"{self.slow_url}/sim/reset", {})
         await asyncio.sleep(1.0)
         idle = min(rss_bytes(pid) for _ in range(5))
-        peak = idle
+        peak = held = idle
         sampling = True
+        # No answer starts before the first request's hold ends: until then every sample is of calls held.
+        answers_from = math.inf
+
+        def sent(at: float) -> None:
+            nonlocal answers_from
+            answers_from = at + HOLD_S - 0.1
 
         async def sample() -> None:
-            nonlocal peak
+            nonlocal peak, held
             while sampling:
-                peak = max(peak, rss_bytes(pid))
+                rss = rss_bytes(pid)
+                peak = max(peak, rss)
+                if time.monotonic() < answers_from:
+                    held = rss if rss > held else held
                 await asyncio.sleep(0.01)
 
         sampler = asyncio.get_running_loop().create_task(sample())
         meter = CpuMeter({"replica": pid, "sim": self.slow_pid})
         meter.start()
-        run = await loadgen.burst(target, n)
+        run = await loadgen.burst(target, n, on_sent=sent)
         cpu = meter.stop()
         sampling = False
         await sampler
@@ -360,16 +369,19 @@ class Bench:
             "p50_ms": run.summary()["p50_ms"],
             "p99_ms": run.summary()["p99_ms"],
             "idle_rss_mb": idle / 2**20,
+            "held_rss_mb": held / 2**20,
             "peak_rss_mb": peak / 2**20,
-            "kb_per_request": (peak - idle) / n / 1024,
+            "kb_per_request": (held - idle) / n / 1024,
+            "kb_per_request_answering": (peak - idle) / n / 1024,
             "upstream_peak_in_flight": upstream,
             "client_cpu_s": run.client_cpu_s,
             **cpu,
         }
         log(
             f"  memory   {kind:9} n={n} errors {result['errors']} wall {run.wall_s:.2f} s, "
-            f"RSS {result['idle_rss_mb']:.0f} -> {result['peak_rss_mb']:.0f} MB: "
-            f"{result['kb_per_request']:.1f} KB per request; upstream peak in flight {upstream}"
+            f"RSS {result['idle_rss_mb']:.0f} -> {result['held_rss_mb']:.0f} MB held, {result['peak_rss_mb']:.0f} "
+            f"answering: {result['kb_per_request']:.1f} KB per request held "
+            f"({result['kb_per_request_answering']:.1f} answering); upstream peak in flight {upstream}"
         )
         return result
 

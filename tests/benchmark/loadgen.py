@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -359,8 +360,9 @@ async def closed_loop(
     return run
 
 
-async def burst(target: Target, n: int, timeout_s: float = 60.0) -> Run:
-    """`n` requests on `n` connections opened beforehand, all sent at once; waits for every answer."""
+async def burst(target: Target, n: int, timeout_s: float = 60.0, on_sent: Callable[[float], None] | None = None) -> Run:
+    """`n` requests on `n` connections opened beforehand, all sent at once; waits for every answer. `on_sent`
+    hears the moment they were sent (monotonic)."""
     payload = target.encoded()
     connections: list[_Connection] = []
     while len(connections) < n:  # open in batches: a listen backlog is finite
@@ -383,6 +385,8 @@ async def burst(target: Target, n: int, timeout_s: float = 60.0) -> Run:
         run.events += response.events
 
     cpu, start = _cpu(), time.monotonic()
+    if on_sent is not None:
+        on_sent(start)
     await asyncio.wait_for(asyncio.gather(*(one(c) for c in connections)), timeout_s)
     run.wall_s = time.monotonic() - start
     run.client_cpu_s = _cpu() - cpu
