@@ -421,10 +421,10 @@ class AzureModelServer:
     ) -> tuple[Upstream[AzureClient], float, T]:
         """`call(client, deadline, *args)` in a slot of one upstream: a non-streaming call's answer, or a stream
         opened to its first chunk, with the upstream and when the call began. With `hold` (a stream), the slot is
-        still held: the caller releases it (`Pool.release`) once the stream is over; without, it is released here.
-        While `call` fails for the upstream's own reason, it is made again on another upstream (upstreams.py), one
-        at a time, never past the deadline. (Arguments, not closures: a function and a cell per variable for
-        each layer were most of a kilobyte of every call in flight.)
+        still held: the caller hands it to `_HeldStream`, which releases it once the stream is over; without, it
+        is released here. While `call` fails for the upstream's own reason, it is made again on another upstream
+        (upstreams.py), one at a time, never past the deadline. (Arguments, not closures: a function and a cell
+        per variable for each layer were most of a kilobyte of every call in flight.)
 
         The total timeout counts from here, the wait in the queue included. A full queue, or no slot
         free within the total timeout, is a 429 with a useful Retry-After."""
