@@ -31,6 +31,8 @@ from .retry import RetryPolicy, retry_after_s
 
 T = TypeVar("T")
 C = TypeVar("C", bound=dict[str, Any])  # a stream chunk, as `decode` reads it
+# A stream as `open_stream` opens it: its first batch (None: Azure sent [DONE] before any chunk), and the rest.
+OpenedStream = tuple[list[C] | None, AsyncGenerator[list[C], None]]
 
 # Azure's answer headers that our client is told too: when to retry, the quota left (every
 # `x-ratelimit-*`), and what Azure support asks for to trace a call. None carries a secret.
@@ -212,7 +214,7 @@ class AzureClient:
         body: Mapping[str, Any],
         headers: dict[str, str] | None,
         decode: Callable[[bytes], C],
-    ) -> Coroutine[Any, Any, tuple[list[C] | None, AsyncGenerator[list[C], None]]]:
+    ) -> Coroutine[Any, Any, OpenedStream[C]]:
         """A Chat Completions stream opened to its first batch (None: Azure sent [DONE] before any chunk), and the
         batches after it, in order: the chunks that arrived together (never an empty batch), so that whatever
         handles each item on the way to our client does it once per read from Azure rather than once per token.
@@ -268,9 +270,7 @@ class AzureClient:
         except DeadlinePassed:
             raise self._total_timeout() from None
         except HTTPError as exc:
-            error = transport_error(exc, self._timeouts)
-            self._observer.attempt(error.status, time.monotonic() - started)
-            raise error from None
+            raise self._attempt_failed(exc, started) from None
         self._observer.attempt(status, time.monotonic() - started)
         if status >= 400:
             raise upstream_error(status, content, headers)
@@ -286,7 +286,7 @@ class AzureClient:
 
     async def _open_stream(
         self, payload: bytes, deadline: float, into: dict[str, str] | None, decode: Callable[[bytes], C]
-    ) -> tuple[list[C] | None, AsyncGenerator[list[C], None]]:
+    ) -> OpenedStream[C]:
         """One attempt's stream, to its first batch (None: Azure sent [DONE] before any chunk) and the rest.
         Azure's answer is awaited here and its generator made once it has come: a stream waiting for Azure (a
         reasoning model's, for minutes) holds no generator frame."""
@@ -294,9 +294,7 @@ class AzureClient:
         try:
             answer = await self._http.post(self._endpoint, payload, await self._auth())
         except HTTPError as exc:
-            error = transport_error(exc, self._timeouts)
-            self._observer.attempt(error.status, time.monotonic() - started)
-            raise error from None
+            raise self._attempt_failed(exc, started) from None
         self._observer.attempt(answer.status, time.monotonic() - started)
         chunks = self._chunks(answer, deadline, into, decode)
         try:
@@ -342,6 +340,12 @@ class AzureClient:
                 code="upstream_invalid_response",
             ) from None
         raise UpstreamUnavailable("Azure's stream ended before [DONE].", code="upstream_stream_truncated")
+
+    def _attempt_failed(self, exc: HTTPError, started: float) -> OpenAIError:
+        """What an attempt that got no answer from Azure fails with, counted as that attempt's outcome."""
+        error = transport_error(exc, self._timeouts)
+        self._observer.attempt(error.status, time.monotonic() - started)
+        return error
 
     def _total_timeout(self) -> UpstreamTimeout:
         return UpstreamTimeout(

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Self, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -32,7 +32,7 @@ from ray.serve.context import _get_serve_request_context
 from ray.serve.schema import ReplicaRank
 
 from . import jsonwire
-from .azure import AzureClient
+from .azure import AzureClient, OpenedStream
 from .budget import BudgetMember, LeaveFn, ray_ledger
 from .config import BudgetConfig, ModelServerArgs, UpstreamSpec, validate_model
 from .deployment_constants import DEFAULT_SHUTDOWN_S, MAX_ONGOING_REQUESTS
@@ -146,7 +146,7 @@ class _HeldStream(Generic[C]):
     def __init__(
         self,
         pool: Pool[AzureClient],
-        placed: tuple[Upstream[AzureClient], float, tuple[list[C] | None, AsyncGenerator[list[C], None]]],
+        placed: tuple[Upstream[AzureClient], float, OpenedStream[C]],
         record: RequestRecord,
     ) -> None:
         self._pool = pool
@@ -155,7 +155,7 @@ class _HeldStream(Generic[C]):
         self._first, self._rest = placed[2]
         self._record = record
 
-    def __aiter__(self) -> "_HeldStream[C]":
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> list[C]:
@@ -360,9 +360,7 @@ class AzureModelServer:
             req: ChatRequest = parse(ChatRequest, body)
             include_usage = chat.wants_usage(req)
             upstream_body = chat.to_upstream(req, body, self._model)
-            placed = await self._placed(
-                record, self._stream_opened, upstream_body, upstream_headers, decode, None, hold=True
-            )
+            placed = await self._placed(record, self._stream_opened, upstream_body, upstream_headers, decode, hold=True)
             async with aclosing(_HeldStream(self._pool, placed, record)) as batches:
                 try:
                     async for batch in batches:
@@ -502,8 +500,8 @@ class AzureModelServer:
         body: dict[str, Any],
         upstream_headers: dict[str, str] | None,
         decode: Callable[[bytes], C],
-        req: ResponseSettings | None,
-    ) -> Awaitable[tuple[list[C] | None, AsyncGenerator[list[C], None]]]:
+        req: ResponseSettings | None = None,
+    ) -> Awaitable[OpenedStream[C]]:
         """A stream opened on `client`, for `_placed`: its first batch and the rest (AzureClient.open_stream); with
         `req` (the Responses path), a conversation too long is shortened per `truncation`."""
         if req is None:

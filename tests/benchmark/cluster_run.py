@@ -347,7 +347,7 @@ class Bench:
                 rss = rss_bytes(pid)
                 peak = max(peak, rss)
                 if time.monotonic() < answers_from:
-                    held = rss if rss > held else held
+                    held = max(held, rss)
                 await asyncio.sleep(0.01)
 
         sampler = asyncio.get_running_loop().create_task(sample())
