@@ -21,7 +21,6 @@ How our Serve application fits that (README, "With NeMo Gym", says why each choi
   one that has no answer yet (most of them still in that replica's queue) to another replica.
 """
 
-# No `from __future__ import annotations` here: FastAPI reads the front's route signatures at runtime.
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -33,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from omegaconf import DictConfig, OmegaConf
 from pydantic import Field
+from starlette.routing import Route
 
 from .config import (
     SIMULATED_DEPLOYMENT,
@@ -47,8 +47,8 @@ from .errors import ReplicaUnavailable
 from .http import (
     Gate,
     chat_sse,
-    install_error_handlers,
     json_response,
+    openai_app,
     read_json,
     response_sse,
     stream_answer,
@@ -189,8 +189,6 @@ def _uvicorn(app: Any, host: str, port: int) -> Any:
 
 def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
     """gym's view of the model server: `GET /` once ready, and the OpenAI routes through the handle."""
-    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(api, request_id=lambda: uuid.uuid4().hex)  # the replica logs its own id too
     gate = Gate(config.inbound_keys())
     streaming = handle.options(stream=True)
 
@@ -213,24 +211,26 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
             headers={},
         )
 
-    @api.get("/")
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
         return json_response({"status": "ready", "model": config.openai_model})
 
-    @api.post("/v1/responses")
     async def responses(request: Request) -> Response:
         return await call(request, "create_response")
 
-    @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await call(request, "create_chat_completion")
 
-    @api.get("/v1/models")
     async def models(request: Request) -> Response:
         gate.check(request)
         return json_response(await handle.list_models.remote())
 
-    return api
+    routes = [
+        Route("/", ready, methods=["GET"]),
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ]
+    return openai_app(routes, request_id=lambda: uuid.uuid4().hex)  # the replica logs its own id too
 
 
 async def _unless_client_leaves(request: Any, call: Any, cancel: Callable[[], None]) -> Any:

@@ -15,7 +15,6 @@ answer is committed: Azure's status and first frame are awaited first, so an err
 first byte is a normal HTTP error, and only later errors travel in-band.
 """
 
-# No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime.
 import asyncio
 import gc
 import math
@@ -30,6 +29,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.context import _get_serve_request_context
 from ray.serve.schema import ReplicaRank
+from starlette.routing import Route
 
 from . import jsonwire
 from .azure import AzureClient, OpenedStream
@@ -41,8 +41,8 @@ from .errors import OpenAIError, Overloaded, RefusedParameter, Unavailable, Upst
 from .http import (
     Gate,
     chat_sse,
-    install_error_handlers,
     json_response,
+    openai_app,
     read_json,
     response_sse,
     stream_answer,
@@ -70,12 +70,7 @@ T = TypeVar("T")
 C = TypeVar("C", bound=dict[str, Any])  # a stream chunk, as read
 S = TypeVar("S")  # a stream chunk, as shown
 
-api = FastAPI(title="Azure OpenAI model server", docs_url=None, redoc_url=None, openapi_url=None)
-install_error_handlers(api, request_id=lambda: _get_serve_request_context().request_id)
 
-
-# Module-level helpers must be defined before the class: @serve.ingress captures the class's
-# globals when it is applied.
 def tune_collector() -> None:
     """The replica's collector: run less often (GC_GEN0_THRESHOLD), and never over what the replica was
     built with. That (Ray, Serve, FastAPI, pydantic's validators, this app: about 170,000 objects) lives as
@@ -83,6 +78,10 @@ def tune_collector() -> None:
     pause of every call in flight (gc callbacks, 64 clients)."""
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     gc.freeze()
+
+
+def _request_id() -> str:
+    return _get_serve_request_context().request_id
 
 
 def _carries_output(chunk: dict[str, Any]) -> bool:
@@ -191,7 +190,7 @@ class _HeldStream(Generic[C]):
     max_ongoing_requests=MAX_ONGOING_REQUESTS,
     graceful_shutdown_timeout_s=DEFAULT_SHUTDOWN_S,
 )
-@serve.ingress(api)
+@serve.ingress()
 class AzureModelServer:
     """One replica: holds its share of the deployment's upstream budget (see budget.py)."""
 
@@ -234,6 +233,17 @@ class AzureModelServer:
             for upstream in self._pool.upstreams:
                 upstream.client.start()
 
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """The replica's ingress, built once it is constructed: its routes are this object's methods."""
+        return openai_app(
+            [
+                Route("/v1/responses", self.responses, methods=["POST"]),
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+            ],
+            request_id=_request_id,
+        )
+
     async def check_health(self) -> None:
         """Serve's health probe: never calls Azure (that would spend quota and tie our health to theirs)."""
 
@@ -247,7 +257,6 @@ class AzureModelServer:
 
     # --- HTTP routes -----------------------------------------------------------------------------
 
-    @api.post("/v1/responses")
     async def responses(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
@@ -257,7 +266,6 @@ class AzureModelServer:
         items = self.create_response_stream(body, headers)
         return stream_answer(items, await anext(items, None), response_sse, stall_s=self._stall_s, headers=headers)
 
-    @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         self._gate.check(request)
         body = await read_json(request, self._args.max_request_bytes)
@@ -267,7 +275,6 @@ class AzureModelServer:
         items = self._relayed_chat_stream(body, headers)
         return stream_answer(items, await anext(items, None), chat_sse, stall_s=self._stall_s, headers=headers)
 
-    @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
         self._gate.check(request)
         return json_response(await self.list_models())

@@ -15,10 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.routing import Route
 from support.bad_input import bodies
 
 from serve_app import jsonwire
-from serve_app.http import EventStreamResponse, Gate, install_error_handlers, json_response, read_json
+from serve_app.http import EventStreamResponse, Gate, json_response, openai_app, read_json
 from serve_app.schemas import ChatRequest, ResponsesRequest, parse
 from serve_app.translate import chat, to_chat_request
 
@@ -27,28 +28,28 @@ SECRET = "the client's private words"
 
 def edge_app() -> FastAPI:
     """The server's routes up to the upstream call: read, parse, translate and write the upstream body."""
-    api = FastAPI()
-    install_error_handlers(api, request_id=lambda: "req-123")
     gate = Gate(())
 
-    @api.post("/v1/responses")
     async def responses(request: Request) -> Response:
         gate.check(request)
         body = await read_json(request, 1 << 20)
         return json_response(jsonwire.loads(jsonwire.dumps(to_chat_request(parse(ResponsesRequest, body)))))
 
-    @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         gate.check(request)
         body = await read_json(request, 1 << 20)
         upstream = chat.to_upstream(parse(ChatRequest, body), body, "gpt-4o")
         return json_response(jsonwire.loads(jsonwire.dumps(upstream)))
 
-    @api.post("/v1/bug")
     async def bug(request: Request) -> Response:
         raise RuntimeError(SECRET)
 
-    return api
+    routes = [
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/bug", bug, methods=["POST"]),
+    ]
+    return openai_app(routes, request_id=lambda: "req-123")
 
 
 class Client:
