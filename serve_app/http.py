@@ -9,7 +9,7 @@ import asyncio
 import hmac
 import logging
 import traceback
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar, cast
 
@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import jsonwire
@@ -38,14 +38,27 @@ def error_response(error: OpenAIError) -> Response:
     return json_response(error.body(), error.status, error.headers)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def openai_routes(responses: Endpoint, chat_completions: Endpoint, models: Endpoint) -> list[BaseRoute]:
+    """The OpenAI endpoints, each at its path and method, answered by the given functions (for `openai_app`)."""
+    return [
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ]
+
+
 def openai_app(routes: Sequence[BaseRoute], request_id: Callable[[], str]) -> FastAPI:
     """The ingress app over `routes`, whose answers that are not a success are all OpenAI envelopes: ours,
     routing's (404, 405) and any bug's (500, `LastResort`).
 
     The routes are Starlette's (`Route(path, endpoint, methods=...)`, an endpoint takes the request and returns a
     Response), not FastAPI's: ours read their bodies themselves and take no parameters, and FastAPI's route layer
-    around them (solving a dependency per call, for a deployment the replica's `self`) was 36 of 54 µs per call
-    in-process, about a tenth of a replica's CPU per request at 64 clients (tests/benchmark/RESULTS.md)."""
+    around them (solving a dependency per call, for a deployment the replica's `self`) was 32 of 48 µs per call
+    in-process (tests/benchmark/routes.py), about a tenth of a replica's CPU per request at 64 clients (README,
+    Performance)."""
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, routes=list(routes))
     api.add_exception_handler(OpenAIError, _openai_error)
     api.add_exception_handler(StarletteHTTPException, _routing_error)

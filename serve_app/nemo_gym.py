@@ -49,6 +49,7 @@ from .http import (
     chat_sse,
     json_response,
     openai_app,
+    openai_routes,
     read_json,
     response_sse,
     stream_answer,
@@ -224,12 +225,7 @@ def _front_app(handle: Any, config: GymModelServer) -> FastAPI:
         gate.check(request)
         return json_response(await handle.list_models.remote())
 
-    routes = [
-        Route("/", ready, methods=["GET"]),
-        Route("/v1/responses", responses, methods=["POST"]),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-    ]
+    routes = [Route("/", ready, methods=["GET"]), *openai_routes(responses, chat_completions, models)]
     return openai_app(routes, request_id=lambda: uuid.uuid4().hex)  # the replica logs its own id too
 
 

@@ -29,7 +29,6 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.context import _get_serve_request_context
 from ray.serve.schema import ReplicaRank
-from starlette.routing import Route
 
 from . import jsonwire
 from .azure import AzureClient, OpenedStream
@@ -43,6 +42,7 @@ from .http import (
     chat_sse,
     json_response,
     openai_app,
+    openai_routes,
     read_json,
     response_sse,
     stream_answer,
@@ -235,14 +235,7 @@ class AzureModelServer:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The replica's ingress, built once it is constructed: its routes are this object's methods."""
-        return openai_app(
-            [
-                Route("/v1/responses", self.responses, methods=["POST"]),
-                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-                Route("/v1/models", self.models, methods=["GET"]),
-            ],
-            request_id=_request_id,
-        )
+        return openai_app(openai_routes(self.responses, self.chat_completions, self.models), _request_id)
 
     async def check_health(self) -> None:
         """Serve's health probe: never calls Azure (that would spend quota and tie our health to theirs)."""
