@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.requests import ClientDisconnect
 
+from serve_app import http
 from serve_app.http import BATCH_BYTES, EventStreamResponse, ReadAhead
 
 SPEC_VERSIONS = ["2.0", "2.4"]  # before 2.4 a departed client is seen on `receive`, from it by the send that fails
@@ -250,6 +251,20 @@ async def test_the_response_starts_and_writes_its_first_event_in_the_turn_it_is_
         await client.serve(EventStreamResponse(source(), stall_s=5), spec_version)
     assert started == [called]
     assert client.writes[0] == (called, event(0))
+
+
+@pytest.mark.parametrize("spec_version", SPEC_VERSIONS)
+async def test_the_replica_yields_its_core_once_right_after_the_first_event_is_written(
+    spec_version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: dict[int, int] = {}
+    with loop_turns() as turns:
+        client = Client(turns)
+        yielded_after: list[int] = []  # how many body writes were done at each yield
+        monkeypatch.setattr(http, "_sched_yield", lambda: yielded_after.append(len(client.writes)))
+        await client.serve(EventStreamResponse(upstream_source(turns, made), stall_s=5), spec_version)
+    assert len(client.writes) > 2
+    assert yielded_after == [1]
 
 
 async def test_a_send_failing_from_asgi_2_4_on_is_a_departed_client_and_closes_the_source() -> None:
