@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import traceback
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from .noop import noop_app
 
 KEY_ENV = "BENCH_SIM_API_KEY"
 SIM_KEY = "sim-key"
+DIRECT_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"  # the simulator's, as ours calls it
 # Flags per measured configuration: (ingress argument of cluster.start, extra environment).
 _HAPROXY_ONLY = {k: v for k, v in cluster.ingress_env("haproxy").items() if k != "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
 CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
@@ -196,7 +198,7 @@ class Bench:
                 "direct",
                 "127.0.0.1",
                 self.sim_port,
-                "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+                DIRECT_PATH,
                 body,
                 headers=(("api-key", SIM_KEY),),
                 stream=stream,
@@ -204,6 +206,8 @@ class Bench:
         app, path = {
             "noop": ("noop", "responses"),
             "noopgc": ("noopgc", "responses"),
+            "relay": ("relay", "chat/completions"),
+            "relayyield": ("relayyield", "chat/completions"),
             "responses": ("ours", "responses"),
             "chat": ("ours", "chat/completions"),
             "mem": ("mem", "responses"),
@@ -216,12 +220,16 @@ class Bench:
         )
         if stream:
             body["stream"] = True
+            if kind.startswith("relay"):  # it hands the body on as it is: ask the simulator what ours asks it
+                body["stream_options"] = {"include_usage": True}
         return Target(kind, "127.0.0.1", self.port, f"/{app}/v1/{path}", body, stream=stream)
 
     def meter(self, kind: str) -> CpuMeter:
         replica = {
             "noop": "noop",
             "noopgc": "noopgc",
+            "relay": "relay",
+            "relayyield": "relayyield",
             "responses": "ours",
             "chat": "ours",
             **{v: f"v_{v}" for v in VARIANTS},
@@ -284,7 +292,8 @@ class Bench:
         results: dict[str, Any] = {}
         http_json(f"{self.sim_url}/sim/config", {"ttft_s": 0.05})
         try:
-            for kind in ("direct", "responses", "chat"):
+            relays = tuple(kind for kind in ("relay", "relayyield") if kind in self.pids)
+            for kind in ("direct", *relays, "responses", "chat"):
                 target = self.target(kind, stream=True)
                 await sequential(target, 5)
                 http_json(f"{self.sim_url}/bench/marks")
@@ -459,6 +468,7 @@ async def measure(bench: Bench, plan: Plan, apps: Apps) -> dict[str, Any]:
     if plan.events_concurrency:
         await bench.sweep("events", plan.events_concurrency, stream=True, text=f"Go on. [sim:tokens={LONG_TOKENS}]")
     if plan.ttfe_requests:
+        bench.pids = apps.deploy(apps.core + apps.ttfe)
         out["ttfe"] = await bench.ttfe()
     if plan.ablation_concurrency:
         bench.pids = apps.deploy(apps.core + apps.variants)
@@ -485,6 +495,7 @@ class Apps:
     """The plan's Serve apps by phase: `core` (no-op and ours) throughout, the others only for their phase."""
 
     core: list[dict[str, Any]]
+    ttfe: list[dict[str, Any]]
     variants: list[dict[str, Any]]
     memory: list[dict[str, Any]]
 
@@ -499,7 +510,12 @@ class Apps:
         if plan.ablation_concurrency:
             variants = [variant_app(v, fast_url, budget=4096) for v in VARIANTS]
             variants.append(noop_app("noopgc", gc_gen0_threshold=GC_GEN0_THRESHOLD))
-        return cls([noop_app("noop"), model_app("ours", fast_url, budget=4096)], variants, memory)
+        ttfe = []
+        if plan.ttfe_requests:
+            fast = urllib.parse.urlsplit(fast_url)
+            relay = {"host": fast.hostname, "port": fast.port, "path": DIRECT_PATH, "key": SIM_KEY}
+            ttfe += [noop_app("relay", relay=relay), noop_app("relayyield", relay={**relay, "hand_over": True})]
+        return cls([noop_app("noop"), model_app("ours", fast_url, budget=4096)], ttfe, variants, memory)
 
     @staticmethod
     def deploy(apps: list[dict[str, Any]]) -> dict[str, int]:
