@@ -33,7 +33,7 @@ from serve_app.server import GC_GEN0_THRESHOLD
 from tests.support.ports import free_port, unclaimed_port
 
 from . import loadgen
-from .common import ROOT, CpuMeter, http_json, rss_bytes
+from .common import RELAYS, ROOT, CpuMeter, http_json, rss_bytes
 from .loadgen import Target
 from .noop import noop_app
 
@@ -65,6 +65,26 @@ SLOW_S = 2.0  # the slow simulator's latency and time to first token
 # CPU-bound (each is a new connection from HAProxy and a new one to Azure), so 2,000 need about 3 s.
 HOLD_S = 6.0
 VARIANTS = ("canned", "nolog", "nometrics", "lean", "defaultgc")  # variants.py
+# Each target behind Serve: (its app, its endpoint).
+TARGETS: dict[str, tuple[str, str]] = {
+    "noop": ("noop", "responses"),
+    "noopgc": ("noopgc", "responses"),
+    "responses": ("ours", "responses"),
+    "chat": ("ours", "chat/completions"),
+    "mem": ("mem", "responses"),
+    "memstream": ("memstream", "responses"),
+    "floor": ("floor", "responses"),
+    **{v: (f"v_{v}", "responses") for v in VARIANTS},
+    **{relay: (relay, "chat/completions") for relay in RELAYS},
+}
+
+
+def simulator_body(messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+    """The body of a call to the simulator, as ours makes it."""
+    body: dict[str, Any] = {"messages": messages}
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return body
 
 
 @dataclass(frozen=True)
@@ -191,49 +211,26 @@ class Bench:
     def target(self, kind: str, *, stream: bool = False, text: str = HELLO) -> Target:
         messages = [{"role": "user", "content": text}]
         if kind == "direct":
-            body: dict[str, Any] = {"messages": messages}
-            if stream:
-                body.update(stream=True, stream_options={"include_usage": True})  # what ours asks Azure for
+            body = simulator_body(messages, stream)
             return Target(
-                "direct",
-                "127.0.0.1",
-                self.sim_port,
-                DIRECT_PATH,
-                body,
-                headers=(("api-key", SIM_KEY),),
-                stream=stream,
+                "direct", "127.0.0.1", self.sim_port, DIRECT_PATH, body, headers=(("api-key", SIM_KEY),), stream=stream
             )
-        app, path = {
-            "noop": ("noop", "responses"),
-            "noopgc": ("noopgc", "responses"),
-            "relay": ("relay", "chat/completions"),
-            "relayyield": ("relayyield", "chat/completions"),
-            "responses": ("ours", "responses"),
-            "chat": ("ours", "chat/completions"),
-            "mem": ("mem", "responses"),
-            "memstream": ("memstream", "responses"),
-            "floor": ("floor", "responses"),
-            **{v: (f"v_{v}", "responses") for v in VARIANTS},
-        }[kind]
-        body = (
-            {"model": "gpt-4o", "messages": messages} if path.startswith("chat") else {"model": "gpt-4o", "input": text}
-        )
-        if stream:
-            body["stream"] = True
-            if kind.startswith("relay"):  # it hands the body on as it is: ask the simulator what ours asks it
-                body["stream_options"] = {"include_usage": True}
+        app, path = TARGETS[kind]
+        if kind in RELAYS:
+            body = simulator_body(messages, stream)  # a relay hands the body on as it came
+        else:
+            body = (
+                {"model": "gpt-4o", "messages": messages}
+                if path.startswith("chat")
+                else {"model": "gpt-4o", "input": text}
+            )
+            if stream:
+                body["stream"] = True
         return Target(kind, "127.0.0.1", self.port, f"/{app}/v1/{path}", body, stream=stream)
 
     def meter(self, kind: str) -> CpuMeter:
-        replica = {
-            "noop": "noop",
-            "noopgc": "noopgc",
-            "relay": "relay",
-            "relayyield": "relayyield",
-            "responses": "ours",
-            "chat": "ours",
-            **{v: f"v_{v}" for v in VARIANTS},
-        }.get(kind)
+        """The CPU of the simulator and of the replica that answers `kind` (none for the direct path)."""
+        replica = TARGETS.get(kind, (None,))[0]
         return CpuMeter({"replica": self.pids.get(replica, 0) if replica else 0, "sim": self.sim_pid})
 
     async def cell(
@@ -292,7 +289,7 @@ class Bench:
         results: dict[str, Any] = {}
         http_json(f"{self.sim_url}/sim/config", {"ttft_s": 0.05})
         try:
-            relays = tuple(kind for kind in ("relay", "relayyield") if kind in self.pids)
+            relays = tuple(kind for kind in RELAYS if kind in self.pids)
             for kind in ("direct", *relays, "responses", "chat"):
                 target = self.target(kind, stream=True)
                 await sequential(target, 5)
@@ -514,7 +511,7 @@ class Apps:
         if plan.ttfe_requests:
             fast = urllib.parse.urlsplit(fast_url)
             relay = {"host": fast.hostname, "port": fast.port, "path": DIRECT_PATH, "key": SIM_KEY}
-            ttfe += [noop_app("relay", relay=relay), noop_app("relayyield", relay={**relay, "hand_over": True})]
+            ttfe = [noop_app(name, relay={**relay, "hand_over": yields}) for name, yields in RELAYS.items()]
         return cls([noop_app("noop"), model_app("ours", fast_url, budget=4096)], ttfe, variants, memory)
 
     @staticmethod

@@ -53,6 +53,11 @@ def http_json(url: str, data: Any = None, timeout: float = 10.0) -> Any:
         return json.loads(response.read())
 
 
+# noop.py's relay apps, the first event's floor, by name: whether it yields its core after the first
+# chunk, as ours does.
+RELAYS = {"relay": False, "relayyield": True}
+
+
 class Upstream:
     """A simulator process of our own (tests/benchmark/upstream.py) on a free port."""
 
